@@ -312,7 +312,9 @@ class Settings(BaseSettings):
             seen.add(cpa.name)
         for cpamp in self.cpamp:
             if cpamp.cpa not in seen:
-                raise ValueError(f"[[cpamp]] {cpamp.name!r}: cpa {cpamp.cpa!r} is not a configured [[cpa]] name")
+                raise ValueError(
+                    f"[[cpamp]] {cpamp.name!r}: cpa {cpamp.cpa!r} is not a configured [[cpa]] name"
+                )
         return self
 
     @classmethod
@@ -391,7 +393,9 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
         else:
             node = data.setdefault(section, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"environment variable {ENV_PREFIX}{'__'.join(parts)} cannot override [{section}]")
+                raise ConfigError(
+                    f"environment variable {ENV_PREFIX}{'__'.join(parts)} cannot override [{section}]"
+                )
         for key in keys[:-1]:
             node = node.setdefault(key, {})
         node[keys[-1]] = value
@@ -448,6 +452,8 @@ def _describe(error: Mapping[str, Any], data: Mapping[str, Any]) -> str:
         hint = difflib.get_close_matches(key, _known_keys(loc), n=1)
         suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
         return f"unknown key {key!r} in {parent}{suffix}"
+    if loc == ("cpa",) and kind in ("missing", "too_short"):
+        return "at least one [[cpa]] table (name, base_url, management_key) is required"
     if kind == "missing":
         return f"{where} is required but missing"
     message = str(error.get("msg", "is invalid"))
@@ -456,7 +462,9 @@ def _describe(error: Mapping[str, Any], data: Mapping[str, Any]) -> str:
     return f"{where}: {message}"
 
 
-def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+def load_config(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
     """Read, merge and validate the configuration. Raises ConfigError with one clear sentence."""
     env = os.environ if environ is None else environ
     config_path = resolve_config_path(path)
@@ -482,7 +490,11 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
     except ValidationError as exc:
         errors = exc.errors(include_input=False, include_url=False)
         first = _describe(errors[0], data)
-        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+        more = (
+            f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+            if len(errors) > 1
+            else ""
+        )
         raise ConfigError(f"{config_path}: {first}{more}") from None
     except TypeError as exc:  # e.g. a section given as a value instead of a table
         raise ConfigError(f"{config_path}: {exc}") from None

@@ -1,0 +1,7 @@
+"""`python -m reauthd.cli` runs the reauthd command."""
+
+import sys
+
+from reauthd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,130 @@
+"""The core subcommands: run, scan, check-config, sim, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from reauthd.cli.common import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    add_config_option,
+    load_settings_or_exit,
+)
+from reauthd.config import effective_config
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser("run", help="run the daemon (watch, notify, serve the login page, verify, retire)")
+    add_config_option(run)
+    run.set_defaults(handler=cmd_run)
+
+    scan = sub.add_parser("scan", help="list every credential of every configured CPA with its verdict")
+    add_config_option(scan)
+    scan.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    scan.add_argument("--probe", action="store_true", help="confirm suspects now with a cheap probe request")
+    scan.set_defaults(handler=cmd_scan)
+
+    check = sub.add_parser("check-config", help="validate the configuration and print it with secrets masked")
+    add_config_option(check)
+    check.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    check.set_defaults(handler=cmd_check_config)
+
+    sim = sub.add_parser("sim", help="run the bundled CPA simulator (for trials and tests)")
+    sim.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sim.add_argument(
+        "--port", type=int, default=8317, help="port to listen on (default 8317; 0 = any free port)"
+    )
+    sim.add_argument(
+        "--management-key", default="sim-key", help="the simulator's management key (default sim-key)"
+    )
+    sim.add_argument("--empty", action="store_true", help="start with no credentials instead of the demo set")
+    sim.set_defaults(handler=cmd_sim)
+
+    demo = sub.add_parser("demo", help="run reauthd against the simulator so you can watch the whole flow")
+    demo.add_argument("--port", type=int, default=8390, help="port of reauthd's page (default 8390)")
+    demo.add_argument("--sim-port", type=int, default=8317, help="port of the simulator (default 8317)")
+    demo.add_argument(
+        "--duration", type=float, default=0, help="stop after this many seconds (default: run until Ctrl-C)"
+    )
+    demo.set_defaults(handler=cmd_demo)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from reauthd.daemon import run_daemon
+
+    settings = load_settings_or_exit(args)
+    return run_daemon(settings, config_path=args.config)
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from reauthd.detect.scan import exit_code, render_json, render_table, scan
+
+    settings = load_settings_or_exit(args)
+    report = asyncio.run(scan(settings, probe=args.probe))
+    print(render_json(report) if args.json else render_table(report))
+    return exit_code(report)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(str(value))
+
+
+def render_toml(config: dict[str, Any]) -> str:
+    lines: list[str] = []
+    for section, body in config.items():
+        if isinstance(body, list):
+            for entry in body:
+                lines.append(f"[[{section}]]")
+                lines.extend(f"{k} = {_toml_value(v)}" for k, v in entry.items() if v is not None)
+                lines.append("")
+        elif isinstance(body, dict):
+            lines.append(f"[{section}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in body.items() if v is not None)
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = load_settings_or_exit(args, log=False)
+    config = effective_config(settings)
+    if args.json:
+        print(json.dumps(config, indent=2))
+    else:
+        sys.stdout.write(render_toml(config))
+    return EXIT_OK
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from reauthd.logging import configure_logging
+    from reauthd.sim.cli import run_sim_cli
+
+    if not 0 <= args.port < 65536:
+        print(f"reauthd: --port {args.port} is not a TCP port", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging("info", "auto", stream=sys.stderr, secret_values=[args.management_key])
+    try:
+        asyncio.run(
+            run_sim_cli(args.host, args.port, management_key=args.management_key, seed_demo=not args.empty)
+        )
+    except OSError as exc:
+        print(f"reauthd: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})", file=sys.stderr)
+        return EXIT_CONFIG
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from reauthd.demo import run_demo
+
+    return run_demo(web_port=args.port, sim_port=args.sim_port, duration_s=args.duration)

@@ -1,0 +1,178 @@
+"""Configuration: the public key names, environment overrides, secrets from files, one-sentence errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reauthd.config import ConfigError, effective_config, load_config, secret_values
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MINIMAL = """
+[[cpa]]
+name = "main"
+base_url = "http://127.0.0.1:8317"
+management_key = "KEY-CANARY-7f3a"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_example_config_is_valid_and_documents_every_public_key(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("example-key\n")
+    text = (
+        (ROOT / "config.example.toml")
+        .read_text()
+        .replace("/etc/reauthd/cpa-main-management-key", str(key_file))
+    )
+    settings = load_config(write(tmp_path, text), environ={})
+    assert settings.cpa[0].name == "main"
+    assert settings.cpa[0].key.get_secret_value() == "example-key"
+    for key in (
+        "[state]",
+        "path",
+        "[[cpa]]",
+        "base_url",
+        "management_key",
+        "management_key_file",
+        "poll_interval_s",
+        "[notify]",
+        "urls",
+        "group_window_s",
+        "listen",
+        "public_url",
+        "policy",
+    ):
+        assert key in text
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = load_config(write(tmp_path, MINIMAL), environ={})
+    assert settings.detect.poll_interval_s == 60
+    assert settings.retire.policy == "delete"
+    assert settings.notify.group_window_s == 30
+    assert settings.state.path == Path("/var/lib/reauthd/state.db")
+    assert settings.web.listen == "127.0.0.1:8390"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            MINIMAL + "[detect]\npol_interval_s = 5\n",
+            "unknown key 'pol_interval_s' in [detect] (did you mean 'poll_interval_s'?)",
+        ),
+        (MINIMAL + "[detect]\npoll_interval_s = 'soon'\n", "[detect] poll_interval_s"),
+        (MINIMAL + MINIMAL, "duplicate name 'main'"),
+        (
+            MINIMAL.replace("http://127.0.0.1:8317", "ftp://cpa"),
+            "[[cpa]] 'main' base_url: base_url must be an http:// or https:// URL",
+        ),
+        (
+            MINIMAL.replace('management_key = "KEY-CANARY-7f3a"', ""),
+            "needs management_key or management_key_file",
+        ),
+        (MINIMAL + "[retire]\npolicy = 'shred'\n", "[retire] policy"),
+        (MINIMAL + "[web]\nlisten = 'nowhere'\n", '[web] listen: must be "host:port"'),
+        ("[state]\npath = '/x'\n", "at least one [[cpa]] table"),
+        ("[[cpa]\nname=", "not valid TOML"),
+    ],
+)
+def test_bad_config_gives_one_sentence_naming_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    message = str(info.value)
+    assert message.startswith(str(path))
+    assert expected in message
+    assert "\n" not in message
+    assert "KEY-CANARY" not in message
+
+
+def test_missing_file_is_an_error_not_silently_defaults(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="configuration file not found"):
+        load_config(tmp_path / "absent.toml", environ={})
+
+
+def test_environment_overrides_sections_and_cpa_by_name(tmp_path: Path) -> None:
+    env = {
+        "REAUTHD_DETECT__POLL_INTERVAL_S": "30",
+        "REAUTHD_CPA__main__MANAGEMENT_KEY": "from-env",
+        "REAUTHD_RETIRE__POLICY": "keep",
+        "REAUTHD_NOTIFY__URLS": '["json://127.0.0.1:1/x"]',
+    }
+    settings = load_config(write(tmp_path, MINIMAL), environ=env)
+    assert settings.detect.poll_interval_s == 30
+    assert settings.cpa[0].key.get_secret_value() == "from-env"
+    assert settings.retire.policy == "keep"
+    assert [u.get_secret_value() for u in settings.notify.urls] == ["json://127.0.0.1:1/x"]
+
+
+def test_environment_naming_an_unknown_cpa_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="names \\[\\[cpa\\]\\] 'other'"):
+        load_config(write(tmp_path, MINIMAL), environ={"REAUTHD_CPA__other__MANAGEMENT_KEY": "x"})
+
+
+def test_key_from_file_and_from_systemd_credentials(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("file-key\n")
+    text = MINIMAL.replace('management_key = "KEY-CANARY-7f3a"', f'management_key_file = "{key_file}"')
+    assert load_config(write(tmp_path, text), environ={}).cpa[0].key.get_secret_value() == "file-key"
+
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "cpa-main-management-key").write_text("cred-key")
+    bare = MINIMAL.replace('management_key = "KEY-CANARY-7f3a"', "")
+    monkey_env = {"CREDENTIALS_DIRECTORY": str(creds)}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CREDENTIALS_DIRECTORY", monkey_env["CREDENTIALS_DIRECTORY"])
+        assert load_config(write(tmp_path, bare), environ={}).cpa[0].key.get_secret_value() == "cred-key"
+
+
+def test_unreadable_key_file_is_named(tmp_path: Path) -> None:
+    text = MINIMAL.replace('management_key = "KEY-CANARY-7f3a"', f'management_key_file = "{tmp_path}/nope"')
+    with pytest.raises(ConfigError, match="cannot read management_key file"):
+        load_config(write(tmp_path, text), environ={})
+
+
+def test_effective_config_masks_every_secret(tmp_path: Path) -> None:
+    text = MINIMAL + '[notify]\nurls = ["tgram://BOT-CANARY-1/chat"]\n[web]\noperator_token = "OP-CANARY-2"\n'
+    settings = load_config(write(tmp_path, text), environ={})
+    rendered = repr(effective_config(settings))
+    for canary in ("KEY-CANARY", "BOT-CANARY", "OP-CANARY"):
+        assert canary not in rendered
+    assert {"KEY-CANARY-7f3a", "tgram://BOT-CANARY-1/chat", "OP-CANARY-2"} <= set(secret_values(settings))
+
+
+def test_check_config_command(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    ok = subprocess.run(
+        [sys.executable, "-m", "reauthd", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert 'name = "main"' in ok.stdout
+    assert "KEY-CANARY" not in ok.stdout + ok.stderr
+
+    bad = write(tmp_path, MINIMAL + "[detect]\nbogus = 1\n")
+    fail = subprocess.run(
+        [sys.executable, "-m", "reauthd", "check-config", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert fail.returncode == 2
+    assert fail.stderr.strip().count("\n") == 0
+    assert "unknown key 'bogus' in [detect]" in fail.stderr
+    assert "Traceback" not in fail.stderr
