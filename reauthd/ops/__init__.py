@@ -1,0 +1,1 @@
+"""Operations: systemd notification, health model and probes, Prometheus metrics, container health check."""
