@@ -1,0 +1,79 @@
+"""Evidence text is safe to store and show: emails masked, tokens and OAuth secrets scrubbed, truncated."""
+
+from __future__ import annotations
+
+import pytest
+
+from reauthd.core.sanitize import REDACTED, mask_email, sanitize_text, short_text
+
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEyMyJ9.c2lnbmF0dXJlLXZhbHVl"
+
+
+@pytest.mark.parametrize(
+    ("email", "masked"),
+    [
+        ("alice@example.com", "a***@example.com"),
+        ("a@example.com", "a***@example.com"),
+        ("  bob.smith+x@mail.co.uk ", "b***@mail.co.uk"),
+        ("not-an-email", "***"),
+        ("@example.com", "***"),
+        ("", ""),
+        (None, ""),
+    ],
+)
+def test_mask_email(email: str | None, masked: str) -> None:
+    assert mask_email(email) == masked
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "kept"),
+    [
+        (f"id_token {JWT} rejected", JWT, "rejected"),
+        ("Authorization: Bearer sk-live-abcdef123456", "sk-live-abcdef123456", "Authorization"),
+        ('{"access_token":"at-SECRET-123","error":"invalid_grant"}', "at-SECRET-123", "invalid_grant"),
+        ("refresh_token=rt-SECRET-456&grant_type=refresh_token", "rt-SECRET-456", "grant_type"),
+        (
+            "http://localhost:1455/auth/callback?code=ac_SECRETCODE&state=0123abcd",
+            "ac_SECRETCODE",
+            "callback",
+        ),
+        ("http://localhost:1455/auth/callback?code=ac_x&state=0123abcdSTATE", "0123abcdSTATE", "localhost"),
+        ("user alice.w@example.com was revoked", "alice.w@example.com", "a***@example.com"),
+        ("key sk-ant-api03-SECRETKEYVALUE here", "sk-ant-api03-SECRETKEYVALUE", "here"),
+        ("X-Management-Key: hunter2-mgmt", "hunter2-mgmt", "X-Management-Key"),
+    ],
+)
+def test_sanitize_scrubs_secrets(text: str, secret: str, kept: str) -> None:
+    clean = sanitize_text(text)
+    assert secret not in clean
+    assert kept in clean
+
+
+def test_sanitize_keeps_the_words_the_classifier_needs() -> None:
+    body = (
+        '{"error":{"message":"Your authentication token has been invalidated. Please try signing in again.",'
+        '"type":"authentication_error","code":"auth_unavailable"}}'
+    )
+    assert sanitize_text(body) == body
+    assert REDACTED not in sanitize_text(
+        "token_invalidated refresh_token_reused invalid_grant status_code=401"
+    )
+
+
+def test_sanitize_truncates_and_bounds_work_on_huge_bodies() -> None:
+    huge = "x" * (50 * 1024 * 1024)
+    clean = sanitize_text(huge)
+    assert len(clean) <= 2048
+    assert clean.endswith("…")
+    assert sanitize_text(b"\xff\xfe broken bytes" * 10, limit=20).endswith("…")
+
+
+def test_a_secret_cut_at_the_limit_is_still_scrubbed() -> None:
+    text = "a" * 95 + " Bearer abcdefghijklmnopqrstuvwxyz0123456789"
+    clean = sanitize_text(text, limit=100)
+    assert "abcdefghij" not in clean
+
+
+def test_short_text_is_one_line() -> None:
+    assert short_text("line one\nline two\t\tend") == "line one line two end"
+    assert len(short_text("word " * 200, limit=40)) == 40
