@@ -1,0 +1,407 @@
+"""One management request on the wire: key gate, retries, body caps, and CPA answers mapped to typed errors.
+
+This is the only place in reauthd that retries a CPA call (design: one retry policy per call path).
+
+Retry rule (decided here, documented in the report):
+- connect errors, connect/pool timeouts: the request never reached CPA → retried for every route;
+- read/write timeouts, dropped connections, and 5xx answers that are *not* CPA's own (no `X-CPA-VERSION`
+  header and no `{"error": ...}` body, e.g. a reverse proxy's 502/503/504 page) → retried only for
+  idempotent routes;
+- CPA's own error answers are never retried: 4xx, `500 {"error":..}`, `503 core auth manager unavailable`
+  (a configuration state, not a blip) and `/api-call`'s `502 request failed` (the *upstream* failed).
+Bounded attempts with full-jitter exponential backoff; the gate is checked again before every retry.
+
+404 with an empty body (contract §1 and §4.1, internal/api/server_management.go pluginManagementNoRoute):
+- on the key-less callback route it can only mean "management is off" → ManagementNotEnabled;
+- with `X-CPA-VERSION` set, CPA's key middleware ran and accepted the key, so management is on and the
+  route is unknown to this version → FeatureMissing;
+- without that header it is either "management is off" or an older CPA without the plugin NoRoute
+  handler → one probe of `GET /get-auth-status` (no state; answers `200 {"status":"ok"}` on every
+  version) decides: 200 → FeatureMissing, empty 404 → ManagementNotEnabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+import structlog
+from pydantic import SecretStr
+
+from reauthd.cpa.errors import (
+    AuthManagerUnavailable,
+    CPAError,
+    CPARequestError,
+    FeatureMissing,
+    KeyProblem,
+    ManagementBanned,
+    ManagementKeyNotSet,
+    ManagementKeyRejected,
+    ManagementNotEnabled,
+    RemoteManagementDisabled,
+    ResponseTooLarge,
+    TransientCPAError,
+    UpstreamRequestFailed,
+    parse_ban_retry_after,
+)
+from reauthd.cpa.gate import KeyGate
+
+log = structlog.get_logger(__name__)
+
+MANAGEMENT_PREFIX = "/v0/management"
+_ERROR_TEXT_MAX = 300
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded, jittered exponential backoff. `attempts` counts the first try."""
+
+    attempts: int = 3
+    base_delay_s: float = 0.25
+    max_delay_s: float = 4.0
+
+    def delay(self, retry_number: int) -> float:
+        """Full jitter: uniform in [0, min(max, base·2^n)] so many daemons do not retry in lockstep."""
+        return random.uniform(0.0, min(self.max_delay_s, self.base_delay_s * (2**retry_number)))
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A management endpoint as the client uses it."""
+
+    method: str
+    path: str  # relative to /v0/management, e.g. "/auth-files"
+    idempotent: bool
+    max_bytes: int = 1 * MiB
+    keyed: bool = True  # False only for /oauth-callback, which sits outside the key middleware
+    feature: str | None = None  # named in FeatureMissing ("iflow login")
+    read_timeout_s: float | None = None
+    upstream_proxy: bool = False  # /api-call: a 502 means the upstream failed
+
+    @property
+    def full_path(self) -> str:
+        return MANAGEMENT_PREFIX + self.path
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.full_path}"
+
+
+@dataclass(frozen=True, slots=True)
+class CPAVersion:
+    """From the `X-CPA-*` headers CPA sets on every management answer (handler.go Middleware)."""
+
+    version: str
+    commit: str | None = None
+    build_date: str | None = None
+    support_plugin: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    headers: httpx.Headers
+    body: bytes | bytearray
+    attempt: int
+
+
+_PROBE = Route("GET", "/get-auth-status", idempotent=True, max_bytes=4 * KiB)
+_CONNECT_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_MIDWAY_FAILURES = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.WriteError,
+                    httpx.RemoteProtocolError)  # fmt: skip
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every known secret in `text` and cut it short: CPA error texts end up in sentences and logs."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    text = " ".join(text.split())
+    return text if len(text) <= _ERROR_TEXT_MAX else text[: _ERROR_TEXT_MAX - 1] + "…"
+
+
+def error_text_of(body: bytes | bytearray) -> tuple[bool, str]:
+    """(is CPA's JSON error envelope, `error` text + `: message` when present)."""
+    if not body or len(body) > 64 * KiB:
+        return False, ""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return False, ""
+    if not isinstance(data, dict) or not isinstance(data.get("error"), str):
+        return False, ""
+    text: str = data["error"]
+    message = data.get("message")
+    if isinstance(message, str) and message.strip():
+        text = f"{text}: {message}"
+    return True, text
+
+
+class ManagementWire:
+    """Sends management requests for one CPA. Owns no client: `CPAClient` opens and closes the httpx client."""
+
+    def __init__(
+        self,
+        cpa: str,
+        http: httpx.AsyncClient,
+        key: SecretStr,
+        gate: KeyGate,
+        retry: RetryPolicy,
+        clock: Callable[[], datetime],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.cpa = cpa
+        self._http = http
+        self._key = key
+        self.gate = gate
+        self.retry = retry
+        self._clock = clock
+        self._sleep = sleep
+        self.version: CPAVersion | None = None
+        self.last_error: CPAError | None = None
+        self.last_error_at: datetime | None = None
+        self.last_ok_at: datetime | None = None
+
+    async def call(
+        self,
+        route: Route,
+        *,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        content: bytes | None = None,
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
+        form: Mapping[str, str] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        secrets: Iterable[str] = (),
+    ) -> Answer:
+        """Send `route` and return a 2xx answer, or raise the typed error (see the module docstring)."""
+        secret_list = [self._key.get_secret_value(), *secrets]
+        async with self.gate.admit(route.full_path, self._clock):
+            try:
+                answer = await self._send_with_retries(
+                    route, params, json_body, content, files, form, extra_headers, secret_list
+                )
+                if not 200 <= answer.status < 300:
+                    raise await self._error_for(route, answer, secret_list)
+            except CPAError as exc:
+                self._remember(exc)
+                raise
+        self.last_error = None
+        self.last_ok_at = self._clock()
+        return answer
+
+    def _remember(self, exc: CPAError) -> None:
+        self.last_error = exc
+        self.last_error_at = self._clock()
+        if isinstance(exc, KeyProblem):
+            self.gate.record_problem(exc, self._clock())
+
+    # ---------------------------------------------------------------------------------- sending
+
+    async def _send_with_retries(
+        self,
+        route: Route,
+        params: Mapping[str, str] | None,
+        json_body: Any,
+        content: bytes | None,
+        files: Mapping[str, tuple[str, bytes, str]] | None,
+        form: Mapping[str, str] | None,
+        extra_headers: Mapping[str, str] | None,
+        secrets: list[str],
+    ) -> Answer:
+        attempts = max(1, self.retry.attempts)
+        for attempt in range(1, attempts + 1):
+            if attempt > 1:
+                await self._sleep(self.retry.delay(attempt - 2))
+                # Another call may have closed the gate while we slept.
+                self.gate.check(route.full_path, self._clock())
+            retryable_what: str | None = None
+            try:
+                answer = await self._send_once(
+                    route, params, json_body, content, files, form, extra_headers, attempt
+                )
+            except _CONNECT_FAILURES as exc:
+                retryable_what = _describe(exc)
+            except _MIDWAY_FAILURES as exc:
+                if not route.idempotent:
+                    raise TransientCPAError(self.cpa, route.full_path, _describe(exc), attempt) from None
+                retryable_what = _describe(exc)
+            else:
+                if not self._is_foreign_5xx(answer):
+                    return answer
+                if not route.idempotent:
+                    what = f"HTTP {answer.status} from something other than CPA"
+                    raise TransientCPAError(self.cpa, route.full_path, what, attempt)
+                retryable_what = f"HTTP {answer.status} from something other than CPA"
+            log.warning(
+                "cpa.call.retry" if attempt < attempts else "cpa.call.gave_up",
+                cpa=self.cpa,
+                endpoint=route.label,
+                attempt=attempt,
+                what=retryable_what,
+            )
+        raise TransientCPAError(self.cpa, route.full_path, retryable_what or "no answer", attempts)
+
+    async def _send_once(
+        self,
+        route: Route,
+        params: Mapping[str, str] | None,
+        json_body: Any,
+        content: bytes | None,
+        files: Mapping[str, tuple[str, bytes, str]] | None,
+        form: Mapping[str, str] | None,
+        extra_headers: Mapping[str, str] | None,
+        attempt: int,
+    ) -> Answer:
+        headers: dict[str, str] = dict(extra_headers or {})
+        if route.keyed:
+            headers["Authorization"] = "Bearer " + self._key.get_secret_value()
+        timeout: httpx.Timeout | None = None
+        if route.read_timeout_s is not None:
+            base = self._http.timeout
+            timeout = httpx.Timeout(
+                connect=base.connect, read=route.read_timeout_s, write=base.write, pool=base.pool
+            )
+        started = time.monotonic()
+        request = self._http.build_request(
+            route.method,
+            route.full_path,
+            params=dict(params) if params else None,
+            json=json_body,
+            content=content,
+            files=dict(files) if files else None,
+            data=dict(form) if form else None,
+            headers=headers,
+            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        )
+        response = await self._http.send(request, stream=True)
+        try:
+            body = await self._read_capped(route, response)
+        finally:
+            await response.aclose()
+        self._note_version(response.headers)
+        log.debug(
+            "cpa.call",
+            cpa=self.cpa,
+            endpoint=route.label,  # a path: never the query string (it may carry an OAuth state)
+            status=response.status_code,
+            attempt=attempt,
+            bytes=len(body),
+            ms=round((time.monotonic() - started) * 1000),
+        )
+        answer = Answer(response.status_code, response.headers, body, attempt)
+        if route.keyed and self._proves_key(answer):
+            self.gate.record_accepted(self._clock())
+        return answer
+
+    async def _read_capped(self, route: Route, response: httpx.Response) -> bytearray:
+        limit = route.max_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise ResponseTooLarge(self.cpa, route.full_path, limit)
+        buf = bytearray()
+        async for chunk in response.aiter_bytes():
+            buf += chunk
+            if len(buf) > limit:
+                raise ResponseTooLarge(self.cpa, route.full_path, limit)
+        return buf
+
+    def _note_version(self, headers: httpx.Headers) -> None:
+        version = headers.get("x-cpa-version")
+        if version:
+            seen = CPAVersion(
+                version=version,
+                commit=headers.get("x-cpa-commit"),
+                build_date=headers.get("x-cpa-build-date"),
+                support_plugin=headers.get("x-cpa-support-plugin"),
+            )
+            if seen != self.version:
+                log.info("cpa.version", cpa=self.cpa, version=seen.version, commit=seen.commit)
+                self.version = seen
+
+    @staticmethod
+    def _proves_key(answer: Answer) -> bool:
+        if answer.status in (401, 403):
+            return False
+        if 200 <= answer.status < 300:
+            return True
+        # Any other answer that passed CPA's key middleware carries its headers.
+        return "x-cpa-version" in answer.headers
+
+    @staticmethod
+    def _is_foreign_5xx(answer: Answer) -> bool:
+        if answer.status < 500:
+            return False
+        is_cpa_json, _ = error_text_of(answer.body)
+        return not is_cpa_json and "x-cpa-version" not in answer.headers
+
+    # ---------------------------------------------------------------------------------- mapping
+
+    async def _error_for(self, route: Route, answer: Answer, secrets: list[str]) -> CPAError:
+        path = route.full_path
+        is_json, raw_text = error_text_of(answer.body)
+        text = redact(raw_text, secrets)
+        status = answer.status
+        if status == 401 and route.keyed:
+            return ManagementKeyRejected(self.cpa, path, text or "unauthorized")
+        if status == 403 and route.keyed:
+            if raw_text.startswith("IP banned"):
+                return ManagementBanned(self.cpa, path, parse_ban_retry_after(raw_text))
+            if raw_text == "remote management disabled":
+                return RemoteManagementDisabled(self.cpa, path)
+            if raw_text == "remote management key not set":
+                return ManagementKeyNotSet(self.cpa, path)
+        if status == 404 and not answer.body.strip():
+            return await self._empty_404(route, answer)
+        if status == 503 and raw_text == "core auth manager unavailable":
+            return AuthManagerUnavailable(self.cpa, path)
+        if status == 502 and route.upstream_proxy and is_json:
+            return UpstreamRequestFailed(self.cpa, path, text)
+        if status >= 500 and not is_json:
+            return TransientCPAError(self.cpa, path, f"HTTP {status} without an error body", answer.attempt)
+        return CPARequestError(self.cpa, path, status, text, answer.attempt)
+
+    async def _empty_404(self, route: Route, answer: Answer) -> CPAError:
+        path = route.full_path
+        feature = route.feature or route.path.strip("/")
+        if not route.keyed:
+            return ManagementNotEnabled(self.cpa, path)
+        if "x-cpa-version" in answer.headers:
+            return FeatureMissing(self.cpa, path, feature, answer.headers.get("x-cpa-version"))
+        try:
+            probe = await self._send_once(_PROBE, None, None, None, None, None, None, 1)
+        except (*_CONNECT_FAILURES, *_MIDWAY_FAILURES) as exc:
+            return TransientCPAError(self.cpa, path, _describe(exc))
+        if probe.status == 200:
+            version = self.version.version if self.version else None
+            return FeatureMissing(self.cpa, path, feature, version)
+        if probe.status in (401, 403):
+            return await self._error_for(_PROBE, probe, [self._key.get_secret_value()])
+        return ManagementNotEnabled(self.cpa, path)
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    """A short, secret-free description of a transport failure (never the request URL or headers)."""
+    names = {
+        httpx.ConnectError: "connection failed",
+        httpx.ConnectTimeout: "connect timed out",
+        httpx.PoolTimeout: "no free connection in the pool",
+        httpx.ReadTimeout: "read timed out",
+        httpx.WriteTimeout: "write timed out",
+        httpx.ReadError: "connection dropped while reading",
+        httpx.WriteError: "connection dropped while writing",
+        httpx.RemoteProtocolError: "the server broke the HTTP protocol",
+    }
+    for cls, text in names.items():
+        if isinstance(exc, cls):
+            return text
+    return type(exc).__name__
