@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,3 +132,19 @@ class ReauthTask:
     updated_at: datetime
     deadline: datetime
     history: list[TaskEvent] = field(default_factory=list)
+    # --- added for the task lifecycle (issue 7); all optional so older callers keep working ---
+    source: str = "detect"  # "detect" (a confirmed verdict) or "manual" (`reauthd reauth`)
+    notified_at: datetime | None = None  # first notification about this task delivered
+    opened_at: datetime | None = None  # the person pressed "Start login": reminders stop
+    reminders_sent: int = 0
+    escalated_at: datetime | None = None
+    closed_at: datetime | None = None  # when it reached a terminal state
+    # Terminal tasks that did not end in `done` keep a credential quiet until it is seen healthy again,
+    # so `tasks cancel` is not undone by the next reconcile tick.
+    quiet_until_healthy: bool = False
+    # Flow data written by the login/verify/retire paths.
+    new_auth_name: str | None = None
+    new_auth_index: str | None = None
+    verification: str | None = None  # plain-language result of the verification probe
+    disabled_by_person: bool = False  # the old file was disabled by a person, not by reauthd
+    details: dict[str, Any] = field(default_factory=dict)  # small JSON-ready extras; never secrets

@@ -1,0 +1,260 @@
+"""The reauth task state machine and the reconcile decision between verdicts and tasks (pure, no I/O).
+
+`transition` is the only way a task changes state; `plan` decides, from the tasks and the latest verdicts,
+which tasks to raise and which to close. Both take `now` as an argument.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from reauthd.core.model import Credential, ReauthTask, TaskEvent, TaskState, Verdict, VerdictKind
+
+S = TaskState
+
+# Allowed transitions. Anything not listed is a bug in the caller and raises IllegalTransition.
+TRANSITIONS: Mapping[TaskState, frozenset[TaskState]] = {
+    S.OPEN: frozenset({S.NOTIFIED, S.OPENED, S.AWAITING_OPERATOR, S.DONE, S.FAILED, S.EXPIRED, S.CANCELLED}),
+    S.NOTIFIED: frozenset({S.OPENED, S.AWAITING_OPERATOR, S.DONE, S.FAILED, S.EXPIRED, S.CANCELLED}),
+    S.OPENED: frozenset({S.LOGIN_STARTED, S.AWAITING_OPERATOR, S.DONE, S.FAILED, S.EXPIRED, S.CANCELLED}),
+    # Back to OPENED: CPA's callback flow lives 5 minutes only (contract §4); the person may start again.
+    # Straight to VERIFYING: device flows (Kimi, xAI) and Vertex imports have no callback step.
+    S.LOGIN_STARTED: frozenset(
+        {S.CALLBACK_RECEIVED, S.VERIFYING, S.OPENED, S.AWAITING_OPERATOR, S.FAILED, S.EXPIRED, S.CANCELLED}
+    ),
+    S.CALLBACK_RECEIVED: frozenset({S.VERIFYING, S.OPENED, S.AWAITING_OPERATOR, S.FAILED, S.CANCELLED}),
+    # VERIFYING -> OPENED: the new credential failed its test request; make-before-break left the old file
+    # untouched and the person may log in again.
+    S.VERIFYING: frozenset({S.RETIRING, S.DONE, S.OPENED, S.AWAITING_OPERATOR, S.FAILED, S.CANCELLED}),
+    S.RETIRING: frozenset({S.DONE, S.AWAITING_OPERATOR, S.FAILED}),
+    S.AWAITING_OPERATOR: frozenset(
+        {S.OPENED, S.VERIFYING, S.RETIRING, S.DONE, S.FAILED, S.EXPIRED, S.CANCELLED}
+    ),
+    S.DONE: frozenset(),
+    S.FAILED: frozenset(),
+    S.EXPIRED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+# States in which reauthd itself is in the middle of a login, a verification or a retirement: that path owns
+# the outcome, so reconcile neither closes nor expires such a task (see `plan`).
+IN_FLIGHT: frozenset[TaskState] = frozenset({S.LOGIN_STARTED, S.CALLBACK_RECEIVED, S.VERIFYING, S.RETIRING})
+# A login that was started but never finished stops counting as in flight after this long: CPA forgets an
+# unfinished callback flow after 5 minutes (contract §4), a device code after its own `expires_in`.
+LOGIN_STALE_AFTER = timedelta(minutes=20)
+# States where the person has not acted yet: reminders and escalation apply only here.
+AWAITING_PERSON: frozenset[TaskState] = frozenset({S.OPEN, S.NOTIFIED})
+# After our own flow closed a task as done, a needs_reauth verdict must carry evidence newer than the close
+# to raise a new task; without timestamps we wait this long (detection's latest verdict may lag a tick).
+REARM_GRACE = timedelta(minutes=10)
+
+
+class IllegalTransition(Exception):
+    """A caller asked for a state change the task lifecycle does not allow."""
+
+    def __init__(self, task_id: str, from_state: TaskState, to_state: TaskState) -> None:
+        super().__init__(f"task {task_id} cannot go from {from_state.value} to {to_state.value}")
+        self.task_id = task_id
+        self.from_state = from_state
+        self.to_state = to_state
+
+
+def can_transition(from_state: TaskState, to_state: TaskState) -> bool:
+    return to_state in TRANSITIONS[from_state]
+
+
+def transition(task: ReauthTask, to: TaskState, reason: str, now: datetime) -> ReauthTask:
+    """Return a copy of `task` in state `to` with the event appended; raise IllegalTransition if not allowed.
+
+    Also maintains the bookkeeping fields that follow from a state: `notified_at`, `opened_at`, `closed_at`
+    and `quiet_until_healthy`.
+    """
+    if not can_transition(task.state, to):
+        raise IllegalTransition(task.id, task.state, to)
+    clean = sanitise_text(reason)
+    event = TaskEvent(at=now, from_state=task.state, to_state=to, reason=clean)
+    changed = replace(
+        task, state=to, updated_at=now, history=[*task.history, event], details=dict(task.details)
+    )
+    if to is S.NOTIFIED and changed.notified_at is None:
+        changed.notified_at = now
+    if to is S.OPENED and changed.opened_at is None:
+        changed.opened_at = now
+    if to.terminal:
+        changed.closed_at = now
+        changed.quiet_until_healthy = to is not S.DONE
+    return changed
+
+
+def reminders_apply(state: TaskState) -> bool:
+    """Reminders and escalation are sent only while nobody has opened the link yet."""
+    return state in AWAITING_PERSON
+
+
+def in_flight(task: ReauthTask, now: datetime) -> bool:
+    """True while one of reauthd's own login/verify/retire steps owns this task's outcome."""
+    if task.state not in IN_FLIGHT:
+        return False
+    if task.state is S.LOGIN_STARTED:
+        return now - task.updated_at < LOGIN_STALE_AFTER
+    return True
+
+
+# ------------------------------------------------------------------------------------------ text hygiene
+
+_SENSITIVE_KEYS = (
+    r"access_token|refresh_token|id_token|token|code|state|key|api_key|apikey|password|secret|"
+    r"client_secret|session|cookie|authorization|redirect_url|callback"
+)
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # Whole URLs: an authorize URL carries `state`, a callback URL carries `code` and `state`.
+    (re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE), "[url]"),
+    (re.compile(r"\bBearer\s+[^\s\"',;]+", re.IGNORECASE), "Bearer [redacted]"),
+    (re.compile(rf"(?i)\b({_SENSITIVE_KEYS})(\"?\s*[=:]\s*\"?)[^\s\"',;&}}]+"), r"\1\2[redacted]"),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]+){0,2}"), "[redacted]"),  # JWTs
+    (re.compile(r"\b(?:sk|rt|ak|pk)-[A-Za-z0-9_-]{8,}"), "[redacted]"),  # API-key-shaped strings
+    (re.compile(r"[A-Za-z0-9_+/=-]{32,}"), "[redacted]"),  # long opaque strings: tokens, keys, codes
+)
+_EMAIL = re.compile(r"\b([A-Za-z0-9._%+-]+)@([A-Za-z0-9.-]+\.[A-Za-z]{2,})\b")
+MAX_TEXT = 500
+
+
+def mask_account(account: str | None) -> str:
+    """`alice@example.com` -> `a***@example.com`; other labels keep their first character only."""
+    if not account:
+        return "(unknown account)"
+    account = account.strip()
+    local, at, domain = account.partition("@")
+    if at and local and domain:
+        return f"{local[0]}***@{domain}"
+    return f"{account[0]}***" if len(account) > 1 else "***"
+
+
+def sanitise_text(text: str) -> str:
+    """Make free text safe to store and show: no URLs, tokens, OAuth codes/states, keys or full emails."""
+    clean = text.replace("\r", " ").replace("\n", " ").strip()
+    for pattern, substitute in _PATTERNS:
+        clean = pattern.sub(substitute, clean)
+    clean = _EMAIL.sub(lambda m: mask_account(m.group(0)), clean)
+    if len(clean) > MAX_TEXT:
+        clean = clean[: MAX_TEXT - 1] + "…"
+    return clean
+
+
+# ------------------------------------------------------------------------------------------ reconcile
+
+
+@dataclass(frozen=True, slots=True)
+class RaiseTask:
+    """Open a new task for a credential with a confirmed needs_reauth verdict."""
+
+    credential: Credential
+    verdict: Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class CloseTask:
+    """Move an open task to a terminal state (done: healthy by other means; expired: past its deadline)."""
+
+    task_id: str
+    to_state: TaskState
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rearm:
+    """The credential was seen healthy after a cancelled/failed/expired task: allow new tasks again."""
+
+    task_id: str
+
+
+Action = RaiseTask | CloseTask | Rearm
+
+
+def same_credential(task: ReauthTask, credential: Credential) -> bool:
+    """One credential = CPA + `auth_index` (stable per file path, contract §2.1); the file name is the
+    fallback when either side has no index."""
+    if task.cpa != credential.cpa:
+        return False
+    if task.auth_index and credential.auth_index:
+        return task.auth_index == credential.auth_index
+    return task.auth_name == credential.name
+
+
+def _latest_evidence(verdict: Verdict) -> datetime | None:
+    times = [e.observed_at for e in verdict.evidence]
+    return max(times) if times else None
+
+
+def _rearmed_after(closed: ReauthTask, verdict: Verdict, now: datetime) -> bool:
+    """May a new task be raised for a credential whose latest task is `closed`?"""
+    if closed.quiet_until_healthy:
+        return False  # cancelled/failed/expired: stay quiet until the credential is seen healthy
+    closed_at = closed.closed_at or closed.updated_at
+    latest = _latest_evidence(verdict)
+    if latest is not None:
+        return latest > closed_at
+    return now - closed_at >= REARM_GRACE
+
+
+def plan(
+    tasks: Sequence[ReauthTask],
+    verdicts: Iterable[tuple[Credential, Verdict]],
+    now: datetime,
+    *,
+    expire_after: timedelta,
+) -> list[Action]:
+    """Decide what reconcile does this tick. Idempotent: applying the result and planning again yields [].
+
+    - A confirmed needs_reauth without an open task for that credential raises one (one open task per
+      credential) unless the credential's last task asked to stay quiet until it is healthy again.
+    - A healthy verdict closes an open task as done ("someone re-logged through a panel"), except while a
+      login/verify/retire of ours is in flight: that path owns the outcome.
+    - An open task past `created_at + expire_after` expires, again unless in flight.
+    Credentials absent from `verdicts` are left alone (no information is not evidence).
+    """
+    actions: list[Action] = []
+    open_tasks = [t for t in tasks if not t.state.terminal]
+    closed_tasks = sorted((t for t in tasks if t.state.terminal), key=lambda t: t.closed_at or t.updated_at)
+    closing: set[str] = set()
+
+    for task in open_tasks:
+        if not in_flight(task, now) and now >= task.created_at + expire_after:
+            actions.append(CloseTask(task.id, S.EXPIRED, "nobody completed the login before the deadline"))
+            closing.add(task.id)
+
+    raised: list[Credential] = []
+    for credential, verdict in verdicts:
+        mine = [t for t in open_tasks if same_credential(t, credential) and t.id not in closing]
+        if verdict.kind is VerdictKind.HEALTHY:
+            for task in mine:
+                if not in_flight(task, now):
+                    actions.append(
+                        CloseTask(task.id, S.DONE, "the credential works again (re-logged elsewhere)")
+                    )
+            for task in closed_tasks:
+                if task.quiet_until_healthy and same_credential(task, credential):
+                    actions.append(Rearm(task.id))
+            continue
+        if verdict.kind is not VerdictKind.NEEDS_REAUTH or not verdict.confirmed:
+            continue
+        expiring = [t for t in open_tasks if t.id in closing and same_credential(t, credential)]
+        if mine or expiring or any(_same(c, credential) for c in raised):
+            continue
+        previous = [t for t in closed_tasks if same_credential(t, credential)]
+        if previous and not _rearmed_after(previous[-1], verdict, now):
+            continue
+        actions.append(RaiseTask(credential, verdict))
+        raised.append(credential)
+    return actions
+
+
+def _same(a: Credential, b: Credential) -> bool:
+    if a.cpa != b.cpa:
+        return False
+    if a.auth_index and b.auth_index:
+        return a.auth_index == b.auth_index
+    return a.name == b.name
