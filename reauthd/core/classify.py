@@ -327,7 +327,10 @@ def classify(credential: Credential | None, evidence: Sequence[Evidence], now: d
     if negatives:
         negatives.sort(key=lambda pair: (_STRENGTH[pair[1].kind], pair[0].observed_at), reverse=True)
         top_event, top = negatives[0]
-        supporting = tuple(_sanitised(e) for e, _ in negatives)
+        # A probe that could not test this credential travels along: confirmation then falls back to
+        # repeated observations (core/confirm.py).
+        unprobeable = [e for e, s in signals if s.rule == "not_probeable"][-1:]
+        supporting = tuple(_sanitised(e) for e, _ in negatives) + tuple(unprobeable)
         return Verdict(top.kind, top.reason, supporting)
 
     # No current authentication failure: the newest remaining signal decides. At equal times a problem
