@@ -1,0 +1,275 @@
+"""The health model the daemon keeps up to date, and the /livez, /readyz, /healthz and /metrics routes.
+
+Liveness and readiness answer different questions (and a supervisor acts differently on each):
+- live: the main loop still turns (its heartbeat is recent). Failing it gets the process restarted,
+  so it must not depend on CPA or the notifier: a restart fixes neither.
+- ready: reauthd can do its job — the state store is writable and every CPA answers with the key
+  accepted. Failing it is reported (503 with the reason in plain words) and, in Kubernetes, only
+  takes the pod out of Service endpoints.
+A notifier outage shows in /healthz and on /metrics but does not make reauthd unready: deliveries are
+retried from the store and nothing is lost (design.md, "Notify").
+
+Reasons shown here are sentences the daemon passes in (CPA client errors are secret-free by
+contract, reauthd/cpa/errors.py); an exception raised by the store check is reduced to its class name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from reauthd.cpa.client import CPAHealth, HealthState
+from reauthd.cpa.errors import CPAError, KeyProblem, ManagementUnavailable, TransientCPAError
+from reauthd.ops.metrics import Metrics
+
+__all__ = ["CPAReachability", "Health", "HealthReport", "StoreCheck", "health_routes"]
+
+#: A callback proving the store accepts writes; it raises (or returns False) when it does not.
+StoreCheck = Callable[[], Awaitable[bool | None] | bool | None]
+
+_REASON_MAX = 300
+
+
+def _plain(text: str) -> str:
+    """One line, bounded: a reason is read by a person or a probe log, never parsed."""
+    line = " ".join(text.split())
+    return line if len(line) <= _REASON_MAX else line[: _REASON_MAX - 1] + "…"
+
+
+class CPAReachability(StrEnum):
+    UNKNOWN = "unknown"  # not asked yet (startup)
+    OK = "ok"  # answered with the key accepted
+    UNREACHABLE = "unreachable"  # connect errors, timeouts, 5xx, management API off
+    KEY_REFUSED = "key_refused"  # 401/403 on the management key, IP ban, remote management disabled
+
+
+@dataclass(frozen=True, slots=True)
+class _CPAState:
+    state: CPAReachability
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """One evaluation of readiness: `ok` and the plain-words reasons when it is not."""
+
+    ok: bool
+    reasons: tuple[str, ...]
+    failing: str = "not ready"  # how a failure starts: "not ready" or "not live"
+
+    @property
+    def text(self) -> str:
+        return "ok" if self.ok else f"{self.failing}: " + "; ".join(self.reasons)
+
+
+class Health:
+    """What the daemon knows about its own health. All updates are cheap and never raise.
+
+    `clock` is a monotonic clock in seconds (injected so tests need no sleeping); the heartbeat of the
+    main loop must be younger than `liveness_timeout_s` for /livez to pass. Until the first beat the
+    time of construction counts, so a slow start is not a dead loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        cpas: Iterable[str],
+        liveness_timeout_s: float = 120.0,
+        store_check: StoreCheck | None = None,
+        store_check_timeout_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
+        self.liveness_timeout_s = liveness_timeout_s
+        self._last_beat = clock()
+        self._store_check = store_check
+        self._store_check_timeout_s = store_check_timeout_s
+        self._cpas: dict[str, _CPAState] = {
+            name: _CPAState(CPAReachability.UNKNOWN, f"CPA {name!r} has not been checked yet")
+            for name in cpas
+        }
+        self._notifier_ok = True
+        self._notifier_reason = ""
+        self._stopping = False
+
+    # ------------------------------------------------------------------------------- main loop
+
+    def beat(self) -> None:
+        """The main loop finished one turn (call it every tick, alongside the systemd watchdog ping)."""
+        self._last_beat = self._clock()
+
+    def heartbeat_age_s(self) -> float:
+        return self._clock() - self._last_beat
+
+    def live(self) -> HealthReport:
+        age = self.heartbeat_age_s()
+        if age <= self.liveness_timeout_s:
+            return HealthReport(True, ())
+        return HealthReport(
+            False,
+            (
+                f"the main loop has not completed a turn for {age:.0f} s (limit {self.liveness_timeout_s:.0f} s)",
+            ),
+            "not live",
+        )
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM received: report unready so no new work (or traffic) arrives while steps finish."""
+        self._stopping = True
+
+    # ------------------------------------------------------------------------------------ store
+
+    def set_store_check(self, check: StoreCheck | None) -> None:
+        self._store_check = check
+
+    async def _store_problem(self) -> str | None:
+        if self._store_check is None:
+            return "the state store is not open"
+        try:
+            result = self._store_check()
+            if inspect.isawaitable(result):
+                result = await asyncio.wait_for(result, self._store_check_timeout_s)
+        except TimeoutError:
+            return f"the state store did not accept a write within {self._store_check_timeout_s:g} s"
+        except Exception as exc:  # the check's message may quote paths or SQL; the class name is enough
+            return f"the state store is not writable ({type(exc).__name__})"
+        if result is False:
+            return "the state store is not writable"
+        return None
+
+    # -------------------------------------------------------------------------------------- CPA
+
+    def cpa_ok(self, name: str) -> None:
+        """CPA `name` answered a management call with the key accepted."""
+        self._cpas[name] = _CPAState(CPAReachability.OK, "")
+
+    def cpa_unreachable(self, name: str, reason: str) -> None:
+        self._cpas[name] = _CPAState(CPAReachability.UNREACHABLE, _plain(reason))
+
+    def cpa_key_refused(self, name: str, reason: str) -> None:
+        self._cpas[name] = _CPAState(CPAReachability.KEY_REFUSED, _plain(reason))
+
+    def cpa_error(self, name: str, error: CPAError) -> None:
+        """Fold one CPA client error into the CPA's state (an error that proves CPA answered leaves it)."""
+        if isinstance(error, KeyProblem):
+            self.cpa_key_refused(name, str(error))
+        elif isinstance(error, TransientCPAError | ManagementUnavailable):
+            self.cpa_unreachable(name, str(error))
+        # FeatureMissing, MalformedResponse, CPARequestError: CPA answered with the key accepted; the
+        # problem belongs to one call, not to readiness.
+
+    def cpa_snapshot(self, snapshot: CPAHealth) -> None:
+        """Take the CPA client's own view (`CPAClient.health()`), e.g. once per tick for every CPA."""
+        reason = snapshot.last_error or ""
+        if snapshot.state is HealthState.OK:
+            self.cpa_ok(snapshot.cpa)
+        elif snapshot.state in (HealthState.KEY_REJECTED, HealthState.BANNED):
+            self.cpa_key_refused(snapshot.cpa, reason or f"CPA {snapshot.cpa!r} refuses the management key")
+        elif snapshot.state is HealthState.UNREACHABLE:
+            self.cpa_unreachable(snapshot.cpa, reason or f"CPA {snapshot.cpa!r} did not answer")
+        else:  # UNVERIFIED: nothing has proved the key yet
+            self._cpas[snapshot.cpa] = _CPAState(
+                CPAReachability.UNKNOWN, f"CPA {snapshot.cpa!r} has not accepted the management key yet"
+            )
+
+    def forget_cpa(self, name: str) -> None:
+        """A reload removed this CPA from the configuration."""
+        self._cpas.pop(name, None)
+
+    def watch_cpa(self, name: str) -> None:
+        """A reload added this CPA: it is unknown until its first answer."""
+        self._cpas.setdefault(
+            name, _CPAState(CPAReachability.UNKNOWN, f"CPA {name!r} has not been checked yet")
+        )
+
+    def cpa_states(self) -> dict[str, CPAReachability]:
+        return {name: st.state for name, st in self._cpas.items()}
+
+    # --------------------------------------------------------------------------------- notifier
+
+    def notifier_ok(self) -> None:
+        self._notifier_ok, self._notifier_reason = True, ""
+
+    def notifier_failing(self, reason: str) -> None:
+        self._notifier_ok, self._notifier_reason = False, _plain(reason)
+
+    # ------------------------------------------------------------------------------- evaluation
+
+    async def ready(self) -> HealthReport:
+        reasons: list[str] = []
+        if self._stopping:
+            reasons.append("reauthd is shutting down")
+        store = await self._store_problem()
+        if store is not None:
+            reasons.append(store)
+        for name, st in sorted(self._cpas.items()):
+            if st.state is not CPAReachability.OK:
+                reasons.append(st.reason or f"CPA {name!r} is {st.state.value.replace('_', ' ')}")
+        if not self._cpas:
+            reasons.append("no CPA is configured")
+        return HealthReport(not reasons, tuple(reasons))
+
+    async def summary(self) -> dict[str, object]:
+        live = self.live()
+        ready = await self.ready()
+        return {
+            "live": live.ok,
+            "ready": ready.ok,
+            "reasons": list(live.reasons + ready.reasons),
+            "heartbeat_age_s": round(self.heartbeat_age_s(), 3),
+            "stopping": self._stopping,
+            "cpas": {
+                name: {"state": st.state.value, "reason": st.reason}
+                for name, st in sorted(self._cpas.items())
+            },
+            "notifier": {"ok": self._notifier_ok, "reason": self._notifier_reason},
+        }
+
+
+# ---------------------------------------------------------------------------------------- routes
+
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def health_routes(health: Health, metrics: Metrics | None = None) -> list[Route]:
+    """Starlette routes: /livez, /readyz, /healthz (JSON summary) and, given `metrics`, /metrics."""
+
+    async def livez(request: Request) -> Response:
+        report = health.live()
+        return PlainTextResponse(report.text + "\n", status_code=200 if report.ok else 503, headers=_NO_STORE)
+
+    async def readyz(request: Request) -> Response:
+        report = await health.ready()
+        return PlainTextResponse(report.text + "\n", status_code=200 if report.ok else 503, headers=_NO_STORE)
+
+    async def healthz(request: Request) -> Response:
+        body = await health.summary()
+        ok = bool(body["live"]) and bool(body["ready"])
+        return JSONResponse(body, status_code=200 if ok else 503, headers=_NO_STORE)
+
+    routes = [
+        Route("/livez", livez, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+    ]
+    if metrics is not None:
+        scraped = metrics
+
+        async def metrics_endpoint(request: Request) -> Response:
+            # Gauges that mirror the health model are refreshed at scrape time, so they cannot drift.
+            scraped.set_ready((await health.ready()).ok)
+            for name, state in health.cpa_states().items():
+                scraped.set_cpa_reachable(name, state is CPAReachability.OK)
+            body, content_type = scraped.render()
+            return Response(body, media_type=content_type, headers=_NO_STORE)
+
+        routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
+    return routes
