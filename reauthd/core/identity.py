@@ -1,0 +1,190 @@
+"""Matching an old credential to the file a login just saved (pure): same name in place, or a new name.
+
+CPA decides where a login lands (contract §4.4): most providers overwrite the same file name in place
+(same `auth_index`), Codex writes `codex-<hash8>-<email>-<plan>.json` so a legacy name or a plan change
+gives a new file, Kimi writes `kimi-<unixms>.json` on every login, and a Vertex import names its file in
+the import response. Two candidates are never resolved by guessing: the answer says so and a person
+decides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from reauthd.core.model import Credential
+
+# CPA's watcher debounces file events for about a second (contract §12). A same-name file whose listing
+# entry has no fresher `last_refresh` must have looked unchanged to us for this long before we trust that
+# the in-memory auth (not only the file on disk) carries the new tokens.
+SAME_NAME_SETTLE = timedelta(seconds=3)
+
+
+@dataclass(frozen=True, slots=True)
+class OldCredential:
+    """What a task knows about the credential being replaced."""
+
+    name: str
+    auth_index: str
+    provider: str
+    email: str | None = None
+    account_id: str | None = None  # Codex: id_token.chatgpt_account_id
+
+
+class MatchKind(StrEnum):
+    FOUND = "found"  # exactly one candidate, and CPA has registered it (§12): safe to probe
+    REGISTERING = "registering"  # exactly one candidate, but CPA's watcher has not reloaded it yet
+    WAITING = "waiting"  # nothing this login wrote is visible yet
+    AMBIGUOUS = "ambiguous"  # two or more candidates: never guess
+
+
+@dataclass(frozen=True, slots=True)
+class Replacement:
+    kind: MatchKind
+    reason: str  # plain language, safe to show a person
+    credential: Credential | None = None  # FOUND / REGISTERING
+    same_name: bool = False  # the login overwrote the old file in place: nothing to retire
+    candidates: tuple[str, ...] = ()  # names, for AMBIGUOUS
+
+
+def codex_hash8(account_id: str) -> str:
+    """The 8 hex chars CPA puts in Codex file names: sha256(chatgpt_account_id)[:8] (codex/filename.go)."""
+    return hashlib.sha256(account_id.strip().encode()).hexdigest()[:8]
+
+
+_CODEX_HASHED = re.compile(r"^codex-(?P<hash8>[0-9a-f]{8})-(?P<rest>.+@.+)\.json$")
+_KIMI_NAME = re.compile(r"^kimi-(?P<ms>\d{10,16})\.json$")
+
+
+def codex_name_hash8(name: str) -> str | None:
+    """`codex-1a2b3c4d-u@x.com-plus.json` → `1a2b3c4d`; legacy `codex-u@x.com-plus.json` → None."""
+    match = _CODEX_HASHED.match(name)
+    return match.group("hash8") if match else None
+
+
+def kimi_name_time(name: str) -> datetime | None:
+    """`kimi-<unixms>.json` → that moment (CPA names every Kimi login after its own clock, §4.4)."""
+    match = _KIMI_NAME.match(name)
+    if not match:
+        return None
+    try:
+        return datetime.fromtimestamp(int(match.group("ms")) / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _same_email(a: str | None, b: str | None) -> bool:
+    return bool(a) and bool(b) and a.strip().casefold() == b.strip().casefold()  # type: ignore[union-attr]
+
+
+def _newer(value: datetime | None, since: datetime) -> bool:
+    return value is not None and value >= since
+
+
+def written_since(entry: Credential, since: datetime) -> bool:
+    """Did something write this file after `since`? `modtime` is the file's mtime, `last_refresh` the
+    token time CPA loaded (auth_files.go buildAuthFileEntryLocked)."""
+    if entry.provider == "kimi":
+        named_at = kimi_name_time(entry.name)
+        if named_at is not None and named_at >= since:
+            return True
+    return _newer(entry.modtime, since) or _newer(entry.last_refresh, since)
+
+
+def same_account(old: OldCredential, entry: Credential) -> bool:
+    """Is `entry` (a different file name) a login of the same account as `old`? Provider rules of §4.4."""
+    if entry.provider != old.provider:
+        return False
+    provider = old.provider
+    if provider == "kimi":
+        # Kimi files carry no account identity at all; "appeared after the login started" is all we have.
+        return True
+    if provider == "codex":
+        if not _same_email(old.email, entry.email):
+            return False
+        # One e-mail can own several ChatGPT workspaces: the account id (or its hash in the name) decides.
+        old_hash = codex_hash8(old.account_id) if old.account_id else codex_name_hash8(old.name)
+        new_hash = codex_hash8(entry.account_id) if entry.account_id else codex_name_hash8(entry.name)
+        if old_hash and new_hash:
+            return old_hash == new_hash
+        return True
+    if provider == "xai" and not old.email and not entry.email:
+        # Without an e-mail CPA names the file after the token's `sub` (xai-<sub>.json): same name only.
+        return False
+    return _same_email(old.email, entry.email)
+
+
+def _registered(entry: Credential, same_name: bool, since: datetime, unchanged_for: timedelta) -> bool:
+    """Has CPA's watcher loaded the new file into memory? Only then may it be probed or patched (§12)."""
+    if entry.status != "active" or entry.disabled:
+        return False
+    if not same_name:
+        # The listing is built from CPA's in-memory auths: a new name shows up only once it is registered.
+        return True
+    # Same name: `modtime` comes from os.Stat and moves as soon as the file is written, before the reload
+    # (auth_files.go L377-379). `last_refresh` comes from the loaded auth, so a fresh one proves the reload.
+    if _newer(entry.last_refresh, since):
+        return True
+    return unchanged_for >= SAME_NAME_SETTLE
+
+
+def find_replacement(
+    old: OldCredential,
+    listing: Sequence[Credential],
+    since: datetime,
+    *,
+    expected_name: str | None = None,
+    unchanged_for: timedelta = timedelta(0),
+) -> Replacement:
+    """Find the credential a login saved for `old` in the current `listing` of the same CPA.
+
+    `since` is when the login started (files written before it are not candidates). `expected_name` is the
+    name CPA gave the file when it said so itself (Vertex import response). `unchanged_for` is how long
+    the single candidate has looked exactly like this to the caller (for the same-name settle rule).
+    """
+    if expected_name:
+        named = [e for e in listing if e.name == expected_name]
+        if not named or (named[0].name == old.name and not written_since(named[0], since)):
+            return Replacement(MatchKind.WAITING, f"CPA has not registered {expected_name} yet")
+        return _one(old, named[0], since, unchanged_for)
+
+    candidates: list[Credential] = []
+    for entry in listing:
+        if entry.name == old.name:
+            # Same file name: overwritten in place (auth_index is stable per path, §2.1). A different
+            # auth_index under the old name means somebody replaced the file: not our login's doing.
+            if entry.auth_index == old.auth_index and written_since(entry, since):
+                candidates.append(entry)
+            continue
+        if written_since(entry, since) and same_account(old, entry):
+            candidates.append(entry)
+
+    if not candidates:
+        return Replacement(MatchKind.WAITING, "no file written by this login is visible in CPA yet")
+    if len(candidates) > 1:
+        names = tuple(sorted(c.name for c in candidates))
+        return Replacement(
+            MatchKind.AMBIGUOUS,
+            f"{len(names)} files could be the new credential ({', '.join(names)}); "
+            "reauthd does not guess which one replaces the old file",
+            candidates=names,
+        )
+    return _one(old, candidates[0], since, unchanged_for)
+
+
+def _one(old: OldCredential, entry: Credential, since: datetime, unchanged_for: timedelta) -> Replacement:
+    same_name = entry.name == old.name and entry.auth_index == old.auth_index
+    if _registered(entry, same_name, since, unchanged_for):
+        how = "overwritten in place" if same_name else "saved as a new file"
+        return Replacement(MatchKind.FOUND, f"{entry.name} ({how})", entry, same_name)
+    if entry.disabled or entry.status == "disabled":
+        why = "is disabled in CPA"
+    elif entry.status != "active":
+        why = f"still shows status {entry.status} (CPA's watcher has not reloaded it)"
+    else:
+        why = "was just written; waiting for CPA's watcher to load it"
+    return Replacement(MatchKind.REGISTERING, f"{entry.name} {why}", entry, same_name)
