@@ -136,7 +136,8 @@ class ReauthTask:
     source: str = "detect"  # "detect" (a confirmed verdict) or "manual" (`reauthd reauth`)
     notified_at: datetime | None = None  # first notification about this task delivered
     opened_at: datetime | None = None  # the person pressed "Start login": reminders stop
-    reminders_sent: int = 0
+    reminders_sent: int = 0  # reminders queued so far (bounded by notify.max_reminders)
+    reminded_at: datetime | None = None  # when the last reminder was queued
     escalated_at: datetime | None = None
     closed_at: datetime | None = None  # when it reached a terminal state
     # Terminal tasks that did not end in `done` keep a credential quiet until it is seen healthy again,

@@ -24,6 +24,7 @@ MIGRATIONS: tuple[str, ...] = (
         notified_at TEXT,
         opened_at TEXT,
         reminders_sent INTEGER NOT NULL DEFAULT 0,
+        reminded_at TEXT,
         escalated_at TEXT,
         closed_at TEXT,
         quiet_until_healthy INTEGER NOT NULL DEFAULT 0,

@@ -50,6 +50,7 @@ _UPDATABLE = frozenset(
         "notified_at",
         "opened_at",
         "reminders_sent",
+        "reminded_at",
         "escalated_at",
         "quiet_until_healthy",
         "new_auth_name",
@@ -371,7 +372,7 @@ class Store:
     def _write_task(self, task: ReauthTask) -> None:
         self._q(
             "UPDATE tasks SET state=?, reason=?, provider=?, account_masked=?, updated_at=?, deadline=?,"
-            " notified_at=?, opened_at=?, reminders_sent=?, escalated_at=?, closed_at=?, quiet_until_healthy=?,"
+            " notified_at=?, opened_at=?, reminders_sent=?, reminded_at=?, escalated_at=?, closed_at=?, quiet_until_healthy=?,"
             " new_auth_name=?, new_auth_index=?, verification=?, disabled_by_person=?, details=? WHERE id=?",
             (
                 task.state.value,
@@ -383,6 +384,7 @@ class Store:
                 _ts_opt(task.notified_at),
                 _ts_opt(task.opened_at),
                 task.reminders_sent,
+                _ts_opt(task.reminded_at),
                 _ts_opt(task.escalated_at),
                 _ts_opt(task.closed_at),
                 int(task.quiet_until_healthy),
@@ -656,6 +658,24 @@ class Store:
         rows = self._q(sql + " ORDER BY d.id", params).fetchall()
         return [self._delivery(r) for r in rows]
 
+    def task_ids_with_delivery(
+        self, kinds: Iterable[DeliveryKind], statuses: Iterable[DeliveryStatus] | None = None
+    ) -> set[str]:
+        """Ids of tasks named by at least one delivery of these kinds (optionally only in these statuses)."""
+        kind_values = [k.value for k in kinds]
+        marks = ",".join("?" * len(kind_values))
+        sql = f"SELECT DISTINCT t.task_id FROM delivery_tasks t JOIN deliveries d ON d.id = t.delivery_id WHERE d.kind IN ({marks})"  # noqa: S608
+        params: list[Any] = list(kind_values)
+        if statuses is not None:
+            status_values = [s.value for s in statuses]
+            sql += f" AND d.status IN ({','.join('?' * len(status_values))})"
+            params += status_values
+        return {r["task_id"] for r in self._q(sql, params).fetchall()}
+
+    def reschedule_delivery(self, delivery_id: int, at: datetime) -> None:
+        """Move a pending delivery's next attempt (quiet hours defer, they never drop)."""
+        self._q("UPDATE deliveries SET next_attempt_at = ? WHERE id = ?", (ts(at), delivery_id))
+
     def claim_delivery(self, delivery_id: int, now: datetime, retry_at: datetime) -> Delivery:
         """Mark a delivery as being sent (attempts + 1) before the send; if the process dies during the send
         the row is due again at `retry_at`."""
@@ -736,6 +756,7 @@ def _task_from_row(row: sqlite3.Row) -> ReauthTask:
         notified_at=_parse_opt(row["notified_at"]),
         opened_at=_parse_opt(row["opened_at"]),
         reminders_sent=row["reminders_sent"],
+        reminded_at=_parse_opt(row["reminded_at"]),
         escalated_at=_parse_opt(row["escalated_at"]),
         closed_at=_parse_opt(row["closed_at"]),
         quiet_until_healthy=bool(row["quiet_until_healthy"]),
