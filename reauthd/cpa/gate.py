@@ -161,7 +161,7 @@ class KeyGate:
             return False
         if self._paused_until is not None and now >= self._paused_until:
             # The pause is over: back to one-call-at-a-time until an answer proves the key again.
-            log.info("cpa.gate.pause_over", cpa=self.cpa, state=self._state.value)
+            log.info("cpa.gate.pause_over", cpa=self.cpa, gate_state=self._state.value)
             self._state = GateState.UNVERIFIED
             self._paused_until = None
             return False
@@ -233,7 +233,7 @@ class KeyGate:
         log.warning(
             "cpa.gate.closed",
             cpa=self.cpa,
-            state=state.value,
+            gate_state=state.value,
             until=until.isoformat() if until else None,
             reason=cause.sentence,
         )
