@@ -1,0 +1,288 @@
+"""The simulator's ASGI app: routes a request to the management API (with CPA's middleware order:
+availability → CORS → key gate → route), the control API, the fake provider pages, the public `/v1`
+API and the main-port OAuth callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from reauthd.sim import control, flows
+from reauthd.sim.management import UNAUTHENTICATED, err, gin_json, route_for
+from reauthd.sim.oauth import CALLBACK_PROVIDERS
+from reauthd.sim.scenarios import execute
+from reauthd.sim.state import SimState
+from reauthd.sim.upstream import PROVIDER_MODELS, dumps
+
+MGMT = "/v0/management"
+CALLBACK_PATHS = {path: provider for provider, (_, _, path) in CALLBACK_PROVIDERS.items()}
+
+
+class DropConnection(Exception):
+    """Raised after the response started: uvicorn then closes the connection mid-response."""
+
+
+def client_ip(request: Request) -> str:
+    """gin's c.ClientIP() with every proxy trusted: X-Forwarded-For's first entry, X-Real-IP, peer."""
+    xff = request.headers.get("x-forwarded-for", "")
+    if xff:
+        first = xff.split(",")[0].strip()
+        try:
+            return str(ipaddress.ip_address(first))
+        except ValueError:
+            pass
+    real = request.headers.get("x-real-ip", "").strip()
+    if real:
+        try:
+            return str(ipaddress.ip_address(real))
+        except ValueError:
+            pass
+    return request.client.host if request.client else ""
+
+
+def management_key(request: Request) -> str:
+    """Bearer (case-insensitive scheme) or the whole Authorization value, then X-Management-Key."""
+    auth = request.headers.get("authorization", "")
+    key = auth[7:].strip() if auth[:7].lower() == "bearer " else auth.strip()
+    return key or request.headers.get("x-management-key", "").strip()
+
+
+class SimApp:
+    """ASGI entry point bound to one SimState."""
+
+    def __init__(self, state: SimState) -> None:
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        self.state.run_due()
+        path = request.url.path
+        if path.startswith(MGMT + "/") or path == MGMT:
+            response = await self.management(request)
+        elif path.startswith("/_sim/"):
+            response = await control.handle(request, self.state)
+        elif path.startswith("/v1/"):
+            response = await self.public(request)
+        elif path in CALLBACK_PATHS and request.method == "GET":
+            response = self.main_port_callback(request, CALLBACK_PATHS[path])
+        else:
+            response = Response(b"404 page not found", 404, media_type="text/plain")
+        if isinstance(response, _Dropping):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b'{"files":[', "more_body": True})
+            raise DropConnection
+        await response(scope, receive, send)
+
+    async def management(self, request: Request) -> Response:
+        state = self.state
+        if not state.settings.management_enabled:
+            return Response(b"", 404)
+        state.counters.management_requests += 1
+        cors = {"Access-Control-Allow-Origin": "*"}
+        if request.method == "OPTIONS":
+            return Response(
+                b"",
+                204,
+                headers={
+                    **cors,
+                    "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
+                    "Access-Control-Allow-Headers": "*",
+                },
+            )
+        sub = request.url.path[len(MGMT) :] or "/"
+        ip = client_ip(request)
+        body_for_log = await _json_or_none(request)
+        fault = state.take_fault(request.method, request.url.path)
+        if fault is not None and fault.kind == "slow":
+            await asyncio.sleep(fault.delay)
+            fault = None
+        if fault is not None and fault.kind == "status":
+            resp = Response(
+                fault.body.encode() or dumps({"error": "upstream unavailable"}).encode(),
+                fault.status,
+                media_type="application/json",
+            )
+            self._log(request, body_for_log, resp.status_code, ip)
+            return resp
+        if fault is not None and fault.kind in ("drop", "outage"):
+            self._log(request, body_for_log, 0, ip)
+            return _Dropping()
+        handler = UNAUTHENTICATED.get((request.method, sub))
+        headers = {**cors, **self.version_headers()}
+        if handler is not None:
+            resp = await handler(request, state)
+        else:
+            local = ip in ("127.0.0.1", "::1")
+            ok, status, message = state.authenticate(ip, local, management_key(request))
+            if not ok:
+                resp = err(status, message)
+            else:
+                route = route_for(request.method, sub, state)
+                resp = await route(request, state) if route is not None else Response(b"", 404)
+            resp.headers.update(headers)
+        if fault is not None and resp.status_code == 200:
+            resp = _shape_fault(fault.kind, resp)
+            resp.headers.update(headers)
+        resp.headers.update(cors)
+        self._log(request, body_for_log, resp.status_code, ip)
+        return resp
+
+    def _log(self, request: Request, body: Any, status: int, ip: str) -> None:
+        self.state.log_operation(
+            request.method, request.url.path, list(request.query_params.keys()), body, status, ip
+        )
+
+    def version_headers(self) -> dict[str, str]:
+        return {
+            "X-CPA-VERSION": self.state.settings.version,
+            "X-CPA-COMMIT": "simulator",
+            "X-CPA-BUILD-DATE": "2026-11-01T00:00:00Z",
+            "X-CPA-SUPPORT-PLUGIN": "true",
+        }
+
+    def main_port_callback(self, request: Request, provider: str) -> Response:
+        """server_routes.go: writes the callback file when pending and always answers 200 HTML."""
+        q = request.query_params
+        st = q.get("state", "").strip()
+        session = self.state.sessions.get(st, self.state.now()) if st else None
+        if session is not None and session.pending and session.provider == provider:
+            flows.write_callback(
+                self.state,
+                session,
+                q.get("code", "").strip(),
+                q.get("error", "").strip() or q.get("error_description", "").strip(),
+            )
+        return HTMLResponse(
+            "<html><body><h1>Authentication successful!</h1><p>You can close this window.</p></body></html>"
+        )
+
+    async def public(self, request: Request) -> Response:
+        """The proxy API subset used to verify a credential by prefix (§5 workaround, §12 Vertex)."""
+        auth = request.headers.get("authorization", "")
+        key = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+        if not key:
+            return gin_json(401, {"error": "Missing API key"})
+        if key not in self.state.settings.proxy_api_keys:
+            return gin_json(401, {"error": "Invalid API key"})
+        if request.method == "GET" and request.url.path == "/v1/models":
+            data = []
+            for a in self.state.sorted_auths():
+                if a.disabled:
+                    continue
+                prefix = a.metadata.get("prefix")
+                for m in PROVIDER_MODELS.get(a.provider, ()):
+                    data.append(
+                        {
+                            "id": f"{prefix}/{m}" if prefix else m,
+                            "object": "model",
+                            "created": 0,
+                            "owned_by": a.provider,
+                        }
+                    )
+            unique = list({d["id"]: d for d in data}.values())
+            return gin_json(200, {"object": "list", "data": unique})
+        if request.method == "POST" and request.url.path in (
+            "/v1/chat/completions",
+            "/v1/responses",
+            "/v1/messages",
+        ):
+            body = await _json_or_none(request)
+            model = str(body.get("model", "")) if isinstance(body, dict) else ""
+            return self._complete(model)
+        return Response(b"404 page not found", 404, media_type="text/plain")
+
+    def _complete(self, model: str) -> Response:
+        prefix, _, bare = model.rpartition("/")
+        candidates = [
+            a
+            for a in self.state.sorted_auths()
+            if not a.disabled
+            and bare in PROVIDER_MODELS.get(a.provider, ())
+            and (a.metadata.get("prefix") or "") == prefix
+        ]
+        if not candidates:
+            return gin_json(
+                502,
+                {
+                    "error": {
+                        "message": f"unknown provider for model {model}",
+                        "type": "server_error",
+                        "code": "internal_server_error",
+                    }
+                },
+            )
+        usable = [a for a in candidates if not a.unavailable] or candidates
+        ans = execute(self.state, usable[0], bare)
+        if ans.status != 200:
+            return Response(ans.body.encode(), ans.status, media_type="application/json")
+        return gin_json(
+            200,
+            {
+                "id": f"chatcmpl-sim{int(time.time())}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": bare,
+                "choices": [
+                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            },
+        )
+
+
+class _Dropping(Response):
+    """Marker: send headers and part of the body, then close (a connection dropped mid-response)."""
+
+    def __init__(self) -> None:
+        super().__init__(b"", 200)
+
+
+def _shape_fault(kind: str, resp: Response) -> Response:
+    body = bytes(resp.body)
+    if kind == "malformed_json":
+        return Response(body[: max(1, len(body) // 2)] or b"{", 200, media_type="application/json")
+    if kind == "huge_body":
+        pad = b" " * (50 * 1024 * 1024)
+        return Response(body[:-1] + b',"padding":"' + pad + b'"}', 200, media_type="application/json")
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return resp
+    files = parsed.get("files") if isinstance(parsed, dict) else None
+    if isinstance(files, list):
+        for entry in files:
+            if kind == "missing_fields":
+                for key in ("status", "auth_index", "status_message"):
+                    entry.pop(key, None)
+            elif kind == "unknown_status":
+                entry["status"] = "refreshing" if entry.get("status") == "error" else "ready"
+    elif kind == "missing_fields" and isinstance(parsed, dict):
+        parsed = {k: v for i, (k, v) in enumerate(parsed.items()) if i % 2}
+    return Response(dumps(parsed).encode(), 200, media_type="application/json; charset=utf-8")
+
+
+async def _json_or_none(request: Request) -> Any:
+    if "json" not in request.headers.get("content-type", "") and request.method in ("GET", "OPTIONS"):
+        return None
+    raw = await request.body()
+    if not raw or "multipart" in request.headers.get("content-type", ""):
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None

@@ -1,0 +1,62 @@
+"""`reauthd sim`: run the simulator in the foreground, optionally seeded with a demo world."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+from reauthd.sim.server import SimServer
+from reauthd.sim.state import SimState
+
+
+def seed_demo(state: SimState) -> list[str]:
+    """A handful of realistic credentials, two of them revoked (one already marked, one silent)."""
+    legacy = state.add_credential(
+        "codex",
+        email="alice@example.com",
+        plan="plus",
+        name="codex-alice@example.com-plus.json",
+        note="legacy name",
+    )
+    plus = state.add_credential("codex", email="bob@example.com", plan="plus", priority=10)
+    claude = state.add_credential("claude", email="carol@example.com")
+    kimi = state.add_credential("kimi")
+    xai = state.add_credential("xai", email="dave@example.com")
+    vertex = state.add_credential(
+        "vertex", project_id="acme-prod", email="svc@acme-prod.iam.gserviceaccount.com"
+    )
+    anti = state.add_credential("antigravity", email="erin@example.com", project_id="erin-proj")
+    state.revoke(legacy.name, "token_invalidated", live=True)
+    state.revoke(claude.name, "claude_revoked", live=False)
+    return [a.name for a in (legacy, plus, claude, kimi, xai, vertex, anti)]
+
+
+async def run_sim_cli(
+    host: str,
+    port: int,
+    *,
+    management_key: str = "sim-key",
+    seed_demo_data: bool = True,
+    allow_remote: bool = False,
+) -> None:
+    """Serve until SIGINT/SIGTERM, printing the base URL and how to authenticate."""
+    sim = SimServer(management_key, host=host, port=port, allow_remote=allow_remote)
+    await sim.start()
+    if seed_demo_data:
+        seed_demo(sim.state)
+    print(f"CPA simulator listening on {sim.base_url}")
+    print(
+        f"  management API: {sim.base_url}/v0/management/  (key: {'*' * 3}{management_key[-3:]}, "
+        "set with --key)"
+    )
+    print(f"  control API:    {sim.base_url}/_sim/   proxy API key: {sim.state.settings.proxy_api_keys[0]}")
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await sim.stop()

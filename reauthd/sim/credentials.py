@@ -1,0 +1,200 @@
+"""What a provider login writes: the identity of the account, the auth file's name and its JSON.
+
+File names follow shared/cpa-contract.md §4.4, contents §8.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from reauthd.sim.upstream import codex_file_name, codex_id_token, vertex_file_name
+
+PROVIDERS = ("codex", "claude", "antigravity", "kimi", "xai", "vertex")
+
+# How long a fresh access token lives at each provider (drives `expired` in the file).
+ACCESS_LIFETIME: dict[str, timedelta] = {
+    "codex": timedelta(days=10),
+    "claude": timedelta(hours=8),
+    "antigravity": timedelta(hours=1),
+    "kimi": timedelta(hours=1),
+    "xai": timedelta(hours=6),
+}
+
+
+@dataclass(slots=True)
+class Identity:
+    """The account a login signs into."""
+
+    provider: str
+    email: str
+    account_id: str = ""
+    plan: str = ""
+    project_id: str = ""
+
+    @classmethod
+    def fresh(cls, provider: str, n: int | None = None) -> Identity:
+        tag = secrets.token_hex(3) if n is None else f"{n:05d}"
+        email = f"user{tag}@example.com"
+        return cls(
+            provider,
+            email,
+            account_id=_account_id(provider),
+            plan="plus" if provider == "codex" else "",
+            project_id=f"proj-{tag}" if provider in ("antigravity", "vertex") else "",
+        )
+
+
+def _account_id(provider: str) -> str:
+    if provider == "codex":
+        h = secrets.token_hex(16)
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return "acct-" + secrets.token_hex(6)
+
+
+def _sanitise(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9@._-]", "_", value)
+
+
+def file_name_for(ident: Identity, now: datetime) -> str:
+    """The name CPA's login saves to (§4.4); kimi gets a new name every time."""
+    p = ident.provider
+    if p == "codex":
+        return codex_file_name(ident.email, ident.account_id, ident.plan)
+    if p == "claude":
+        return f"claude-{ident.email}.json"
+    if p == "antigravity":
+        return f"antigravity-{ident.email}.json" if ident.email else "antigravity.json"
+    if p == "xai":
+        return (
+            f"xai-{_sanitise(ident.email)}.json" if ident.email else f"xai-{int(now.timestamp() * 1000)}.json"
+        )
+    if p == "kimi":
+        return f"kimi-{int(now.timestamp() * 1000)}.json"
+    if p == "vertex":
+        return vertex_file_name(ident.project_id or "project")
+    return f"{p}-{_sanitise(ident.email)}.json"
+
+
+def file_content(
+    ident: Identity, access: str, refresh: str, now: datetime, expires_at: datetime | None
+) -> dict[str, Any]:
+    """The JSON a login writes for this provider (§8); `disabled:false` is added by FileTokenStore."""
+    p = ident.provider
+    expired = expires_at.isoformat() if expires_at else ""
+    last = now.isoformat()
+    ms = int(now.timestamp() * 1000)
+    if p == "codex":
+        return {
+            "type": "codex",
+            "id_token": codex_id_token(ident.email, ident.account_id, ident.plan, now),
+            "access_token": access,
+            "refresh_token": refresh,
+            "account_id": ident.account_id,
+            "email": ident.email,
+            "last_refresh": last,
+            "expired": expired,
+            "disabled": False,
+        }
+    if p == "claude":
+        return {
+            "type": "claude",
+            "id_token": "",
+            "access_token": access,
+            "refresh_token": refresh,
+            "last_refresh": last,
+            "email": ident.email,
+            "account_uuid": ident.account_id,
+            "expired": expired,
+            "disabled": False,
+        }
+    if p == "antigravity":
+        out: dict[str, Any] = {
+            "type": "antigravity",
+            "access_token": access,
+            "refresh_token": refresh,
+            "expires_in": 3599,
+            "timestamp": ms,
+            "expired": expired,
+            "email": ident.email,
+            "disabled": False,
+        }
+        if ident.project_id:
+            out["project_id"] = ident.project_id
+        return out
+    if p == "kimi":
+        return {
+            "type": "kimi",
+            "access_token": access,
+            "refresh_token": refresh,
+            "token_type": "Bearer",
+            "scope": "kimi-code",
+            "timestamp": ms,
+            "expired": expired,
+            "device_id": ident.account_id,
+            "disabled": False,
+        }
+    if p == "xai":
+        return {
+            "type": "xai",
+            "access_token": access,
+            "refresh_token": refresh,
+            "id_token": "",
+            "token_type": "Bearer",
+            "expires_in": 21600,
+            "expired": expired,
+            "last_refresh": last,
+            "base_url": "https://api.x.ai/v1",
+            "token_endpoint": "https://auth.x.ai/oauth2/token",
+            "auth_kind": "oauth",
+            "email": ident.email,
+            "sub": ident.account_id,
+            "disabled": False,
+        }
+    if p == "vertex":
+        email = ident.email or f"sa@{ident.project_id}.iam.gserviceaccount.com"
+        return {
+            "service_account": service_account(ident.project_id, email, access),
+            "project_id": ident.project_id,
+            "email": email,
+            "location": "us-central1",
+            "type": "vertex",
+            "label": f"{ident.project_id} ({email})",
+            "disabled": False,
+        }
+    return {
+        "type": p,
+        "access_token": access,
+        "refresh_token": refresh,
+        "email": ident.email,
+        "disabled": False,
+    }
+
+
+def service_account(project_id: str, email: str, key_id: str) -> dict[str, Any]:
+    """A service-account JSON as Google issues it; `private_key_id` doubles as the upstream key id."""
+    return {
+        "type": "service_account",
+        "project_id": project_id,
+        "private_key_id": key_id,
+        "private_key": "-----BEGIN PRIVATE KEY-----\nU0lNVUxBVE9S\n-----END PRIVATE KEY-----\n",
+        "client_email": email,
+        "client_id": "1" + "0" * 20,
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+
+
+def merge_relogin(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """mergeExistingAuthFileMetadata + FileTokenStore.Save (§4.4): keep the old file's non-token keys
+    the new record lacks, never its token-lifecycle keys, and force `disabled` to false."""
+    from reauthd.sim.auths import TOKEN_LIFECYCLE_KEYS
+
+    merged = dict(new)
+    for key, value in old.items():
+        if key not in merged and key not in TOKEN_LIFECYCLE_KEYS:
+            merged[key] = value
+    merged["disabled"] = False
+    return merged

@@ -1,0 +1,184 @@
+"""OAuth login flows as CPA runs them (auth_files_provider_oauth.go): auth URLs pointing at the fake
+provider pages, the callback file the waiter picks up, the code exchange, saving with re-login merge,
+the 5-minute callback timeout and the device-code polling (contract §4)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import timedelta
+from urllib.parse import urlencode
+
+from reauthd.sim.credentials import Identity, file_content, file_name_for, merge_relogin
+from reauthd.sim.oauth import CALLBACK_PROVIDERS, CALLBACK_WAIT, DEVICE_PROVIDERS, PENDING_TTL, OAuthSession
+from reauthd.sim.state import LoginPlan, SimState
+
+# Per provider: (bad request, exchange failed, save failed) messages of §4.2.
+MESSAGES = {
+    "anthropic": (
+        "Bad request",
+        "Failed to exchange authorization code for tokens",
+        "Failed to save authentication tokens",
+    ),
+    "codex": (
+        "Bad Request",
+        "Failed to exchange authorization code for tokens: invalid_grant: Invalid authorization code",
+        "Failed to save authentication tokens",
+    ),
+    "antigravity": ("Authentication failed", "Failed to exchange token", "Failed to save token to file"),
+}
+TIMEOUT = {
+    "anthropic": "Timeout waiting for OAuth callback",
+    "codex": "Timeout waiting for OAuth callback",
+    "antigravity": "OAuth flow timed out",
+}
+
+
+def start_callback_flow(state: SimState, provider: str) -> tuple[str, str]:
+    """Register a 32-hex state and return (authorize url, state); the waiter times out after 5 min."""
+    now = state.now()
+    st = secrets.token_hex(16)
+    session = OAuthSession(st, provider, now, now + PENDING_TTL, "callback")
+    state.sessions.register(session, now)
+    _, redirect, _ = CALLBACK_PROVIDERS[provider]
+    query = {
+        "client_id": {
+            "codex": "app_EMoamEEZ73f0CkXaXp7hrann",
+            "anthropic": "9d1c250a-e61b-44d9-88ed-5944d1962f5e",
+        }.get(provider, "sim-client"),
+        "response_type": "code",
+        "redirect_uri": redirect,
+        "code_challenge": secrets.token_urlsafe(32),
+        "code_challenge_method": "S256",
+        "state": st,
+    }
+    url = f"{state.settings.base_url}/_sim/provider/{provider}/authorize?{urlencode(query)}"
+
+    def timeout() -> None:
+        s = state.sessions.get(st, state.now())
+        if s is not None and s.pending and s.callback is None:
+            state.sessions.set_error(st, TIMEOUT.get(provider, "OAuth flow timed out"), state.now())
+
+    state.schedule(CALLBACK_WAIT.total_seconds(), timeout)
+    return url, st
+
+
+def start_plugin_flow(state: SimState, provider: str) -> tuple[str, str]:
+    """A configured plugin provider with a callback flow (plugin-defined; 32-hex state here)."""
+    now = state.now()
+    st = secrets.token_hex(16)
+    state.sessions.register(OAuthSession(st, provider, now, now + PENDING_TTL, "callback"), now)
+    query = {"redirect_uri": f"http://localhost:8085/{provider}/callback", "state": st}
+    return f"{state.settings.base_url}/_sim/provider/{provider}/authorize?{urlencode(query)}", st
+
+
+def start_device_flow(state: SimState, provider: str) -> dict[str, object]:
+    """kimi/xai device flow: state `kmi-<nanos>`/`xai-<nanos>`, user_code, expires_in."""
+    now = state.now()
+    prefix, expires_in = DEVICE_PROVIDERS[provider]
+    st = f"{prefix}{time.time_ns()}"
+    user_code = f"{secrets.token_hex(2).upper()}-{secrets.token_hex(2).upper()}"
+    session = OAuthSession(
+        st,
+        provider,
+        now,
+        now + PENDING_TTL,
+        "device",
+        user_code=user_code,
+        device_expires_at=now + timedelta(seconds=expires_in),
+    )
+    state.sessions.register(session, now)
+    url = f"{state.settings.base_url}/_sim/provider/{provider}/device?user_code={user_code}"
+    _poll_device(state, st)
+    return {
+        "status": "ok",
+        "url": url,
+        "state": st,
+        "flow": "device",
+        "user_code": user_code,
+        "expires_in": expires_in,
+    }
+
+
+def _poll_device(state: SimState, st: str) -> None:
+    def poll() -> None:
+        now = state.now()
+        s = state.sessions.get(st, now)
+        if s is None or not s.pending:
+            return
+        if s.denied:
+            state.sessions.set_error(st, "Authentication failed: access_denied", now)
+        elif s.approved is not None:
+            _save(state, s, s.approved)
+        elif s.device_expires_at is not None and now >= s.device_expires_at:
+            state.sessions.set_error(st, "Authentication failed: device code expired", now)
+        else:
+            _poll_device(state, st)
+
+    state.schedule(state.settings.device_poll_interval, poll)
+
+
+def issue_code(state: SimState, provider: str, st: str, ident: Identity | None) -> str:
+    """The fake provider page's sign-in: mint a code bound to the identity chosen."""
+    plan = state.next_login.pop(provider, None) or state.next_login.pop("*", None) or LoginPlan(None)
+    file_type = CALLBACK_PROVIDERS[provider][0] if provider in CALLBACK_PROVIDERS else provider
+    chosen = ident or plan.identity or Identity.fresh(file_type)
+    chosen.provider = file_type
+    code = secrets.token_urlsafe(24)
+    state.codes[code] = (st, chosen, plan.exchange_fails)
+    return code
+
+
+def device_identity(state: SimState, provider: str, ident: Identity | None) -> tuple[Identity, bool]:
+    plan = state.next_login.pop(provider, None) or state.next_login.pop("*", None) or LoginPlan(None)
+    chosen = ident or plan.identity or Identity.fresh(provider)
+    chosen.provider = provider
+    return chosen, plan.exchange_fails
+
+
+def write_callback(state: SimState, session: OAuthSession, code: str, error: str) -> None:
+    """The `.oauth-<provider>-<state>.oauth` file; the waiter polls every 500 ms, then exchanges."""
+    session.callback = {"code": code, "state": session.state, "error": error}
+    st = session.state
+
+    def pick_up() -> None:
+        now = state.now()
+        s = state.sessions.get(st, now)
+        if s is None or not s.pending or s.callback is None:
+            return
+        cb, s.callback = s.callback, None
+        bad, exchange_failed, _ = MESSAGES.get(s.provider, MESSAGES["antigravity"])
+        if cb["error"]:
+            state.sessions.set_error(st, bad, now)
+            return
+        grant = state.codes.pop(cb["code"].split("#", 1)[0], None)
+        if grant is None or grant[0] != st or grant[2]:
+            state.sessions.set_error(st, exchange_failed, now)
+            return
+        _save(state, s, grant[1])
+
+    state.schedule(state.settings.exchange_delay, pick_up)
+
+
+def _save(state: SimState, session: OAuthSession, ident: Identity) -> None:
+    """saveTokenRecord: merge into a same-name file, write, complete; the watcher loads it later."""
+    now = state.now()
+    if not state.sessions.is_pending(session.state, now):
+        return  # cancelled while exchanging: never write (guardOAuthSessionPendingForSave)
+    from reauthd.sim.credentials import ACCESS_LIFETIME
+
+    acct = state.upstream.account(
+        ident.provider, ident.email, account_id=ident.account_id, plan=ident.plan, project_id=ident.project_id
+    )
+    expires = now + ACCESS_LIFETIME.get(ident.provider, timedelta(hours=1))
+    access, rt = state.upstream.mint(acct, expires)
+    content = file_content(ident, access, rt, now, expires)
+    name = file_name_for(ident, now)
+    while ident.provider == "kimi" and name in state.disk:
+        name = name.replace(".json", "1.json")
+    old = state.disk.get(name)
+    if old is not None:
+        content = merge_relogin(old.content, content)
+    state.write_file(name, content)
+    session.saved_file = name
+    state.sessions.complete(session.state, now)

@@ -1,0 +1,123 @@
+"""CPA's OAuth session store (internal/api/handlers/management/oauth_sessions.go, contract §4.2).
+
+Lifetimes: pending 30 min from creation, completed 60 s, errored 30 min from the error.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from reauthd.sim.credentials import Identity
+
+PENDING_TTL = timedelta(minutes=30)
+COMPLETED_TTL = timedelta(minutes=1)
+CALLBACK_WAIT = timedelta(minutes=5)
+
+CALLBACK_PROVIDERS = {
+    # session provider: (saved file type, redirect_uri, callback path on CPA's main port)
+    "anthropic": ("claude", "http://localhost:54545/callback", "/anthropic/callback"),
+    "codex": ("codex", "http://localhost:1455/auth/callback", "/codex/callback"),
+    "antigravity": ("antigravity", "http://localhost:51121/oauth-callback", "/antigravity/callback"),
+}
+DEVICE_PROVIDERS = {"kimi": ("kmi-", 900), "xai": ("xai-", 1800)}
+
+_STATE_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+def valid_state(state: str) -> bool:
+    """ValidateOAuthState: 1-128 chars of [A-Za-z0-9._-], no "..", no slashes."""
+    return bool(_STATE_RE.match(state)) and ".." not in state
+
+
+def normalize_provider(provider: str) -> str | None:
+    """NormalizeOAuthCallbackProvider: built-in aliases, else a plugin id [a-z0-9-]+, else None."""
+    p = provider.strip().lower()
+    aliases = {
+        "anthropic": "anthropic",
+        "claude": "anthropic",
+        "codex": "codex",
+        "openai": "codex",
+        "antigravity": "antigravity",
+        "anti-gravity": "antigravity",
+        "xai": "xai",
+        "x-ai": "xai",
+        "x.ai": "xai",
+        "grok": "xai",
+    }
+    if p in aliases:
+        return aliases[p]
+    if p and re.fullmatch(r"[a-z0-9-]+", p):
+        return p
+    return None
+
+
+@dataclass(slots=True)
+class OAuthSession:
+    state: str
+    provider: str
+    created_at: datetime
+    expires_at: datetime
+    flow: str  # "callback" or "device"
+    status: str = ""  # the error message once failed
+    completed: bool = False
+    callback: dict[str, str] | None = None  # the written .oauth file: code, state, error
+    user_code: str = ""
+    device_expires_at: datetime | None = None
+    approved: Identity | None = None
+    denied: bool = False
+    saved_file: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> bool:
+        return not self.completed and not self.status
+
+
+class OAuthSessions:
+    """The in-memory map of states, purged lazily on every access like CPA's store."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, OAuthSession] = {}
+
+    def _purge(self, now: datetime) -> None:
+        for state in [s for s, v in self.sessions.items() if now > v.expires_at]:
+            del self.sessions[state]
+
+    def register(self, session: OAuthSession, now: datetime) -> None:
+        self._purge(now)
+        self.sessions[session.state] = session
+
+    def get(self, state: str, now: datetime) -> OAuthSession | None:
+        self._purge(now)
+        return self.sessions.get(state.strip())
+
+    def set_error(self, state: str, message: str, now: datetime) -> None:
+        self._purge(now)
+        s = self.sessions.get(state)
+        if s is None or s.completed:
+            return
+        s.status = message.strip() or "Authentication failed"
+        s.expires_at = now + PENDING_TTL
+
+    def complete(self, state: str, now: datetime) -> None:
+        self._purge(now)
+        s = self.sessions.get(state)
+        if s is None or s.completed:
+            return
+        s.status = ""
+        s.completed = True
+        s.expires_at = now + COMPLETED_TTL
+
+    def cancel(self, state: str, now: datetime) -> bool:
+        self._purge(now)
+        s = self.sessions.get(state)
+        if s is None or not s.pending:
+            return False
+        del self.sessions[state]
+        return True
+
+    def is_pending(self, state: str, now: datetime) -> bool:
+        s = self.get(state, now)
+        return s is not None and s.pending

@@ -1,0 +1,220 @@
+"""The simulator's server: one loopback port that speaks HTTP (via uvicorn's h11 protocol) and RESP,
+the first byte of each connection deciding which (contract §7), plus a thread runner for sync code."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
+
+from reauthd.sim.app import SimApp
+from reauthd.sim.clock import SimClock
+from reauthd.sim.resp import RESP_PREFIXES, RespConnection
+from reauthd.sim.state import Settings, SimState
+
+T = TypeVar("T")
+TICK_SECONDS = 0.05
+
+
+class _Mux(asyncio.Protocol):
+    """Waits for the first bytes, then hands the transport to the RESP or the HTTP protocol."""
+
+    def __init__(self, sim: SimServer) -> None:
+        self.sim = sim
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.sim.connections.add(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.sim.connections.discard(self.transport)
+
+    def data_received(self, data: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        proto: asyncio.Protocol
+        if data[:1] in (RESP_PREFIXES[i : i + 1] for i in range(len(RESP_PREFIXES))):
+            proto = RespConnection(self.sim.state, transport)
+        else:
+            if self._outage(data):
+                transport.abort()
+                return
+            proto = H11Protocol(self.sim.config, self.sim.server_state, {})
+            proto.connection_made(transport)
+        transport.set_protocol(proto)
+        proto.data_received(data)
+
+    def _outage(self, data: bytes) -> bool:
+        """An injected outage resets the connection before any answer (only management routes)."""
+        line = data.split(b"\r\n", 1)[0].split(b" ")
+        if len(line) < 2 or not line[1].startswith(b"/v0/management"):
+            return False
+        path = line[1].split(b"?", 1)[0].decode("latin-1")
+        return self.sim.state.take_fault(line[0].decode("latin-1"), path, outage=True) is not None
+
+
+class SimServer:
+    """A simulated CPA on loopback. `async with SimServer() as sim:` → `sim.base_url`, `sim.state`."""
+
+    def __init__(
+        self,
+        management_key: str | None = "sim-key",
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        allow_remote: bool = False,
+        management_enabled: bool = True,
+        version: str = "v7.2.140-sim",
+        proxy_api_keys: tuple[str, ...] = ("sim-proxy-key",),
+        usage_statistics: bool = False,
+        watcher_delay: float = 1.0,
+        plugin_providers: tuple[str, ...] = (),
+        clock: SimClock | None = None,
+    ) -> None:
+        settings = Settings(
+            management_key=management_key,
+            allow_remote=allow_remote,
+            management_enabled=management_enabled and bool(management_key),
+            version=version,
+            proxy_api_keys=tuple(proxy_api_keys),
+            usage_statistics=usage_statistics,
+            watcher_delay=watcher_delay,
+            plugin_providers=tuple(plugin_providers),
+        )
+        self.state = SimState(settings, clock)
+        self.host = host
+        self.port = port
+        self.config = uvicorn.Config(
+            SimApp(self.state),
+            proxy_headers=False,
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            server_header=False,
+        )
+        self.config.load()
+        self.server_state = ServerState()
+        self.connections: set[asyncio.Transport] = set()
+        self._server: asyncio.Server | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Mux(self), self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.state.settings.base_url = self.base_url
+        self._ticker = asyncio.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        """Fire simulated timers (watcher reloads, exchanges, timeouts) as wall time passes."""
+        while True:
+            self.state.run_due()
+            await asyncio.sleep(TICK_SECONDS)
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        if self._server is not None:
+            self._server.close()
+            for conn in list(self.server_state.connections):
+                conn.shutdown()
+            for transport in list(self.connections):
+                transport.close()
+            if self.server_state.tasks:
+                await asyncio.wait(list(self.server_state.tasks), timeout=2)
+            await self._server.wait_closed()
+            self._server = None
+        self._stopped.set()
+
+    async def serve_forever(self) -> None:
+        if self._server is None:
+            await self.start()
+        await self._stopped.wait()
+
+    async def __aenter__(self) -> SimServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+class SimThread:
+    """A SimServer running its own event loop in a daemon thread, for sync code and benchmarks."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._kwargs = kwargs
+        self.server: SimServer | None = None
+        self._thread = threading.Thread(target=self._run, name="reauthd-sim", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self.server is None:
+            raise RuntimeError("the simulator did not start")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def main() -> None:
+            self.server = SimServer(**self._kwargs)
+            await self.server.start()
+            self._ready.set()
+            await self.server.serve_forever()
+
+        try:
+            self._loop.run_until_complete(main())
+        finally:
+            self._ready.set()
+            self._loop.close()
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None
+        return self.server.base_url
+
+    @property
+    def state(self) -> SimState:
+        assert self.server is not None
+        return self.server.state
+
+    def call(self, fn: Callable[[SimState], T]) -> T:
+        """Run `fn(state)` on the simulator's loop (the state is not thread-safe) and return its result."""
+
+        async def run() -> T:
+            return fn(self.state)
+
+        fut: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(run(), self._loop)
+        return fut.result(30)
+
+    def stop(self) -> None:
+        if self.server is not None and not self._loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(10)
+        self._thread.join(10)
+
+
+def run_sim_in_thread(**kwargs: Any) -> SimThread:
+    """Start a simulator on a background thread: `.base_url`, `.call(fn)`, `.stop()`."""
+    return SimThread(**kwargs)

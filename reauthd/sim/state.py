@@ -1,0 +1,490 @@
+"""The simulator's whole in-memory world: files on "disk", CPA's runtime auths, the watcher, bans,
+OAuth sessions, timers on the injected clock, the pub/sub channels, faults and the operation log.
+
+HTTP handlers (management.py, control.py) and the RESP handler only translate to and from this.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from reauthd.sim.auths import AUTH_DIR, SimAuth, content_hash
+from reauthd.sim.clock import SimClock, go_duration_seconds, go_time
+from reauthd.sim.credentials import Identity
+from reauthd.sim.oauth import OAuthSessions
+from reauthd.sim.upstream import Upstream, dumps
+
+MAX_FAILURES = 5
+BAN_DURATION = timedelta(minutes=30)
+SECRET_KEYS = frozenset(
+    {
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "token",
+        "code",
+        "state",
+        "redirect_url",
+        "key",
+        "private_key",
+        "private_key_id",
+        "password",
+        "secret",
+        "cookie",
+        "user_code",
+        "authorization",
+        "device_code",
+        "service_account",
+        "data",
+        "header",
+        "headers",
+    }
+)
+
+
+@dataclass(slots=True)
+class DiskFile:
+    content: dict[str, Any]
+    raw: bytes
+    mtime: datetime
+
+
+@dataclass(slots=True)
+class BanEntry:
+    failures: int = 0
+    blocked_until: datetime | None = None
+    last_activity: datetime | None = None
+
+
+@dataclass(slots=True)
+class Fault:
+    """A misbehaviour of the management API for the next `remaining` matching requests (None: until cleared)."""
+
+    kind: str  # status, slow, drop, outage, malformed_json, missing_fields, unknown_status, huge_body
+    path: str = ""  # path prefix under /v0/management; "" = every management route
+    method: str = ""
+    remaining: int | None = 1
+    status: int = 500
+    body: str = ""
+    delay: float = 0.0
+
+
+@dataclass(slots=True)
+class LoginPlan:
+    identity: Identity | None
+    exchange_fails: bool = False
+
+
+@dataclass
+class Settings:
+    management_key: str | None = "sim-key"
+    allow_remote: bool = False
+    management_enabled: bool = True
+    version: str = "v7.2.140-sim"
+    proxy_api_keys: tuple[str, ...] = ("sim-proxy-key",)
+    usage_statistics: bool = False
+    watcher_delay: float = 1.0
+    exchange_delay: float = 0.5
+    device_poll_interval: float = 1.0
+    plugin_providers: tuple[str, ...] = ()
+    base_url: str = ""
+
+
+@dataclass
+class Counters:
+    failed_key_attempts: dict[str, int] = field(default_factory=dict)
+    list_requests: int = 0
+    api_calls: int = 0
+    management_requests: int = 0
+
+
+class SimState:
+    """Everything the simulated CPA knows. Use from the server's event loop only."""
+
+    def __init__(self, settings: Settings | None = None, clock: SimClock | None = None) -> None:
+        self.settings = settings or Settings()
+        self.clock = clock or SimClock()
+        self._seq = itertools.count()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every credential, session, ban, fault, log line and counter (settings stay)."""
+        self.upstream = Upstream()
+        self.disk: dict[str, DiskFile] = {}
+        self.auths: dict[str, SimAuth] = {}
+        self.by_index: dict[str, SimAuth] = {}
+        self._sorted: list[SimAuth] | None = None
+        self.bans: dict[str, BanEntry] = {}
+        self.sessions = OAuthSessions()
+        self.codes: dict[str, tuple[str, Identity, bool]] = {}  # code → (state, identity, exchange fails)
+        self.timers: list[tuple[datetime, int, Callable[[], None]]] = []
+        self.pending_reloads: dict[str, datetime] = {}
+        self.oplog: list[dict[str, Any]] = []
+        self.counters = Counters()
+        self.faults: list[Fault] = []
+        self.subscribers: dict[str, set[Callable[[bytes], None]]] = {"errors": set(), "usage": set()}
+        self.usage_queue: deque[bytes] = deque(maxlen=100_000)
+        self.next_login: dict[str, LoginPlan] = {}
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    # -- timers on the simulated clock -----------------------------------------------------------
+
+    def schedule(self, delay_s: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self.timers, (self.now() + timedelta(seconds=delay_s), next(self._seq), action))
+
+    def run_due(self) -> None:
+        """Fire every timer whose time has come; called by the ticker, every request and clock moves."""
+        while self.timers and self.timers[0][0] <= self.now():
+            _, _, action = heapq.heappop(self.timers)
+            action()
+
+    def advance(self, seconds: float) -> datetime:
+        """Move the clock forward, firing timers in order as their moments pass."""
+        target = self.now() + timedelta(seconds=seconds)
+        while self.timers and self.timers[0][0] <= target:
+            due = self.timers[0][0]
+            gap = (due - self.now()).total_seconds()
+            if gap > 0:
+                self.clock.advance(gap)
+            self.run_due()
+        gap = (target - self.now()).total_seconds()
+        if gap > 0:
+            self.clock.advance(gap)
+        self.run_due()
+        return self.now()
+
+    # -- management key and bans (handler.go AuthenticateManagementKey, contract §1) ---------------
+
+    def authenticate(self, ip: str, local: bool, provided: str) -> tuple[bool, int, str]:
+        now = self.now()
+        entry = self.bans.get(ip)
+        if entry is not None and entry.blocked_until is not None:
+            if now < entry.blocked_until:
+                left = go_duration_seconds((entry.blocked_until - now).total_seconds())
+                return False, 403, f"IP banned due to too many failed attempts. Try again in {left}"
+            entry.blocked_until = None
+            entry.failures = 0
+        if not local and not self.settings.allow_remote:
+            return False, 403, "remote management disabled"
+        if not self.settings.management_key:
+            return False, 403, "remote management key not set"
+        if not provided:
+            self._fail(ip, now)
+            return False, 401, "missing management key"
+        if provided != self.settings.management_key:
+            self._fail(ip, now)
+            return False, 401, "invalid management key"
+        self.bans.pop(ip, None)
+        return True, 200, ""
+
+    def _fail(self, ip: str, now: datetime) -> None:
+        self.counters.failed_key_attempts[ip] = self.counters.failed_key_attempts.get(ip, 0) + 1
+        entry = self.bans.setdefault(ip, BanEntry())
+        entry.failures += 1
+        entry.last_activity = now
+        if entry.failures >= MAX_FAILURES:
+            entry.blocked_until = now + BAN_DURATION
+            entry.failures = 0
+
+    # -- disk and the watcher --------------------------------------------------------------------
+
+    def write_file(self, name: str, content: dict[str, Any], *, reload: bool = True) -> None:
+        """Write an auth file (mode 0600 in CPA); the watcher picks it up `watcher_delay` later."""
+        raw = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+        self.disk[name] = DiskFile(dict(content), raw, self.now())
+        auth = self.auths.get(name)
+        if auth is not None:
+            auth.touch()
+        if reload:
+            self.schedule_reload(name)
+
+    def schedule_reload(self, name: str) -> None:
+        """Debounced like CPA's watcher: the last write wins and loads after the delay."""
+        due = self.now() + timedelta(seconds=self.settings.watcher_delay)
+        self.pending_reloads[name] = due
+
+        def fire() -> None:
+            if self.pending_reloads.get(name) == due:
+                del self.pending_reloads[name]
+                self.watcher_reload(name)
+
+        self.schedule(self.settings.watcher_delay, fire)
+
+    def watcher_reload(self, name: str) -> None:
+        """Register a new file or reload a changed one (skipped when the content hash is unchanged)."""
+        disk = self.disk.get(name)
+        auth = self.auths.get(name)
+        now = self.now()
+        if disk is None:
+            if auth is not None and not auth.runtime_only:
+                self.remove_auth(name)
+            return
+        if auth is None:
+            self.register(name, disk.content)
+        elif auth.loaded_hash != content_hash(disk.content):
+            auth.load(disk.content, now)
+
+    def register(self, name: str, content: dict[str, Any], *, runtime_only: bool = False) -> SimAuth:
+        now = self.now()
+        provider = str(content.get("type", "")).lower()
+        auth = SimAuth(
+            name=name,
+            provider=provider,
+            metadata={},
+            loaded_hash="",
+            created_at=now,
+            runtime_only=runtime_only,
+            path="" if runtime_only else f"{AUTH_DIR}/{name}",
+        )
+        auth.load(content, now)
+        self.auths[name] = auth
+        self.by_index[auth.auth_index] = auth
+        self._sorted = None
+        return auth
+
+    def remove_auth(self, name: str) -> None:
+        auth = self.auths.pop(name, None)
+        if auth is not None:
+            self.by_index.pop(auth.auth_index, None)
+            self._sorted = None
+
+    def persist_runtime(self, auth: SimAuth) -> None:
+        """authManager.Update → FileTokenStore.Save: the in-memory record overwrites the file (§12)."""
+        content = dict(auth.metadata)
+        content["disabled"] = auth.disabled
+        auth.metadata = content
+        auth.loaded_hash = content_hash(content)
+        if not auth.runtime_only:
+            self.write_file(auth.name, content, reload=True)
+
+    def sorted_auths(self) -> list[SimAuth]:
+        if self._sorted is None:
+            self._sorted = sorted(self.auths.values(), key=lambda a: a.name.lower())
+        return self._sorted
+
+    def listing(self, name: str = "", auth_index: str = "") -> bytes:
+        """GET /auth-files body, assembled from cached per-entry JSON."""
+        now = self.now()
+        parts: list[bytes] = []
+        for auth in self.sorted_auths():
+            if name and name not in (auth.name,):
+                continue
+            if auth_index and auth.auth_index != auth_index:
+                continue
+            disk = self.disk.get(auth.name) if not auth.runtime_only else None
+            if (
+                disk is None
+                and not auth.runtime_only
+                and (auth.disabled or auth.status_message == "removed via management api")
+            ):
+                continue
+            if auth.runtime_only and auth.disabled:
+                continue
+            parts.append(auth.entry_json(now, len(disk.raw) if disk else None, disk.mtime if disk else None))
+        return b'{"files":[' + b",".join(parts) + b"]}"
+
+    def auth_by_name(self, name: str) -> SimAuth | None:
+        """Resolve an auth by ID/file name, then by the basename of its path."""
+        name = name.strip()
+        found = self.auths.get(name)
+        if found is not None:
+            return found
+        for auth in self.auths.values():
+            if auth.path.rsplit("/", 1)[-1] == name:
+                return auth
+        return None
+
+    # -- pub/sub ---------------------------------------------------------------------------------
+
+    def publish(self, channel: str, payload: dict[str, Any]) -> None:
+        data = dumps(payload).encode()
+        subs = self.subscribers[channel]
+        if channel == "usage" and not subs:
+            self.usage_queue.append(data)
+            return
+        for deliver in list(subs):
+            deliver(data)
+
+    # -- faults and the operation log -------------------------------------------------------------
+
+    def take_fault(self, method: str, path: str, *, outage: bool = False) -> Fault | None:
+        """Consume the first matching fault; `outage` faults are taken by the connection layer."""
+        for fault in self.faults:
+            if (fault.kind == "outage") != outage:
+                continue
+            sub = path.removeprefix("/v0/management")
+            if fault.path and not sub.startswith(fault.path.removeprefix("/v0/management")):
+                continue
+            if fault.method and fault.method.upper() != method.upper():
+                continue
+            if fault.remaining is not None:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self.faults.remove(fault)
+            return fault
+        return None
+
+    def log_operation(
+        self, method: str, path: str, query: list[str], body: Any, status: int, client_ip: str
+    ) -> None:
+        now = self.now()
+        self.oplog.append(
+            {
+                "seq": len(self.oplog) + 1,
+                "time": go_time(now),
+                "ts": now.timestamp(),
+                "method": method,
+                "path": path,
+                "query": sorted(set(query)),
+                "body": redact(body),
+                "status": status,
+                "client_ip": client_ip,
+            }
+        )
+
+    # -- in-process control API (same operations as the HTTP routes under /_sim/) ----------------
+
+    def add_credential(self, provider: str, **kwargs: Any) -> SimAuth:
+        """A pre-existing credential; see scenarios.add_credential for the keyword arguments."""
+        from reauthd.sim import scenarios
+
+        return scenarios.add_credential(self, provider, **kwargs)
+
+    def bulk_generate(self, count: int, **kwargs: Any) -> list[str]:
+        from reauthd.sim import scenarios
+
+        return scenarios.bulk_generate(self, count, **kwargs)
+
+    def revoke(self, name: str, kind: str | None = None, *, live: bool = False) -> SimAuth:
+        from reauthd.sim import scenarios
+
+        return scenarios.revoke(self, name, kind, live=live)
+
+    def exhaust_quota(self, name: str, *, live: bool = False, resets_in: float = 5 * 3600) -> SimAuth:
+        from reauthd.sim import scenarios
+
+        return scenarios.set_condition(self, name, "quota", live=live, resets_in=resets_in)
+
+    def deactivate_workspace(self, name: str, *, live: bool = False) -> SimAuth:
+        from reauthd.sim import scenarios
+
+        return scenarios.set_condition(self, name, "deactivated", live=live)
+
+    def set_condition(self, name: str, condition: str, *, live: bool = False) -> SimAuth:
+        """Account trouble: quota, deactivated, cloudflare, transient, ok."""
+        from reauthd.sim import scenarios
+
+        return scenarios.set_condition(self, name, condition, live=live)
+
+    def simulate_request(self, name: str, model: str | None = None, *, no_model: bool = False) -> Any:
+        from reauthd.sim import scenarios
+
+        return scenarios.simulate_request(self, name, model, no_model=no_model)
+
+    def auto_refresh(self, name: str) -> Any:
+        from reauthd.sim import scenarios
+
+        return scenarios.auto_refresh(self, scenarios.find(self, name))
+
+    def set_probe(self, name: str, status: int | None, body: str = "") -> None:
+        from reauthd.sim import scenarios
+
+        scenarios.set_probe(self, name, status, body)
+
+    def inject_fault(self, kind: str, **kwargs: Any) -> None:
+        from reauthd.sim import scenarios
+
+        scenarios.inject_fault(self, kind, **kwargs)
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    def set_next_login(self, provider: str = "*", **kwargs: Any) -> None:
+        from reauthd.sim import scenarios
+
+        scenarios.set_next_login(self, provider, **kwargs)
+
+    def set_timing(
+        self,
+        *,
+        watcher_delay: float | None = None,
+        exchange_delay: float | None = None,
+        device_poll_interval: float | None = None,
+    ) -> None:
+        if watcher_delay is not None:
+            self.settings.watcher_delay = watcher_delay
+        if exchange_delay is not None:
+            self.settings.exchange_delay = exchange_delay
+        if device_poll_interval is not None:
+            self.settings.device_poll_interval = device_poll_interval
+
+    def counter_snapshot(self) -> dict[str, Any]:
+        from reauthd.sim import scenarios
+
+        return scenarios.counters(self)
+
+    def provider_login(
+        self,
+        oauth_state: str,
+        *,
+        email: str | None = None,
+        plan: str = "",
+        account_id: str = "",
+        deny: bool = False,
+    ) -> str:
+        """A person signing in at the fake provider page, without a browser: returns the localhost
+        callback URL the provider would redirect to (with code and state)."""
+        from urllib.parse import urlencode
+
+        from reauthd.sim import flows
+        from reauthd.sim.oauth import CALLBACK_PROVIDERS
+
+        session = self.sessions.get(oauth_state, self.now())
+        provider = session.provider if session is not None else "codex"
+        redirect = CALLBACK_PROVIDERS.get(provider, ("", "http://localhost:8085/callback", ""))[1]
+        if deny:
+            return f"{redirect}?{urlencode({'error': 'access_denied', 'state': oauth_state})}"
+        file_type = CALLBACK_PROVIDERS.get(provider, (provider, "", ""))[0]
+        ident = Identity(file_type, email, account_id, plan) if email else None
+        code = flows.issue_code(self, provider, oauth_state, ident)
+        return f"{redirect}?{urlencode({'code': code, 'state': oauth_state})}"
+
+    def approve_device(self, oauth_state: str, *, email: str | None = None) -> bool:
+        """A person approving a device-flow code; the session completes at the next poll."""
+        from reauthd.sim import flows
+
+        session = self.sessions.get(oauth_state, self.now())
+        if session is None or session.flow != "device" or not session.pending:
+            return False
+        ident, fails = flows.device_identity(
+            self, session.provider, Identity(session.provider, email) if email else None
+        )
+        if fails:
+            session.denied = True
+        else:
+            session.approved = ident
+        return True
+
+    def ban_remaining(self, ip: str) -> float:
+        entry = self.bans.get(ip)
+        if entry is None or entry.blocked_until is None:
+            return 0.0
+        return max(0.0, (entry.blocked_until - self.now()).total_seconds())
+
+
+def redact(body: Any) -> Any:
+    """Remove secrets (tokens, OAuth code/state, callback URLs, keys) from a logged JSON body."""
+    if isinstance(body, dict):
+        return {k: ("<redacted>" if k.lower() in SECRET_KEYS else redact(v)) for k, v in body.items()}
+    if isinstance(body, list):
+        return [redact(v) for v in body]
+    return body
