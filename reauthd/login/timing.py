@@ -1,0 +1,44 @@
+"""The clocks of a login: CPA's 5-minute callback window, device-code countdowns, the status poll cadence.
+
+All functions take `now`; none reads the wall clock.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+#: CPA's callback waiters give up after 5 minutes (anthropic/codex/antigravity; contract §4.2).
+CALLBACK_WINDOW = timedelta(minutes=5)
+#: A completed OAuth state is kept only 60 s, then reads `unknown or expired state` (contract §4.2, §12).
+COMPLETED_STATE_TTL = timedelta(seconds=60)
+#: How often reauthd asks get-auth-status: far inside the 60-s completed window, gentle on CPA.
+STATUS_POLL_INTERVAL_S = 2.5
+#: xAI falls back to 1800 s when the upstream gives no `expires_in` (contract §4.1); Kimi may omit it.
+DEFAULT_DEVICE_EXPIRES_IN_S = 900
+
+
+def login_deadline(minted_at: datetime, *, device: bool, expires_in: int | None) -> datetime:
+    """When CPA stops waiting for this login: 5 min for callbacks, `expires_in` for device codes."""
+    if device:
+        seconds = expires_in if expires_in is not None and expires_in > 0 else DEFAULT_DEVICE_EXPIRES_IN_S
+        return minted_at + timedelta(seconds=seconds)
+    return minted_at + CALLBACK_WINDOW
+
+
+def seconds_left(deadline: datetime, now: datetime) -> int:
+    """Whole seconds until `deadline`, never negative (rounded down: never promise time CPA will not give)."""
+    return max(0, int((deadline - now).total_seconds()))
+
+
+def window_lapsed(deadline: datetime, now: datetime) -> bool:
+    return now >= deadline
+
+
+def format_countdown(seconds: int) -> str:
+    """`14:05`, `0:09`, `1:02:03` — what the page shows next to a user code."""
+    seconds = max(0, seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}:{minutes:02d}:{secs:02d}"
+    return f"{minutes}:{secs:02d}"

@@ -1,0 +1,204 @@
+"""What the recipient page shows for a task at a moment: the phase, the words, the countdown, the progress.
+
+Pure: a function of the task, its login session and `now`. The HTML page and the JSON status endpoint both
+render this, so a refresh without JavaScript and the live updates always agree. Nothing here is secret:
+the OAuth state and the sign-in URL stay out of the view (the page links to them through a redirect).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from reauthd.core.model import ReauthTask, TaskState
+from reauthd.login.providers import LoginKind, UnsupportedProvider, login_for_provider
+from reauthd.login.timing import format_countdown, seconds_left, window_lapsed
+from reauthd.store.records import LoginSession
+
+S = TaskState
+
+
+class Phase(StrEnum):
+    LANDING = "landing"  # nobody pressed Start yet: what will happen, one button
+    READY = "ready"  # opened, no login running (first time, or after one ended): Start login (again)
+    VERTEX_FORM = "vertex_form"
+    CALLBACK = "callback"  # provider link + paste form
+    DEVICE = "device"  # verification link + user code + countdown
+    PROGRESS = "progress"  # callback accepted / verifying / retiring
+    OPERATOR = "operator"  # waiting for an operator's decision
+    DONE = "done"
+    FAILED = "failed"  # failed, expired or cancelled
+
+
+class StepStatus(StrEnum):
+    DONE = "done"
+    CURRENT = "current"
+    PENDING = "pending"
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressStep:
+    label: str
+    status: StepStatus
+
+
+@dataclass(frozen=True, slots=True)
+class LoginView:
+    phase: Phase
+    state: TaskState
+    provider_name: str
+    headline: str
+    detail: str
+    seconds_left: int | None = None
+    countdown: str | None = None
+    lapsed: bool = False
+    user_code: str | None = None
+    steps: tuple[ProgressStep, ...] = ()
+
+    @property
+    def terminal(self) -> bool:
+        return self.state.terminal
+
+    def to_json(self) -> dict[str, Any]:
+        """The status endpoint's body. No secrets: no state, no URL, no token."""
+        return {
+            "phase": self.phase.value,
+            "state": self.state.value,
+            "headline": self.headline,
+            "detail": self.detail,
+            "seconds_left": self.seconds_left,
+            "countdown": self.countdown,
+            "lapsed": self.lapsed,
+            "terminal": self.terminal,
+            "steps": [{"label": s.label, "status": s.status.value} for s in self.steps],
+        }
+
+
+_STEP_LABELS = ("Sign-in received", "Testing the new login", "Removing the old login", "Done")
+_STEP_INDEX = {S.CALLBACK_RECEIVED: 0, S.VERIFYING: 1, S.RETIRING: 2, S.DONE: 4}
+
+
+def progress_steps(state: TaskState) -> tuple[ProgressStep, ...]:
+    current = _STEP_INDEX.get(state)
+    if current is None:
+        return ()
+    return tuple(
+        ProgressStep(
+            label,
+            StepStatus.DONE if i < current else StepStatus.CURRENT if i == current else StepStatus.PENDING,
+        )
+        for i, label in enumerate(_STEP_LABELS)
+    )
+
+
+def latest_reason(task: ReauthTask) -> str:
+    """The reason recorded with the task's latest state change (the history is sanitised by the store)."""
+    return task.history[-1].reason if task.history else task.reason
+
+
+def provider_display_name(provider: str) -> str:
+    try:
+        return login_for_provider(provider).display_name
+    except UnsupportedProvider:
+        return provider
+
+
+def describe(task: ReauthTask, session: LoginSession | None, now: datetime) -> LoginView:
+    """The page for `task` at `now`."""
+    name = provider_display_name(task.provider)
+    state = task.state
+    try:
+        vertex = login_for_provider(task.provider).kind is LoginKind.VERTEX
+    except UnsupportedProvider:
+        vertex = False
+    if state in (S.OPEN, S.NOTIFIED):
+        return LoginView(
+            Phase.LANDING,
+            state,
+            name,
+            f"Sign in to {name} again",
+            "The proxy server can no longer use this account. Press “Start login” to sign in again; "
+            "reauthd then tests the new login before it removes the old one.",
+        )
+    if state is S.OPENED:
+        if vertex:
+            return LoginView(
+                Phase.VERTEX_FORM,
+                state,
+                name,
+                "Upload a new service-account key",
+                "Create a new JSON key for the service account in Google Cloud, then upload it here.",
+            )
+        ended = task.history and task.history[-1].from_state not in (None, S.OPEN, S.NOTIFIED)
+        return LoginView(
+            Phase.READY,
+            state,
+            name,
+            "Start the sign-in again" if ended else f"Sign in to {name} again",
+            latest_reason(task) if ended else "Press “Start login” to get a fresh sign-in link.",
+        )
+    if state is S.LOGIN_STARTED and session is not None:
+        left = seconds_left(session.expires_at, now)
+        lapsed = window_lapsed(session.expires_at, now)
+        if session.flow == LoginKind.DEVICE:
+            return LoginView(
+                Phase.DEVICE,
+                state,
+                name,
+                "Expired: start again" if lapsed else f"Enter the code at {name}",
+                "The code has expired. Start again for a new one."
+                if lapsed
+                else "Open the verification page, enter the code below and approve. This page follows along.",
+                left,
+                format_countdown(left),
+                lapsed,
+                session.user_code,
+            )
+        return LoginView(
+            Phase.CALLBACK,
+            state,
+            name,
+            "This sign-in link has expired" if lapsed else f"Sign in to {name}",
+            "The sign-in took longer than the proxy server allows (5 minutes). Start again for a fresh link."
+            if lapsed
+            else "Open the sign-in link, sign in, then copy the address your browser lands on and paste it below.",
+            left,
+            format_countdown(left),
+            lapsed,
+        )
+    if state is S.LOGIN_STARTED:  # a login without its session row: only "start again" helps
+        return LoginView(Phase.READY, state, name, "Start the sign-in again", latest_reason(task))
+    if state in (S.CALLBACK_RECEIVED, S.VERIFYING, S.RETIRING):
+        headline = {
+            S.CALLBACK_RECEIVED: "Sign-in received",
+            S.VERIFYING: "Testing the new login",
+            S.RETIRING: "Removing the old login",
+        }[state]
+        return LoginView(
+            Phase.PROGRESS, state, name, headline, latest_reason(task), steps=progress_steps(state)
+        )
+    if state is S.AWAITING_OPERATOR:
+        return LoginView(
+            Phase.OPERATOR,
+            state,
+            name,
+            "Waiting for the operator",
+            f"{latest_reason(task)} Nothing more is needed from you right now.",
+        )
+    if state is S.DONE:
+        return LoginView(
+            Phase.DONE,
+            state,
+            name,
+            "All done — thank you",
+            latest_reason(task),
+            steps=progress_steps(state),
+        )
+    headline = {
+        S.FAILED: "This did not work",
+        S.EXPIRED: "This request has expired",
+        S.CANCELLED: "This request was cancelled",
+    }.get(state, "Closed")
+    return LoginView(Phase.FAILED, state, name, headline, latest_reason(task))

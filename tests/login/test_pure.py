@@ -1,0 +1,288 @@
+"""Tables for the pure parts of the login: provider mapping, clocks, CPA answers in words, Vertex keys, views."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from reauthd.core.model import ReauthTask, TaskEvent, TaskState
+from reauthd.cpa.errors import CPARequestError, ManagementBanned, TransientCPAError
+from reauthd.login.providers import LoginKind, UnsupportedProvider, login_for_provider, resolve_kind
+from reauthd.login.timing import format_countdown, login_deadline, seconds_left, window_lapsed
+from reauthd.login.vertex import ServiceAccountRejected, check_location, check_service_account
+from reauthd.login.view import Phase, StepStatus, describe
+from reauthd.login.wording import (
+    NextStep,
+    explain_callback_answer,
+    explain_start_problem,
+    explain_status_error,
+    explain_vertex_answer,
+)
+from reauthd.store.records import LoginSession
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("provider", "route", "kind"),
+    [
+        ("codex", "codex", LoginKind.CALLBACK),
+        ("claude", "anthropic", LoginKind.CALLBACK),
+        ("anthropic", "anthropic", LoginKind.CALLBACK),
+        ("Claude", "anthropic", LoginKind.CALLBACK),
+        ("antigravity", "antigravity", LoginKind.CALLBACK),
+        ("anti-gravity", "antigravity", LoginKind.CALLBACK),
+        ("kimi", "kimi", LoginKind.DEVICE),
+        ("xai", "xai", LoginKind.DEVICE),
+        ("grok", "xai", LoginKind.DEVICE),
+        ("vertex", "", LoginKind.VERTEX),
+        ("gemini-cli", "gemini-cli", None),  # a plugin: CPA's answer decides
+        ("my-plugin2", "my-plugin2", None),
+    ],
+)
+def test_provider_mapping(provider: str, route: str, kind: LoginKind | None) -> None:
+    login = login_for_provider(provider)
+    assert login.auth_url_provider == route
+    assert login.kind is kind
+
+
+@pytest.mark.parametrize("provider", ["qwen", "iflow", "gemini", "", "a/b", "UPPER_case", "x" * 80])
+def test_unsupported_providers(provider: str) -> None:
+    with pytest.raises(UnsupportedProvider):
+        login_for_provider(provider)
+
+
+@pytest.mark.parametrize(
+    ("provider", "flow", "kind"),
+    [
+        ("gemini-cli", None, LoginKind.CALLBACK),
+        ("gemini-cli", "callback", LoginKind.CALLBACK),
+        ("gemini-cli", "device", LoginKind.DEVICE),
+        ("codex", "device", LoginKind.CALLBACK),  # built-ins are fixed
+        ("xai", None, LoginKind.DEVICE),
+    ],
+)
+def test_resolve_kind(provider: str, flow: str | None, kind: LoginKind) -> None:
+    assert resolve_kind(login_for_provider(provider), flow) is kind
+
+
+@pytest.mark.parametrize(
+    ("device", "expires_in", "seconds"),
+    [
+        (False, None, 300),
+        (False, 1800, 300),
+        (True, 1800, 1800),
+        (True, 600, 600),
+        (True, None, 900),
+        (True, 0, 900),
+    ],
+)
+def test_login_deadline(device: bool, expires_in: int | None, seconds: int) -> None:
+    assert login_deadline(T0, device=device, expires_in=expires_in) == T0 + timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(
+    ("offset", "left", "lapsed"),
+    [(0, 300, False), (0.9, 299, False), (299.5, 0, False), (300, 0, True), (900, 0, True)],
+)
+def test_seconds_left_and_lapse(offset: float, left: int, lapsed: bool) -> None:
+    deadline = T0 + timedelta(seconds=300)
+    now = T0 + timedelta(seconds=offset)
+    assert seconds_left(deadline, now) == left
+    assert window_lapsed(deadline, now) is lapsed
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0:00"), (9, "0:09"), (65, "1:05"), (1800, "30:00"), (3723, "1:02:03"), (-5, "0:00")],
+)
+def test_format_countdown(seconds: int, text: str) -> None:
+    assert format_countdown(seconds) == text
+
+
+def _req(status: int, text: str) -> CPARequestError:
+    return CPARequestError("main", "/v0/management/oauth-callback", status, text)
+
+
+@pytest.mark.parametrize(
+    ("exc", "step", "words"),
+    [
+        (_req(404, "unknown or expired state"), NextStep.START_AGAIN, "longer than CPA allows"),
+        (_req(409, "oauth flow is already completed"), NextStep.COMPLETED, "already completed"),
+        (_req(409, "Timeout waiting for OAuth callback"), NextStep.START_AGAIN, "5 minutes"),
+        (_req(409, "oauth flow is not pending"), NextStep.START_AGAIN, "no longer waiting"),
+        (
+            _req(409, "Failed to exchange authorization code for tokens: secret-body"),
+            NextStep.START_AGAIN,
+            "exchange",
+        ),
+        (_req(400, "invalid redirect_url"), NextStep.PASTE_AGAIN, "Copy the whole address"),
+        (_req(400, "code or error is required"), NextStep.PASTE_AGAIN, "Copy the whole address"),
+        (_req(400, "provider does not match state"), NextStep.PASTE_AGAIN, "different provider"),
+        (_req(500, "failed to persist oauth callback"), NextStep.PASTE_AGAIN, "again in a moment"),
+        (TransientCPAError("main", "/x", "timeout"), NextStep.TRY_LATER, "cannot reach"),
+        (ManagementBanned("main", "/x", 1799), NextStep.TRY_LATER, "cannot reach"),
+    ],
+)
+def test_callback_answers_in_words(exc: Exception, step: NextStep, words: str) -> None:
+    assert isinstance(exc, CPARequestError | TransientCPAError | ManagementBanned)
+    explanation = explain_callback_answer(exc)
+    assert explanation.next_step is step
+    assert words in explanation.sentence
+    assert "secret-body" not in explanation.sentence
+    assert "main" not in explanation.sentence.split()  # no CPA internals
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        ("unknown or expired state", "5 minutes"),
+        ("Timeout waiting for OAuth callback", "5 minutes"),
+        ("OAuth flow timed out", "5 minutes"),
+        ("Authentication failed: state mismatch", "did not match"),
+        ("State code error", "did not match"),
+        ("Failed to exchange token", "Failed to exchange token"),
+        (None, "no reason given"),
+    ],
+)
+def test_status_errors_in_words(error: str | None, words: str) -> None:
+    explanation = explain_status_error(error)
+    assert explanation.next_step is NextStep.START_AGAIN
+    assert words in explanation.sentence
+
+
+def test_vertex_and_start_answers() -> None:
+    assert explain_vertex_answer(_req(400, "invalid service account")).next_step is NextStep.FIX_FILE
+    assert explain_vertex_answer(_req(500, "save_failed")).next_step is NextStep.TRY_LATER
+    assert explain_start_problem(_req(404, "")).next_step is NextStep.TRY_LATER
+    assert (
+        explain_start_problem(_req(500, "failed to start callback server")).next_step is NextStep.START_AGAIN
+    )
+
+
+def _key(**changes: object) -> bytes:
+    body: dict[str, object] = {
+        "type": "service_account",
+        "project_id": "proj-1",
+        "client_email": "sa@proj-1.iam.gserviceaccount.com",
+        "private_key": "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
+    }
+    body.update(changes)
+    return json.dumps({k: v for k, v in body.items() if v is not None}).encode()
+
+
+def test_service_account_ok() -> None:
+    summary = check_service_account(_key())
+    assert (summary.project_id, summary.client_email) == ("proj-1", "sa@proj-1.iam.gserviceaccount.com")
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b"", "Choose"),
+        (b"x" * 70000, "larger than"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[1,2]", "not a service-account key"),
+        (b"{", "not JSON"),
+        (_key(type="authorized_user"), '"type"'),
+        (_key(project_id=None), "project_id"),
+        (_key(client_email=""), "client_email"),
+        (_key(private_key=None, client_email=None), "client_email, private_key"),
+        (_key(private_key="nope"), "not a private key"),
+        (_key(client_email="nobody"), "not an e-mail"),
+    ],
+)
+def test_service_account_rejected(data: bytes, words: str) -> None:
+    with pytest.raises(ServiceAccountRejected) as caught:
+        check_service_account(data)
+    assert words in str(caught.value)
+    assert "MIIB" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "location"),
+    [(None, "us-central1"), ("", "us-central1"), (" europe-west4 ", "europe-west4"), ("Global", "global")],
+)
+def test_location(raw: str | None, location: str) -> None:
+    assert check_location(raw) == location
+
+
+@pytest.mark.parametrize("raw", ["us central1", "../etc", "x", "us-central1?x=1"])
+def test_location_rejected(raw: str) -> None:
+    with pytest.raises(ServiceAccountRejected):
+        check_location(raw)
+
+
+def _task(state: TaskState, provider: str = "codex", last_from: TaskState | None = None) -> ReauthTask:
+    history = [TaskEvent(T0, None, TaskState.OPEN, "token invalidated")]
+    if last_from is not None:
+        history.append(
+            TaskEvent(T0, last_from, state, "The sign-in did not complete: Failed to exchange token.")
+        )
+    return ReauthTask(
+        id="t1",
+        cpa="main",
+        auth_name="codex-a.json",
+        auth_index="0123456789abcdef",
+        provider=provider,
+        account_masked="a***@example.com",
+        state=state,
+        reason="token invalidated",
+        created_at=T0,
+        updated_at=T0,
+        deadline=T0 + timedelta(days=7),
+        history=history,
+    )
+
+
+def _session(flow: str, seconds: int = 300) -> LoginSession:
+    return LoginSession("t1", "codex", "s" * 32, flow, T0 + timedelta(seconds=seconds), user_code="ABCD-EFGH")
+
+
+@pytest.mark.parametrize(
+    ("task", "session", "at", "phase", "lapsed"),
+    [
+        (_task(TaskState.OPEN), None, 0, Phase.LANDING, False),
+        (_task(TaskState.NOTIFIED), None, 0, Phase.LANDING, False),
+        (_task(TaskState.OPENED), None, 0, Phase.READY, False),
+        (_task(TaskState.OPENED, "vertex"), None, 0, Phase.VERTEX_FORM, False),
+        (_task(TaskState.LOGIN_STARTED), _session("callback"), 10, Phase.CALLBACK, False),
+        (_task(TaskState.LOGIN_STARTED), _session("callback"), 301, Phase.CALLBACK, True),
+        (_task(TaskState.LOGIN_STARTED, "xai"), _session("device", 1800), 60, Phase.DEVICE, False),
+        (_task(TaskState.LOGIN_STARTED), None, 0, Phase.READY, False),
+        (_task(TaskState.CALLBACK_RECEIVED), None, 0, Phase.PROGRESS, False),
+        (_task(TaskState.VERIFYING), None, 0, Phase.PROGRESS, False),
+        (_task(TaskState.RETIRING), None, 0, Phase.PROGRESS, False),
+        (_task(TaskState.AWAITING_OPERATOR), None, 0, Phase.OPERATOR, False),
+        (_task(TaskState.DONE), None, 0, Phase.DONE, False),
+        (_task(TaskState.FAILED), None, 0, Phase.FAILED, False),
+        (_task(TaskState.EXPIRED), None, 0, Phase.FAILED, False),
+        (_task(TaskState.CANCELLED), None, 0, Phase.FAILED, False),
+    ],
+)
+def test_view_phase(
+    task: ReauthTask, session: LoginSession | None, at: int, phase: Phase, lapsed: bool
+) -> None:
+    view = describe(task, session, T0 + timedelta(seconds=at))
+    assert view.phase is phase
+    assert view.lapsed is lapsed
+    body = json.dumps(view.to_json())
+    assert "s" * 32 not in body
+
+
+def test_view_device_countdown_and_ended_login() -> None:
+    view = describe(
+        _task(TaskState.LOGIN_STARTED, "xai"), _session("device", 1800), T0 + timedelta(seconds=65)
+    )
+    assert (view.user_code, view.seconds_left, view.countdown) == ("ABCD-EFGH", 1735, "28:55")
+    ended = describe(_task(TaskState.OPENED, last_from=TaskState.LOGIN_STARTED), None, T0)
+    assert "Failed to exchange token" in ended.detail
+    steps = describe(_task(TaskState.VERIFYING), None, T0).steps
+    assert [s.status for s in steps] == [
+        StepStatus.DONE,
+        StepStatus.CURRENT,
+        StepStatus.PENDING,
+        StepStatus.PENDING,
+    ]
