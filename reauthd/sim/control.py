@@ -13,6 +13,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from reauthd.sim import flows, scenarios
 from reauthd.sim.credentials import Identity
+from reauthd.sim.management import read_form
 from reauthd.sim.state import SimState
 from reauthd.sim.upstream import dumps
 
@@ -187,7 +188,7 @@ async def authorize_page(request: Request, state: SimState, provider: str) -> Re
             f'value="deny">Cancel</button></form>'
         )
         return HTMLResponse(PAGE.format(title=f"Sign in — {html.escape(provider)} (simulated)", content=form))
-    form_data = await request.form()
+    form_data, _ = await read_form(request)
     st = str(form_data.get("state", ""))
     redirect = str(form_data.get("redirect_uri", ""))
     if not redirect or urlsplit(redirect).hostname not in ("localhost", "127.0.0.1"):
@@ -220,7 +221,7 @@ async def device_page(request: Request, state: SimState, provider: str) -> Respo
         return HTMLResponse(
             PAGE.format(title=f"Device login — {html.escape(provider)} (simulated)", content=form)
         )
-    form_data = await request.form()
+    form_data, _ = await read_form(request)
     user_code = str(form_data.get("user_code", ""))
     session = next(
         (

@@ -35,6 +35,22 @@ def err(status: int, error: str, **extra: Any) -> Response:
     return gin_json(status, {"error": error, **extra})
 
 
+async def read_form(request: Request) -> tuple[dict[str, str], list[tuple[str, str, bytes]]]:
+    """Read a form fully (text fields, and (field, filename, bytes) per file) and close its temp files."""
+    form = await request.form()
+    try:
+        fields: dict[str, str] = {}
+        files: list[tuple[str, str, bytes]] = []
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                files.append((key, value.filename or "", await value.read()))
+            else:
+                fields.setdefault(key, value)
+        return fields, files
+    finally:
+        await form.close()
+
+
 async def read_json(request: Request) -> Any:
     raw = await request.body()
     return json.loads(raw)
@@ -101,18 +117,15 @@ async def upload(request: Request, state: SimState) -> Response:
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
         try:
-            form = await request.form()
-        except Exception as exc:
+            _, parts = await read_form(request)
+        except Exception as exc:  # any parse failure is CPA's "invalid multipart form"
             return err(400, f"invalid multipart form: {exc}")
-        files = sorted(
-            ((k, v) for k, v in form.multi_items() if isinstance(v, UploadFile)), key=lambda kv: kv[0]
-        )
-        if not files:
+        if not parts:
             return err(400, "no files uploaded")
         results: list[tuple[str, str | None]] = []
-        for _, part in files:
-            name = (part.filename or "").rsplit("/", 1)[-1]
-            results.append((name, _store_upload(state, name, await part.read())))
+        for _, filename, data in sorted(parts, key=lambda p: p[0]):
+            name = filename.rsplit("/", 1)[-1]
+            results.append((name, _store_upload(state, name, data)))
         if len(results) == 1:
             name, problem = results[0]
             if problem is None:
@@ -556,13 +569,12 @@ def _ensure_vertex_key(state: SimState, content: dict[str, Any]) -> None:
 
 async def vertex_import(request: Request, state: SimState) -> Response:
     try:
-        form = await request.form()
-    except Exception:
+        fields, parts = await read_form(request)
+    except Exception:  # not multipart: CPA reports the missing file
         return err(400, "file required")
-    part = form.get("file")
-    if not isinstance(part, UploadFile):
+    raw = next((data for key, _, data in parts if key == "file"), None)
+    if raw is None:
         return err(400, "file required")
-    raw = await part.read()
     try:
         sa = json.loads(raw)
         if not isinstance(sa, dict):
@@ -574,7 +586,7 @@ async def vertex_import(request: Request, state: SimState) -> Response:
     project = str(sa.get("project_id") or "").strip()
     if not project:
         return err(400, "project_id missing")
-    location = str(form.get("location") or request.query_params.get("location") or "us-central1").strip()
+    location = str(fields.get("location") or request.query_params.get("location") or "us-central1").strip()
     email = str(sa["client_email"])
     name = vertex_file_name(project)
     normalised = dict(sa)

@@ -142,6 +142,23 @@ class Upstream:
         acct = self.accounts[rec.account]
         if acct.condition == "deactivated":
             return UpstreamAnswer(402, deactivated_body(provider))
+        if acct.condition == "transient":
+            return UpstreamAnswer(
+                503,
+                dumps(
+                    {
+                        "error": {
+                            "message": "upstream connect error or disconnect/reset before headers",
+                            "type": "server_error",
+                        }
+                    }
+                ),
+            )
+        if acct.condition == "cloudflare":
+            return UpstreamAnswer(
+                403,
+                "<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>cf-chl</body></html>",
+            )
         if acct.condition == "quota":
             resets = acct.quota_resets_at or now + timedelta(hours=5)
             secs = max(1.0, (resets - now).total_seconds())
