@@ -1,0 +1,1 @@
+"""Detection: sources (auth-files poll, RESP errors stream, probes, CPAMP) → evidence → confirmed verdicts."""

@@ -1,0 +1,462 @@
+"""The detection engine: owns each credential's evidence and confirmation state, runs the sources, and
+hands one "confirmed revocation" event per failure to the task layer.
+
+Sources, best first (contract §7 summary): the RESP `errors` stream (real time; triggers an immediate
+confirming probe), the `GET /auth-files` poll (one list request per CPA per cycle), probes through
+`/api-call` (confirming and a slow idle schedule), and CPAMP when configured. Never `/usage-queue`:
+reading it deletes records other tools collect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from reauthd.config import DetectConfig
+from reauthd.core.classify import classify, is_failure
+from reauthd.core.confirm import Confirmation, ConfirmedRevocation, ConfirmPolicy, observe
+from reauthd.core.model import Credential, CredentialRef, Evidence, Verdict, VerdictKind
+from reauthd.cpa.client import CPAClient
+from reauthd.cpa.errors import CPAError, FeatureMissing, KeyProblem, ManagementNotEnabled
+from reauthd.cpa.errorstream import ErrorStream
+from reauthd.cpa.models import ErrorEvent
+from reauthd.detect.cpamp import CPAMPSource
+from reauthd.detect.evidence import (
+    ListingFingerprint,
+    credential_from_event,
+    error_event_evidence,
+    listing_evidence,
+)
+from reauthd.detect.probes import ProbeTable, probe
+from reauthd.detect.schedule import IdleSchedule, RateLimiter
+
+log = structlog.get_logger(__name__)
+
+Key = tuple[str, str]  # (cpa name, auth_index)
+Clock = Callable[[], datetime]
+OnConfirmed = Callable[[ConfirmedRevocation], Awaitable[None]]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialVerdict:
+    """The latest verdict for one credential, with the listing entry it was made for."""
+
+    ref: CredentialRef
+    credential: Credential | None
+    verdict: Verdict
+    at: datetime
+
+    @property
+    def retirable(self) -> bool:
+        return self.credential is not None and not self.credential.runtime_only
+
+
+@dataclass(slots=True)
+class _Record:
+    ref: CredentialRef
+    credential: Credential | None = None
+    listed: bool = False  # seen in a listing (an `errors` event alone never pages)
+    listing: Evidence | None = None
+    listing_fp: ListingFingerprint | None = None
+    stream: Evidence | None = None
+    probe: Evidence | None = None
+    cpamp: Evidence | None = None
+    confirmation: Confirmation = field(default_factory=Confirmation)
+    verdict: Verdict | None = None
+    at: datetime | None = None
+
+    def evidence(self) -> list[Evidence]:
+        return [e for e in (self.listing, self.stream, self.probe, self.cpamp) if e is not None]
+
+
+class DetectionEngine:
+    """One per daemon (or per `reauthd scan`). Not thread-safe; all methods run on one event loop."""
+
+    def __init__(
+        self,
+        clients: Mapping[str, CPAClient],
+        detect: DetectConfig | None = None,
+        *,
+        cpamp: Sequence[CPAMPSource] = (),
+        clock: Clock = _utcnow,
+        on_confirmed: OnConfirmed | None = None,
+        probes_enabled: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.clients = dict(clients)
+        self.config = detect or DetectConfig()
+        self.cpamp_sources = list(cpamp)
+        self.clock = clock
+        self.on_confirmed = on_confirmed
+        self.probes_enabled = probes_enabled
+        self.table = ProbeTable(self.config.probes)
+        self.confirmed: asyncio.Queue[ConfirmedRevocation] = asyncio.Queue()
+        self.cpa_problems: dict[str, str] = {}  # cpa -> one sentence, while its last poll failed
+        self.cycles = 0
+        self._rng = rng or random.Random()
+        self._records: dict[Key, _Record] = {}
+        self._idle = IdleSchedule(self.config.probe_interval_s, rng=self._rng)
+        self._limiter = RateLimiter(self.config.probe_rate_per_s)
+        self._slots = asyncio.Semaphore(self.config.probe_concurrency)
+        self._in_flight: dict[Key, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------------------------ views
+
+    def latest(self) -> list[CredentialVerdict]:
+        """The latest verdict of every known credential (scan, metrics, the operator page)."""
+        return [v for r in self._records.values() if (v := self._view(r)) is not None]
+
+    def verdict_for(self, cpa: str, auth_index: str) -> CredentialVerdict | None:
+        record = self._records.get((cpa, auth_index))
+        return self._view(record) if record is not None else None
+
+    def _view(self, record: _Record) -> CredentialVerdict | None:
+        if record.verdict is None or record.at is None:
+            return None
+        return CredentialVerdict(record.ref, record.credential, record.verdict, record.at)
+
+    # ------------------------------------------------------------------------------------ state
+
+    def export_state(self) -> dict[str, Any]:
+        """Confirmation state per credential, JSON-ready, for the daemon to persist."""
+        return {
+            f"{cpa}\x1f{index}": r.confirmation.to_dict()
+            for (cpa, index), r in self._records.items()
+            if r.confirmation != Confirmation()
+        }
+
+    def restore_state(self, data: Mapping[str, Any]) -> None:
+        for joined, value in data.items():
+            cpa, sep, index = str(joined).partition("\x1f")
+            if not sep or not isinstance(value, Mapping):
+                continue
+            record = self._records.setdefault((cpa, index), _Record(CredentialRef(cpa, "", index)))
+            record.confirmation = Confirmation.from_dict(value)
+
+    # ------------------------------------------------------------------------------------ cycle
+
+    async def cycle(
+        self, now: datetime | None = None, *, wait_for_probes: bool = False
+    ) -> list[CredentialVerdict]:
+        """One poll cycle: one `GET /auth-files` per CPA, classify, confirm. Confirming probes start at
+        once; with `wait_for_probes` the cycle returns only after they answered (scan --probe)."""
+        now = now or self.clock()
+        self.cycles += 1
+        results = await asyncio.gather(*(self._poll_cpa(cpa, now) for cpa in self.clients))
+        to_probe = [key for keys in results for key in keys]
+        tasks = [self._start_probe(key) for key in to_probe]
+        if wait_for_probes:
+            await asyncio.gather(*(t for t in tasks if t is not None), return_exceptions=True)
+        return [v for cpa in self.clients for v in self._views_of(cpa)]
+
+    def _views_of(self, cpa: str) -> Iterable[CredentialVerdict]:
+        for (owner, _), record in self._records.items():
+            if owner == cpa and record.listed and (view := self._view(record)) is not None:
+                yield view
+
+    async def _poll_cpa(self, cpa: str, now: datetime) -> list[Key]:
+        client = self.clients[cpa]
+        try:
+            files = await client.list_auth_files()
+        except CPAError as exc:
+            # One clear line; the previous verdicts stay, the next cycle tries again (the key gate
+            # makes sure a refused key is not tried again).
+            if self.cpa_problems.get(cpa) != exc.sentence:
+                log.warning("detect.poll.failed", cpa=cpa, problem=exc.sentence)
+            self.cpa_problems[cpa] = exc.sentence
+            return []
+        if cpa in self.cpa_problems:
+            log.info("detect.poll.recovered", cpa=cpa)
+            del self.cpa_problems[cpa]
+        seen: set[Key] = set()
+        to_probe: list[Key] = []
+        for entry in files:
+            try:
+                credential = entry.to_credential(cpa)
+            except (TypeError, ValueError) as exc:  # a broken entry must not stop the other 9,999
+                log.warning("detect.poll.bad_entry", cpa=cpa, problem=type(exc).__name__)
+                continue
+            key = (cpa, credential.auth_index)
+            seen.add(key)
+            record = self._records.get(key)
+            if record is None:
+                record = self._records[key] = _Record(credential.ref)
+            record.ref = credential.ref
+            record.credential = credential
+            record.listed = True
+            evidence, fingerprint = listing_evidence(credential, record.listing, record.listing_fp, now)
+            changed = evidence is not record.listing
+            record.listing, record.listing_fp = evidence, fingerprint
+            if self.table.has_probe(credential.provider) and (
+                not credential.disabled or self.config.include_disabled
+            ):
+                self._idle.add(key, f"{cpa}/{credential.auth_index}", now)
+            else:
+                self._idle.discard(key)
+            # Fast path: an unchanged entry with no open failure needs no work (10,000 mostly healthy
+            # credentials per cycle). A failure is re-observed every cycle: that is what "two
+            # consecutive observations" counts.
+            needs_work = changed or record.verdict is None or record.confirmation.failure is not None
+            if needs_work and self._decide(record, now, counts_as_observation=True):
+                to_probe.append(key)
+        for key in [k for k in self._records if k[0] == cpa and k not in seen]:
+            # Deleted or retired in CPA: forget it (its task, if any, lives in the store).
+            del self._records[key]
+            self._idle.discard(key)
+        return to_probe
+
+    # ------------------------------------------------------------------------------------ decide
+
+    def _decide(self, record: _Record, now: datetime, *, counts_as_observation: bool) -> bool:
+        """Classify and advance confirmation; emit a confirmed event. True if a confirming probe is wanted."""
+        credential = record.credential
+        verdict = classify(credential, record.evidence(), now)
+        provider = credential.provider if credential is not None else ""
+        if not record.listed:
+            # Known only from an `errors` event: show it, but wait for the listing before confirming
+            # (the event lacks the file's generation, so an event id made now could repeat later).
+            record.verdict, record.at = verdict, now
+            return self.probes_enabled and is_failure(verdict.kind) and self.table.has_probe(provider)
+        policy = ConfirmPolicy(
+            has_probe=self.probes_enabled and self.table.has_probe(provider),
+            include_disabled=self.config.include_disabled,
+        )
+        record.confirmation, decision = observe(
+            record.confirmation,
+            record.ref,
+            credential,
+            verdict,
+            now,
+            policy,
+            counts_as_observation=counts_as_observation,
+        )
+        record.verdict, record.at = decision.verdict, now
+        if decision.event is not None:
+            self._emit(decision.event)
+        return decision.probe
+
+    def _emit(self, event: ConfirmedRevocation) -> None:
+        log.warning(
+            "detect.confirmed",
+            event_id=event.id,
+            cpa=event.ref.cpa,
+            auth_file=event.ref.name,
+            auth_index=event.ref.auth_index,
+            provider=event.provider,
+            account=event.account,
+            verdict=event.kind.value,
+            reason=event.verdict.reason,
+            retirable=event.retirable,
+        )
+        self.confirmed.put_nowait(event)
+        if self.on_confirmed is not None:
+            self._spawn(self._deliver(event))
+
+    async def _deliver(self, event: ConfirmedRevocation) -> None:
+        assert self.on_confirmed is not None
+        try:
+            await self.on_confirmed(event)
+        except Exception as exc:  # the task layer's failure must not stop detection
+            log.error("detect.confirmed.delivery_failed", event_id=event.id, error=type(exc).__name__)
+
+    # ------------------------------------------------------------------------------------ probes
+
+    def _start_probe(self, key: Key) -> asyncio.Task[None] | None:
+        if not self.probes_enabled:
+            return None
+        running = self._in_flight.get(key)
+        if running is not None and not running.done():
+            return running
+        task = asyncio.create_task(self._probe_and_decide(key))
+        self._in_flight[key] = task
+        task.add_done_callback(self._forget_probe(key))
+        return task
+
+    def _forget_probe(self, key: Key) -> Callable[[asyncio.Task[None]], None]:
+        def forget(task: asyncio.Task[None]) -> None:
+            if self._in_flight.get(key) is task:
+                del self._in_flight[key]
+
+        return forget
+
+    async def probe_now(self, cpa: str, auth_index: str) -> CredentialVerdict | None:
+        """Probe one credential now (rate-limited) and return its new verdict."""
+        task = self._start_probe((cpa, auth_index))
+        if task is not None:
+            await task
+        return self.verdict_for(cpa, auth_index)
+
+    async def _probe_and_decide(self, key: Key) -> None:
+        record = self._records.get(key)
+        if record is None or record.credential is None:
+            return
+        client = self.clients.get(key[0])
+        if client is None:
+            return
+        async with self._slots:
+            await self._limiter.acquire()
+            credential = record.credential
+            started = self.clock()
+            try:
+                evidence = await probe(client, credential, started, table=self.table)
+            except KeyProblem as exc:
+                self.cpa_problems[key[0]] = exc.sentence
+                log.warning("detect.probe.key_problem", cpa=key[0], problem=exc.sentence)
+                return
+        record = self._records.get(key)
+        if record is None:
+            return
+        record.probe = evidence
+        self._idle.probed(key, started)
+        self._decide(record, self.clock(), counts_as_observation=False)
+
+    def due_idle_probes(self, now: datetime, limit: int | None = None) -> list[Key]:
+        return self._idle.pop_due(now, limit)
+
+    async def run_idle_probes(self, now: datetime | None = None) -> int:
+        """Start the idle probes that are due; returns how many were started."""
+        now = now or self.clock()
+        keys = self.due_idle_probes(now, limit=self.config.probe_concurrency * 4)
+        started = 0
+        for key in keys:
+            if key in self._records and self._start_probe(key) is not None:
+                started += 1
+            else:
+                self._idle.reschedule(key, now)
+        return started
+
+    # ------------------------------------------------------------------------------------ errors
+
+    async def on_error_event(self, cpa: str, event: ErrorEvent) -> CredentialVerdict | None:
+        """One `errors` message: update the verdict now and start the confirming probe at once."""
+        if not event.auth_index:
+            log.warning("detect.errors.event_without_auth_index", cpa=cpa)
+            return None
+        now = self.clock()
+        key = (cpa, event.auth_index)
+        record = self._records.get(key)
+        if record is None:
+            stand_in = credential_from_event(cpa, event)
+            record = self._records[key] = _Record(stand_in.ref, credential=stand_in)
+        record.stream = error_event_evidence(event, now)
+        if self._decide(record, now, counts_as_observation=True):
+            self._start_probe(key)
+        return self._view(record)
+
+    async def _consume_errors(self, cpa: str) -> None:
+        client = self.clients[cpa]
+        stream = ErrorStream(client)
+        reported: str | None = None
+        while True:
+            try:
+                async for event in stream.run():
+                    try:
+                        await self.on_error_event(cpa, event)
+                    except Exception as exc:  # one bad event must not end the subscription
+                        log.error("detect.errors.event_failed", cpa=cpa, error=type(exc).__name__)
+            except (FeatureMissing, ManagementNotEnabled) as exc:
+                log.warning("detect.errors.unavailable", cpa=cpa, problem=exc.sentence)
+                return
+            except KeyProblem as exc:
+                # Never fight the key: the gate refuses locally until the key changes or a ban ends.
+                if reported != exc.sentence:
+                    log.warning("detect.errors.paused", cpa=cpa, problem=exc.sentence)
+                    reported = exc.sentence
+                await asyncio.sleep(60.0)
+            except CPAError as exc:
+                log.warning("detect.errors.stopped", cpa=cpa, problem=exc.sentence)
+                await asyncio.sleep(30.0)
+
+    # ------------------------------------------------------------------------------------ CPAMP
+
+    async def poll_cpamp(self, source: CPAMPSource) -> int:
+        """Fold one CPAMP's pending reauth candidates and inspection results into the evidence."""
+        now = self.clock()
+        findings = await source.fetch(now)
+        if findings is None:
+            return 0
+        by_name = {(r.ref.cpa, r.ref.name): r for r in self._records.values()}
+        touched: set[Key] = set()
+        for finding in findings:
+            record = self._records.get((source.cpa, finding.auth_index)) if finding.auth_index else None
+            if record is None and finding.file_name:
+                record = by_name.get((source.cpa, finding.file_name))
+            if record is None or not record.listed:
+                continue
+            key = (source.cpa, record.ref.auth_index)
+            touched.add(key)
+            if record.cpamp is None or record.cpamp.code != finding.evidence.code:
+                record.cpamp = finding.evidence
+                if self._decide(record, now, counts_as_observation=True):
+                    self._start_probe(key)
+        for key, record in self._records.items():
+            if key[0] == source.cpa and record.cpamp is not None and key not in touched:
+                record.cpamp = None  # resolved or ignored in CPAMP
+        return len(touched)
+
+    # ------------------------------------------------------------------------------------ run
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def run(self) -> None:
+        """Run every source until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._poll_loop())
+            if self.config.error_stream:
+                for cpa in self.clients:
+                    group.create_task(self._consume_errors(cpa))
+            if self.probes_enabled:
+                group.create_task(self._idle_loop())
+            for source in self.cpamp_sources:
+                group.create_task(self._cpamp_loop(source))
+
+    async def _poll_loop(self) -> None:
+        interval = self.config.poll_interval_s
+        while True:
+            try:
+                await self.cycle()
+            except Exception as exc:  # never let one bad cycle end detection
+                log.error("detect.cycle.failed", error=type(exc).__name__)
+            # ±10 % jitter: several reauthd instances (or restarts) do not poll CPA in lockstep.
+            await asyncio.sleep(interval * self._rng.uniform(0.9, 1.1))
+
+    async def _idle_loop(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.run_idle_probes()
+            await asyncio.sleep(1.0)
+
+    async def _cpamp_loop(self, source: CPAMPSource) -> None:
+        while True:
+            try:
+                await self.poll_cpamp(source)
+            except Exception as exc:
+                log.error("detect.cpamp.failed", cpamp=source.name, error=type(exc).__name__)
+            await asyncio.sleep(source.poll_interval_s * self._rng.uniform(0.9, 1.1))
+
+    async def aclose(self) -> None:
+        for task in [*self._in_flight.values(), *self._background]:
+            task.cancel()
+        await asyncio.gather(*self._in_flight.values(), *self._background, return_exceptions=True)
+
+
+def needs_attention(view: CredentialVerdict, include_disabled: bool = False) -> bool:
+    """A verdict an operator should look at (scan exit code 1)."""
+    if view.credential is not None and view.credential.disabled and not include_disabled:
+        return False
+    return view.verdict.kind in (VerdictKind.NEEDS_REAUTH, VerdictKind.ACCOUNT_GONE, VerdictKind.SUSPECT)
