@@ -148,10 +148,31 @@ def sanitise_text(text: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Subject:
+    """The credential a task is about, as reconcile needs it. `account` is already masked."""
+
+    cpa: str
+    name: str
+    auth_index: str
+    provider: str = ""
+    account: str = ""
+
+    @classmethod
+    def of(cls, credential: Credential) -> Subject:
+        return cls(
+            cpa=credential.cpa,
+            name=credential.name,
+            auth_index=credential.auth_index,
+            provider=credential.provider,
+            account=mask_account(credential.email or credential.label or None),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class RaiseTask:
     """Open a new task for a credential with a confirmed needs_reauth verdict."""
 
-    credential: Credential
+    subject: Subject
     verdict: Verdict
 
 
@@ -174,14 +195,22 @@ class Rearm:
 Action = RaiseTask | CloseTask | Rearm
 
 
-def same_credential(task: ReauthTask, credential: Credential) -> bool:
+def same_credential(task: ReauthTask, subject: Subject) -> bool:
     """One credential = CPA + `auth_index` (stable per file path, contract §2.1); the file name is the
     fallback when either side has no index."""
-    if task.cpa != credential.cpa:
+    if task.cpa != subject.cpa:
         return False
-    if task.auth_index and credential.auth_index:
-        return task.auth_index == credential.auth_index
-    return task.auth_name == credential.name
+    if task.auth_index and subject.auth_index:
+        return task.auth_index == subject.auth_index
+    return task.auth_name == subject.name
+
+
+def _same(a: Subject, b: Subject) -> bool:
+    if a.cpa != b.cpa:
+        return False
+    if a.auth_index and b.auth_index:
+        return a.auth_index == b.auth_index
+    return a.name == b.name
 
 
 def _latest_evidence(verdict: Verdict) -> datetime | None:
@@ -202,7 +231,7 @@ def _rearmed_after(closed: ReauthTask, verdict: Verdict, now: datetime) -> bool:
 
 def plan(
     tasks: Sequence[ReauthTask],
-    verdicts: Iterable[tuple[Credential, Verdict]],
+    verdicts: Iterable[tuple[Subject | Credential, Verdict]],
     now: datetime,
     *,
     expire_after: timedelta,
@@ -226,35 +255,28 @@ def plan(
             actions.append(CloseTask(task.id, S.EXPIRED, "nobody completed the login before the deadline"))
             closing.add(task.id)
 
-    raised: list[Credential] = []
-    for credential, verdict in verdicts:
-        mine = [t for t in open_tasks if same_credential(t, credential) and t.id not in closing]
+    raised: list[Subject] = []
+    for item, verdict in verdicts:
+        subject = Subject.of(item) if isinstance(item, Credential) else item
+        mine = [t for t in open_tasks if same_credential(t, subject) and t.id not in closing]
         if verdict.kind is VerdictKind.HEALTHY:
             for task in mine:
                 if not in_flight(task, now):
                     actions.append(
                         CloseTask(task.id, S.DONE, "the credential works again (re-logged elsewhere)")
                     )
-            for task in closed_tasks:
-                if task.quiet_until_healthy and same_credential(task, credential):
-                    actions.append(Rearm(task.id))
+            latest_closed = [t for t in closed_tasks if same_credential(t, subject)]
+            if latest_closed and latest_closed[-1].quiet_until_healthy:
+                actions.append(Rearm(latest_closed[-1].id))
             continue
         if verdict.kind is not VerdictKind.NEEDS_REAUTH or not verdict.confirmed:
             continue
-        expiring = [t for t in open_tasks if t.id in closing and same_credential(t, credential)]
-        if mine or expiring or any(_same(c, credential) for c in raised):
+        expiring = [t for t in open_tasks if t.id in closing and same_credential(t, subject)]
+        if mine or expiring or any(_same(s, subject) for s in raised):
             continue
-        previous = [t for t in closed_tasks if same_credential(t, credential)]
+        previous = [t for t in closed_tasks if same_credential(t, subject)]
         if previous and not _rearmed_after(previous[-1], verdict, now):
             continue
-        actions.append(RaiseTask(credential, verdict))
-        raised.append(credential)
+        actions.append(RaiseTask(subject, verdict))
+        raised.append(subject)
     return actions
-
-
-def _same(a: Credential, b: Credential) -> bool:
-    if a.cpa != b.cpa:
-        return False
-    if a.auth_index and b.auth_index:
-        return a.auth_index == b.auth_index
-    return a.name == b.name

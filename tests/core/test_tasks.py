@@ -1,0 +1,335 @@
+"""The task state machine and the reconcile decision, as tables."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from reauthd.core.model import Evidence, EvidenceSource, ReauthTask, TaskState, Verdict, VerdictKind
+from reauthd.core.tasks import (
+    LOGIN_STALE_AFTER,
+    REARM_GRACE,
+    TRANSITIONS,
+    CloseTask,
+    IllegalTransition,
+    RaiseTask,
+    Rearm,
+    Subject,
+    can_transition,
+    mask_account,
+    plan,
+    reminders_apply,
+    sanitise_text,
+    transition,
+)
+
+S = TaskState
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+WEEK = timedelta(days=7)
+
+
+def task(
+    state: S = S.OPEN, *, id: str = "t1", index: str = "idx1", name: str = "a.json", **kw: object
+) -> ReauthTask:
+    base = ReauthTask(
+        id=id,
+        cpa="main",
+        auth_name=name,
+        auth_index=index,
+        provider="codex",
+        account_masked="a***@example.com",
+        state=state,
+        reason="revoked",
+        created_at=T0,
+        updated_at=T0,
+        deadline=T0 + WEEK,
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+SUBJ = Subject(cpa="main", name="a.json", auth_index="idx1", provider="codex", account="a***@example.com")
+NEEDS = Verdict(VerdictKind.NEEDS_REAUTH, "token revoked", confirmed=True)
+UNCONFIRMED = Verdict(VerdictKind.NEEDS_REAUTH, "token revoked", confirmed=False)
+HEALTHY = Verdict(VerdictKind.HEALTHY, "ok")
+QUOTA = Verdict(VerdictKind.QUOTA, "429")
+
+
+# ------------------------------------------------------------------------------------------ transitions
+
+LEGAL = [
+    (S.OPEN, S.NOTIFIED),
+    (S.OPEN, S.OPENED),
+    (S.NOTIFIED, S.OPENED),
+    (S.OPENED, S.LOGIN_STARTED),
+    (S.LOGIN_STARTED, S.CALLBACK_RECEIVED),
+    (S.LOGIN_STARTED, S.VERIFYING),  # device flow
+    (S.LOGIN_STARTED, S.OPENED),  # flow timed out, start again
+    (S.CALLBACK_RECEIVED, S.VERIFYING),
+    (S.VERIFYING, S.RETIRING),
+    (S.VERIFYING, S.DONE),  # same name overwritten in place: nothing to retire
+    (S.VERIFYING, S.OPENED),  # new credential failed its test: log in again
+    (S.RETIRING, S.DONE),
+    (S.VERIFYING, S.AWAITING_OPERATOR),
+    (S.AWAITING_OPERATOR, S.RETIRING),
+    (S.NOTIFIED, S.EXPIRED),
+    (S.NOTIFIED, S.DONE),
+    (S.OPEN, S.CANCELLED),
+]
+ILLEGAL = [
+    (S.OPEN, S.RETIRING),
+    (S.OPEN, S.VERIFYING),
+    (S.NOTIFIED, S.LOGIN_STARTED),  # a login needs the person to open the link first
+    (S.RETIRING, S.CANCELLED),  # half-retired: cancelling would leave CPA in an unknown state
+    (S.RETIRING, S.OPENED),
+    (S.CALLBACK_RECEIVED, S.EXPIRED),
+    (S.DONE, S.OPEN),
+    (S.CANCELLED, S.NOTIFIED),
+    (S.EXPIRED, S.DONE),
+    (S.FAILED, S.OPENED),
+    (S.NOTIFIED, S.NOTIFIED),
+]
+
+
+@pytest.mark.parametrize(("src", "dst"), LEGAL)
+def test_legal_transitions(src: S, dst: S) -> None:
+    moved = transition(task(src), dst, "because", T0 + timedelta(minutes=1))
+    assert moved.state is dst
+    assert moved.updated_at == T0 + timedelta(minutes=1)
+    assert moved.history[-1].from_state is src and moved.history[-1].to_state is dst
+
+
+@pytest.mark.parametrize(("src", "dst"), ILLEGAL)
+def test_illegal_transitions_raise(src: S, dst: S) -> None:
+    original = task(src)
+    with pytest.raises(IllegalTransition) as info:
+        transition(original, dst, "because", T0)
+    assert info.value.from_state is src and info.value.to_state is dst
+    assert original.state is src and original.history == []
+
+
+def test_terminal_states_have_no_exits_and_every_state_is_in_the_table() -> None:
+    assert set(TRANSITIONS) == set(S)
+    for state in S:
+        assert (not TRANSITIONS[state]) == state.terminal
+    assert not can_transition(S.DONE, S.OPEN)
+
+
+@pytest.mark.parametrize(
+    ("dst", "quiet"), [(S.DONE, False), (S.FAILED, True), (S.EXPIRED, True), (S.CANCELLED, True)]
+)
+def test_terminal_bookkeeping(dst: S, quiet: bool) -> None:
+    at = T0 + timedelta(hours=1)
+    closed = transition(task(S.NOTIFIED), dst, "end", at)
+    assert closed.closed_at == at and closed.quiet_until_healthy is quiet
+
+
+def test_notified_and_opened_times_are_set_once() -> None:
+    notified = transition(task(S.OPEN), S.NOTIFIED, "sent", T0 + timedelta(minutes=1))
+    opened = transition(notified, S.OPENED, "clicked", T0 + timedelta(minutes=5))
+    assert opened.notified_at == T0 + timedelta(minutes=1)
+    assert opened.opened_at == T0 + timedelta(minutes=5)
+    again = transition(
+        transition(transition(opened, S.LOGIN_STARTED, "", T0), S.OPENED, "retry", T0),
+        S.LOGIN_STARTED,
+        "",
+        T0,
+    )
+    assert again.opened_at == T0 + timedelta(minutes=5)
+
+
+@pytest.mark.parametrize(("state", "applies"), [(s, s in (S.OPEN, S.NOTIFIED)) for s in S])
+def test_reminders_stop_once_opened(state: S, applies: bool) -> None:
+    assert reminders_apply(state) is applies
+
+
+def test_transition_reason_is_sanitised() -> None:
+    moved = transition(
+        task(), S.FAILED, "callback http://localhost:1455/cb?code=ac_secret&state=st_secret", T0
+    )
+    assert "ac_secret" not in moved.history[-1].reason and "st_secret" not in moved.history[-1].reason
+
+
+# ------------------------------------------------------------------------------------------ text hygiene
+
+SECRETS = [
+    ("Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJl", "eyJ"),
+    ("access_token=ya29.a0AfH6SMBx1234567890", "ya29"),
+    ('{"refresh_token": "rt_1234567890abcdefghij"}', "rt_1234"),
+    ("https://auth.openai.com/oauth/authorize?client_id=x&state=abcdef123456", "abcdef123456"),
+    ("http://localhost:1455/auth/callback?code=ac_XYZ&state=s1", "ac_XYZ"),
+    ("key sk-proj-abcdefghijklmnop1234 was rejected", "sk-proj-abcdefghijklmnop1234"),
+    ("management key: MGMT-KEY-0123456789abcdef0123456789", "0123456789abcdef0123456789"),
+    ("user alice.smith@example.com was logged out", "alice.smith@"),
+    ("code: 4/0AX4XfWh_abcdef", "0AX4XfWh"),
+]
+
+
+@pytest.mark.parametrize(("raw", "leak"), SECRETS)
+def test_sanitise_text_removes_secrets(raw: str, leak: str) -> None:
+    clean = sanitise_text(raw)
+    assert leak not in clean
+
+
+@pytest.mark.parametrize(
+    "plain",
+    [
+        "token revoked by the provider",
+        "refresh token reused",
+        "401 unauthorized after refresh",
+        "quota exceeded",
+    ],
+)
+def test_sanitise_text_keeps_plain_reasons(plain: str) -> None:
+    assert sanitise_text(plain) == plain
+
+
+@pytest.mark.parametrize(
+    ("raw", "masked"),
+    [
+        ("alice@example.com", "a***@example.com"),
+        ("bob", "b***"),
+        ("x", "***"),
+        (None, "(unknown account)"),
+        ("", "(unknown account)"),
+    ],
+)
+def test_mask_account(raw: str | None, masked: str) -> None:
+    assert mask_account(raw) == masked
+
+
+# ------------------------------------------------------------------------------------------ reconcile plan
+
+NOW = T0 + timedelta(hours=1)
+OTHER = Subject(cpa="main", name="b.json", auth_index="idx2", provider="claude")
+
+
+def closed(state: S, at: datetime, **kw: object) -> ReauthTask:
+    return transition(task(S.NOTIFIED, **kw), state, "end", at)  # type: ignore[arg-type]
+
+
+PLAN_TABLE = [
+    # (name, tasks, verdicts, expected actions as (type, detail))
+    ("confirmed needs_reauth raises", [], [(SUBJ, NEEDS)], [("raise", "a.json")]),
+    ("unconfirmed does not page", [], [(SUBJ, UNCONFIRMED)], []),
+    ("quota never raises", [], [(SUBJ, QUOTA)], []),
+    ("one open task per credential", [task(S.NOTIFIED)], [(SUBJ, NEEDS)], []),
+    ("duplicate verdicts raise once", [], [(SUBJ, NEEDS), (SUBJ, NEEDS)], [("raise", "a.json")]),
+    (
+        "two credentials two tasks",
+        [],
+        [(SUBJ, NEEDS), (OTHER, NEEDS)],
+        [("raise", "a.json"), ("raise", "b.json")],
+    ),
+    (
+        "same name on another CPA is another credential",
+        [task(S.NOTIFIED)],
+        [(replace(SUBJ, cpa="backup"), NEEDS)],
+        [("raise", "a.json")],
+    ),
+    ("name is the fallback without index", [task(S.OPEN, index="")], [(SUBJ, NEEDS)], []),
+    ("healthy closes a waiting task", [task(S.NOTIFIED)], [(SUBJ, HEALTHY)], [("close", S.DONE)]),
+    ("healthy closes an opened task", [task(S.OPENED)], [(SUBJ, HEALTHY)], [("close", S.DONE)]),
+    ("healthy leaves verifying alone", [task(S.VERIFYING)], [(SUBJ, HEALTHY)], []),
+    ("healthy leaves retiring alone", [task(S.RETIRING)], [(SUBJ, HEALTHY)], []),
+    ("healthy leaves callback_received alone", [task(S.CALLBACK_RECEIVED)], [(SUBJ, HEALTHY)], []),
+    ("healthy leaves a fresh login alone", [task(S.LOGIN_STARTED, updated_at=NOW)], [(SUBJ, HEALTHY)], []),
+    (
+        "healthy closes an abandoned login",
+        [task(S.LOGIN_STARTED, updated_at=NOW - LOGIN_STALE_AFTER)],
+        [(SUBJ, HEALTHY)],
+        [("close", S.DONE)],
+    ),
+    ("no verdict means no change", [task(S.NOTIFIED)], [], []),
+    ("healthy for another credential", [task(S.NOTIFIED)], [(OTHER, HEALTHY)], []),
+    (
+        "cancelled stays quiet while still broken",
+        [closed(S.CANCELLED, T0)],
+        [(SUBJ, NEEDS)],
+        [],
+    ),
+    (
+        "healthy re-arms a cancelled credential",
+        [closed(S.CANCELLED, T0)],
+        [(SUBJ, HEALTHY)],
+        [("rearm", "t1")],
+    ),
+    (
+        "done by us: stale verdict does not re-raise",
+        [closed(S.DONE, NOW - timedelta(minutes=1))],
+        [(SUBJ, NEEDS)],
+        [],
+    ),
+    (
+        "done by us: newer evidence re-raises",
+        [closed(S.DONE, NOW - timedelta(minutes=5))],
+        [(SUBJ, replace(NEEDS, evidence=(Evidence(EvidenceSource.PROBE, NOW, 401),)))],
+        [("raise", "a.json")],
+    ),
+    (
+        "done by us: evidence older than the close does not re-raise",
+        [closed(S.DONE, NOW - timedelta(minutes=5))],
+        [(SUBJ, replace(NEEDS, evidence=(Evidence(EvidenceSource.PROBE, NOW - timedelta(minutes=6), 401),)))],
+        [],
+    ),
+    (
+        "done long ago without evidence times: re-raise after the grace",
+        [closed(S.DONE, NOW - REARM_GRACE)],
+        [(SUBJ, NEEDS)],
+        [("raise", "a.json")],
+    ),
+]
+
+
+def _summary(actions: list[RaiseTask | CloseTask | Rearm]) -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    for a in actions:
+        if isinstance(a, RaiseTask):
+            out.append(("raise", a.subject.name))
+        elif isinstance(a, CloseTask):
+            out.append(("close", a.to_state))
+        else:
+            out.append(("rearm", a.task_id))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("name", "tasks", "verdicts", "expected"), PLAN_TABLE, ids=[r[0] for r in PLAN_TABLE]
+)
+def test_plan(
+    name: str, tasks: list[ReauthTask], verdicts: list[tuple[Subject, Verdict]], expected: list[object]
+) -> None:
+    assert _summary(plan(tasks, verdicts, NOW, expire_after=WEEK)) == expected
+
+
+@pytest.mark.parametrize(
+    ("state", "age", "expires"),
+    [
+        (S.OPEN, WEEK, True),
+        (S.NOTIFIED, WEEK - timedelta(seconds=1), False),
+        (S.OPENED, WEEK + timedelta(days=1), True),
+        (S.AWAITING_OPERATOR, WEEK, True),
+        (S.VERIFYING, WEEK * 2, False),  # in flight: the verify path owns the outcome
+        (S.DONE, WEEK * 2, False),
+    ],
+)
+def test_plan_expiry(state: S, age: timedelta, expires: bool) -> None:
+    t = task(state, updated_at=T0 + age)
+    actions = plan([t], [(SUBJ, NEEDS)], T0 + age, expire_after=WEEK)
+    closes = [a for a in actions if isinstance(a, CloseTask)]
+    assert bool(closes) is expires
+    if expires:
+        assert closes[0].to_state is S.EXPIRED
+        assert not [a for a in actions if isinstance(a, RaiseTask)]  # no instant re-raise of an expiring task
+
+
+def test_plan_accepts_credentials() -> None:
+    from reauthd.core.model import Credential
+
+    cred = Credential(
+        cpa="main", name="a.json", auth_index="idx9", provider="codex", status="error", email="zed@x.org"
+    )
+    (action,) = plan([], [(cred, NEEDS)], NOW, expire_after=WEEK)
+    assert isinstance(action, RaiseTask)
+    assert action.subject.account == "z***@x.org" and action.subject.provider == "codex"
