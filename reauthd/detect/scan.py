@@ -1,0 +1,168 @@
+"""`reauthd scan`: one detection cycle over every configured CPA, rendered as a table or JSON.
+
+Exit codes: 0 every credential healthy, 1 something needs attention, 2 a CPA could not be checked
+(and nothing else needs attention).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from reauthd.config import Settings
+from reauthd.core.model import VerdictKind
+from reauthd.core.sanitize import mask_email, short_text
+from reauthd.cpa.client import CPAClient
+from reauthd.detect.engine import CredentialVerdict, DetectionEngine, needs_attention
+
+EXIT_HEALTHY = 0
+EXIT_ATTENTION = 1
+EXIT_UNCHECKED = 2
+
+COLUMNS = (
+    "cpa",
+    "provider",
+    "name",
+    "auth_index",
+    "account",
+    "status",
+    "status_message",
+    "disabled",
+    "unavailable",
+    "verdict",
+    "reason",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ScanRow:
+    cpa: str
+    provider: str
+    name: str
+    auth_index: str
+    account: str  # masked
+    status: str
+    status_message: str  # short, sanitised
+    disabled: bool
+    unavailable: bool
+    verdict: str
+    reason: str
+    confirmed: bool = False
+    runtime_only: bool = False
+    attention: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ScanProblem:
+    cpa: str
+    message: str  # one sentence, secret-free
+
+
+@dataclass(frozen=True, slots=True)
+class ScanReport:
+    rows: list[ScanRow] = field(default_factory=list)
+    problems: list[ScanProblem] = field(default_factory=list)
+    probed: bool = False
+
+
+def _row(view: CredentialVerdict, include_disabled: bool) -> ScanRow:
+    c = view.credential
+    assert c is not None
+    return ScanRow(
+        cpa=c.cpa,
+        provider=c.provider,
+        name=c.name,
+        auth_index=c.auth_index,
+        account=mask_email(c.email),
+        status=c.status,
+        status_message=short_text(c.status_message, 120),
+        disabled=c.disabled,
+        unavailable=c.unavailable,
+        verdict=view.verdict.kind.value,
+        reason=view.verdict.reason,
+        confirmed=view.verdict.confirmed,
+        runtime_only=c.runtime_only,
+        attention=needs_attention(view, include_disabled),
+    )
+
+
+async def scan(settings: Settings, *, probe: bool) -> ScanReport:
+    """List every CPA once; with `probe`, confirm failures and suspects with a probe now."""
+    async with contextlib.AsyncExitStack() as stack:
+        clients: dict[str, CPAClient] = {}
+        for cpa in settings.cpa:
+            clients[cpa.name] = await stack.enter_async_context(
+                CPAClient(cpa.name, cpa.base_url, cpa.key, timeout=cpa.timeout_s)
+            )
+        engine = DetectionEngine(clients, settings.detect, probes_enabled=probe)
+        try:
+            views = await engine.cycle(wait_for_probes=probe)
+        finally:
+            await engine.aclose()
+        # A probe may have replaced a verdict after the cycle returned: read the latest.
+        latest = {(v.ref.cpa, v.ref.auth_index): v for v in engine.latest()}
+        views = [latest.get((v.ref.cpa, v.ref.auth_index), v) for v in views]
+        rows = [_row(v, settings.detect.include_disabled) for v in views if v.credential is not None]
+        rows.sort(key=lambda r: (r.cpa, r.provider, r.name.lower()))
+        problems = [ScanProblem(cpa, message) for cpa, message in sorted(engine.cpa_problems.items())]
+        return ScanReport(rows, problems, probed=probe)
+
+
+def exit_code(report: ScanReport) -> int:
+    if any(row.attention for row in report.rows):
+        return EXIT_ATTENTION
+    if report.problems:
+        return EXIT_UNCHECKED
+    return EXIT_HEALTHY
+
+
+def render_json(report: ScanReport) -> str:
+    payload = {
+        "credentials": [asdict(row) for row in report.rows],
+        "problems": [asdict(p) for p in report.problems],
+        "probed": report.probed,
+        "exit_code": exit_code(report),
+    }
+    return json.dumps(payload, indent=2, ensure_ascii=False)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def render_table(report: ScanReport) -> str:
+    """A plain-text table, then one line per CPA that could not be checked, then a summary line."""
+    lines: list[str] = []
+    if report.rows:
+        table = [list(COLUMNS)]
+        for row in report.rows:
+            verdict = row.verdict + (" (confirmed)" if row.confirmed else "")
+            values = asdict(row) | {"verdict": verdict}
+            table.append([_cell(values[c]) for c in COLUMNS])
+        widths = [min(60, max(len(r[i]) for r in table)) for i in range(len(COLUMNS))]
+        for r in table:
+            cells = [
+                (v if len(v) <= w else v[: w - 1] + "…").ljust(w) for v, w in zip(r, widths, strict=True)
+            ]
+            lines.append("  ".join(cells).rstrip())
+    for problem in report.problems:
+        lines.append(f"CPA {problem.cpa}: could not check: {problem.message}")
+    counts: dict[str, int] = {}
+    for row in report.rows:
+        counts[row.verdict] = counts.get(row.verdict, 0) + 1
+    summary = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "no credentials"
+    attention = sum(row.attention for row in report.rows)
+    lines.append(f"{len(report.rows)} credentials: {summary}; {attention} need attention")
+    if not report.probed and any(r.verdict == VerdictKind.SUSPECT.value for r in report.rows):
+        lines.append("Suspects are not confirmed yet: run with --probe to test them now.")
+    return "\n".join(lines)
+
+
+def run_scan(settings: Settings, *, probe: bool, as_json: bool) -> tuple[str, int]:
+    """Synchronous helper for the CLI: (text to print, exit code)."""
+    report = asyncio.run(scan(settings, probe=probe))
+    return (render_json(report) if as_json else render_table(report)), exit_code(report)
