@@ -213,3 +213,17 @@ def test_no_secret_and_no_email_ever_reaches_a_label() -> None:
     assert email not in text
     assert "@" not in text
     assert "redacted" in text  # the unsafe values were replaced, not dropped silently
+
+
+def test_the_documented_metrics_list_matches_what_is_exported() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "deploy" / "README.md").read_text()
+    documented = set(re.findall(r"^\| `(reauthd_[a-z_]+)` \|", readme, flags=re.MULTILINE))
+    exported: set[str] = set()
+    for family in text_string_to_metric_families(Metrics(cpas=["main"]).render()[0].decode()):
+        if family.name.endswith("_created"):  # prometheus-client's creation timestamps of counters
+            continue
+        exported.add(family.name + "_total" if family.type == "counter" else family.name)
+    assert documented == exported
