@@ -32,6 +32,16 @@ class SimClock:
             self._offset += timedelta(seconds=seconds)
         return self.now()
 
+    def advance_offset_to(self, offset: timedelta) -> None:
+        """Set the offset to `offset` if that moves time forward (exact, no float drift)."""
+        with self._lock:
+            self._offset = max(self._offset, offset)
+
+    @property
+    def offset(self) -> timedelta:
+        with self._lock:
+            return self._offset
+
     @property
     def offset_seconds(self) -> float:
         with self._lock:
@@ -59,7 +69,7 @@ def go_time(value: datetime, tz: timezone = DEFAULT_TZ) -> str:
 
 def go_duration_seconds(seconds: float) -> str:
     """Format a duration rounded to whole seconds like Go's time.Duration.String(): "29m59s", "30m0s"."""
-    total = round(seconds)
+    total = int(seconds + 0.5)  # Go's Duration.Round: halves away from zero
     if total <= 0:
         return "0s"
     hours, rest = divmod(total, 3600)

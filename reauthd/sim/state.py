@@ -149,16 +149,14 @@ class SimState:
 
     def advance(self, seconds: float) -> datetime:
         """Move the clock forward, firing timers in order as their moments pass."""
-        target = self.now() + timedelta(seconds=seconds)
+        if seconds < 0:
+            raise ValueError("the simulated clock only moves forward")
+        start_now, start_offset = self.now(), self.clock.offset
+        target = start_now + timedelta(seconds=seconds)
         while self.timers and self.timers[0][0] <= target:
-            due = self.timers[0][0]
-            gap = (due - self.now()).total_seconds()
-            if gap > 0:
-                self.clock.advance(gap)
+            self.clock.advance_offset_to(start_offset + (self.timers[0][0] - start_now))
             self.run_due()
-        gap = (target - self.now()).total_seconds()
-        if gap > 0:
-            self.clock.advance(gap)
+        self.clock.advance_offset_to(start_offset + timedelta(seconds=seconds))
         self.run_due()
         return self.now()
 

@@ -1,0 +1,379 @@
+"""OAuth login flows, session lifetimes, the callback contract and re-login semantics
+(contract §4, §11.7-§11.9, §12 watcher lag)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from reauthd.sim import SimServer
+
+
+async def start(client: httpx.AsyncClient, provider: str) -> dict[str, Any]:
+    r = await client.get(f"/{provider}-auth-url")
+    assert r.status_code == 200
+    return dict(r.json())
+
+
+async def status(client: httpx.AsyncClient, state: str) -> dict[str, Any]:
+    r = await client.get("/get-auth-status", params={"state": state})
+    return dict(r.json())
+
+
+async def browser_login(anon: httpx.AsyncClient, url: str, **form: str) -> str:
+    """What a person does at the fake provider page; returns the localhost URL the browser lands on."""
+    page = await anon.get(url)
+    assert page.status_code == 200
+    assert "<form" in page.text
+    assert "<script" not in page.text
+    q = parse_qs(urlsplit(url).query)
+    data = {"state": q["state"][0], "redirect_uri": q["redirect_uri"][0], "action": "allow", **form}
+    r = await anon.post(urlsplit(url).path, data=data)
+    assert r.status_code == 302
+    return str(r.headers["location"])
+
+
+@pytest.mark.parametrize(
+    ("provider", "redirect"),
+    [
+        ("codex", "http://localhost:1455/auth/callback"),
+        ("anthropic", "http://localhost:54545/callback"),
+        ("antigravity", "http://localhost:51121/oauth-callback"),
+    ],
+)
+async def test_callback_auth_urls(
+    sim: SimServer, client: httpx.AsyncClient, provider: str, redirect: str
+) -> None:
+    """§4.1/§11.7: 32-hex states with no prefix; the URL carries the real localhost redirect_uri."""
+    body = await start(client, provider)
+    assert set(body) == {"status", "url", "state"}
+    assert re.fullmatch(r"[0-9a-f]{32}", body["state"])
+    q = parse_qs(urlsplit(body["url"]).query)
+    assert q["redirect_uri"] == [redirect]
+    assert q["state"] == [body["state"]]
+    assert body["url"].startswith(f"{sim.base_url}/_sim/provider/{provider}/authorize?")
+    assert await status(client, body["state"]) == {"status": "wait"}
+
+
+@pytest.mark.parametrize(("provider", "prefix", "expires"), [("kimi", "kmi-", 900), ("xai", "xai-", 1800)])
+async def test_device_auth_urls(client: httpx.AsyncClient, provider: str, prefix: str, expires: int) -> None:
+    """§4.1: device flows carry `flow`, `user_code`, `expires_in` and a `kmi-`/`xai-<nanos>` state."""
+    body = await start(client, provider)
+    assert re.fullmatch(re.escape(prefix) + r"\d{19}", body["state"])
+    assert (body["flow"], body["expires_in"]) == ("device", expires)
+    assert re.fullmatch(r"[0-9A-F]{4}-[0-9A-F]{4}", body["user_code"])
+
+
+async def test_codex_full_flow_with_watcher_lag(
+    sim: SimServer, client: httpx.AsyncClient, anon: httpx.AsyncClient
+) -> None:
+    """§4.3 recipe + §12: provider page → 302 to localhost; redirect_url POST; ok; file appears ~1 s later."""
+    sim.state.set_next_login("codex", email="new@x.com", plan="pro", account_id="acc-9")
+    body = await start(client, "codex")
+    landed = await browser_login(anon, body["url"], email="new@x.com", plan="pro", account_id="acc-9")
+    assert landed.startswith("http://localhost:1455/auth/callback?code=")
+    r = await anon.post("/v0/management/oauth-callback", json={"provider": "codex", "redirect_url": landed})
+    assert r.json() == {"status": "ok"}
+    assert await status(client, body["state"]) == {"status": "wait"}
+    sim.state.advance(0.6)
+    assert await status(client, body["state"]) == {"status": "ok"}
+    assert (await client.get("/auth-files")).json() == {"files": []}  # watcher has not loaded it yet
+    sim.state.advance(1.0)
+    files = (await client.get("/auth-files")).json()["files"]
+    assert [f["name"] for f in files] == [
+        "codex-" + __import__("hashlib").sha256(b"acc-9").hexdigest()[:8] + "-new@x.com-pro.json"
+    ]
+    assert (files[0]["status"], files[0]["status_message"]) == ("active", "")
+
+
+async def test_completed_state_kept_60s_then_unknown(sim: SimServer, client: httpx.AsyncClient) -> None:
+    """§4.2/§11.7: a completed state answers ok for 60 s, then "unknown or expired state"."""
+    body = await start(client, "anthropic")
+    await client.post("/oauth-callback", json={"redirect_url": sim.state.provider_login(body["state"])})
+    sim.state.advance(1)
+    assert await status(client, body["state"]) == {"status": "ok"}
+    sim.state.advance(58)
+    assert await status(client, body["state"]) == {"status": "ok"}
+    sim.state.advance(2)
+    assert await status(client, body["state"]) == {"status": "error", "error": "unknown or expired state"}
+
+
+@pytest.mark.parametrize(
+    ("provider", "message"),
+    [
+        ("codex", "Timeout waiting for OAuth callback"),
+        ("anthropic", "Timeout waiting for OAuth callback"),
+        ("antigravity", "OAuth flow timed out"),
+    ],
+)
+async def test_callback_wait_times_out_after_5_min(
+    sim: SimServer, client: httpx.AsyncClient, provider: str, message: str
+) -> None:
+    """§4.2: the waiter gives up after 5 min; the error is kept 30 min, then the state is unknown."""
+    body = await start(client, provider)
+    sim.state.advance(299)
+    assert await status(client, body["state"]) == {"status": "wait"}
+    sim.state.advance(2)
+    assert await status(client, body["state"]) == {"status": "error", "error": message}
+    r = await client.post("/oauth-callback", json={"state": body["state"], "code": "c"})
+    assert (r.status_code, r.json()) == (409, {"status": "error", "error": message})
+    sim.state.advance(29 * 60)
+    assert (await status(client, body["state"]))["error"] == message
+    sim.state.advance(61)
+    assert await status(client, body["state"]) == {"status": "error", "error": "unknown or expired state"}
+
+
+async def test_get_auth_status_edge_cases(client: httpx.AsyncClient) -> None:
+    """§4.2 table: missing state → ok (sic); malformed → 400; unknown → error."""
+    assert (await client.get("/get-auth-status")).json() == {"status": "ok"}
+    r = await client.get("/get-auth-status", params={"state": "a/b"})
+    assert (r.status_code, r.json()) == (400, {"status": "error", "error": "invalid state"})
+    assert await status(client, "0" * 32) == {"status": "error", "error": "unknown or expired state"}
+
+
+async def test_cancel_session(sim: SimServer, client: httpx.AsyncClient) -> None:
+    """§4.2 DELETE /oauth-session: only pending sessions; a cancelled flow never writes a file."""
+    body = await start(client, "codex")
+    url = sim.state.provider_login(body["state"])
+    assert (await client.delete("/oauth-session")).json() == {"status": "error", "error": "missing state"}
+    r = await client.delete("/oauth-session", params={"state": body["state"]})
+    assert r.json() == {"status": "ok", "cancelled": True}
+    assert (await client.delete("/oauth-session", params={"state": body["state"]})).json()[
+        "cancelled"
+    ] is False
+    r = await client.post("/oauth-callback", json={"redirect_url": url})
+    assert (r.status_code, r.json()["error"]) == (404, "unknown or expired state")
+    sim.state.advance(5)
+    assert sim.state.disk == {}
+
+
+async def test_callback_error_precedence(
+    sim: SimServer, client: httpx.AsyncClient, anon: httpx.AsyncClient
+) -> None:
+    """§4.3/§11.8: unauthenticated; exact order and codes of the checks; all errors carry status:error."""
+    pending = (await start(client, "codex"))["state"]
+    failed = (await start(client, "antigravity"))["state"]
+    done = (await start(client, "anthropic"))["state"]
+    await anon.post(
+        "/v0/management/oauth-callback",
+        json={"state": done, "code": "x", "redirect_url": sim.state.provider_login(done)},
+    )  # explicit code wins: exchange fails
+    sim.state.advance(1)
+    assert (await status(client, done))["status"] == "error"
+    done = (await start(client, "anthropic"))["state"]
+    await anon.post("/v0/management/oauth-callback", json={"redirect_url": sim.state.provider_login(done)})
+    await anon.post("/v0/management/oauth-callback", json={"state": failed, "error": "access_denied"})
+    sim.state.advance(1)
+    assert await status(client, done) == {"status": "ok"}
+    assert await status(client, failed) == {"status": "error", "error": "Authentication failed"}
+    cases: list[tuple[Any, int, str]] = [
+        ("not json", 400, "invalid body"),
+        ({"redirect_url": "http://[::1"}, 400, "invalid redirect_url"),
+        ({"code": "c"}, 400, "state is required"),
+        ({"state": "bad/state", "code": "c"}, 400, "invalid state"),
+        ({"state": pending}, 400, "code or error is required"),
+        ({"state": "f" * 32, "code": "c"}, 404, "unknown or expired state"),
+        ({"state": done, "code": "c", "provider": "???"}, 409, "oauth flow is already completed"),
+        ({"state": failed, "code": "c", "provider": "no such!"}, 400, "unsupported provider"),
+        ({"state": failed, "code": "c", "provider": "codex"}, 409, "Authentication failed"),
+        ({"state": pending, "code": "c", "provider": "claude"}, 400, "provider does not match state"),
+        (
+            {
+                "state": pending,
+                "code": "c",
+                "provider": "OpenAI",
+                "redirect_url": "http://localhost:1455/auth/callback?state=other&code=zzz",
+            },
+            200,
+            "",
+        ),
+    ]
+    for body, code, error in cases:
+        if isinstance(body, str):
+            r = await anon.post("/v0/management/oauth-callback", content=body)
+        else:
+            r = await anon.post("/v0/management/oauth-callback", json=body)
+        expected = {"status": "ok"} if code == 200 else {"status": "error", "error": error}
+        assert (r.status_code, r.json()) == (code, expected), body
+    r = await anon.get("/v0/management/oauth-callback", params={"state": pending, "error": "denied"})
+    assert r.json() == {"status": "ok"}
+
+
+async def test_main_port_callback_always_200(
+    sim: SimServer, client: httpx.AsyncClient, anon: httpx.AsyncClient
+) -> None:
+    """§4.3: /codex/callback on the main port writes the file when pending and always answers 200 HTML."""
+    body = await start(client, "codex")
+    landed = sim.state.provider_login(body["state"], email="cb@x.com", plan="plus", account_id="a1")
+    r = await anon.get("/codex/callback?" + urlsplit(landed).query)
+    assert r.status_code == 200
+    assert "Authentication successful!" in r.text
+    assert (await anon.get("/codex/callback?state=nope&code=x")).status_code == 200
+    sim.state.advance(2)
+    assert await status(client, body["state"]) == {"status": "ok"}
+
+
+async def test_exchange_failure(sim: SimServer, client: httpx.AsyncClient) -> None:
+    """§4.2 codex error message with cause when the code exchange fails."""
+    sim.state.set_next_login("codex", email="x@x.com", exchange_fails=True)
+    body = await start(client, "codex")
+    await client.post("/oauth-callback", json={"redirect_url": sim.state.provider_login(body["state"])})
+    sim.state.advance(1)
+    result = await status(client, body["state"])
+    assert result["status"] == "error"
+    assert result["error"].startswith("Failed to exchange authorization code for tokens: ")
+
+
+async def login(sim: SimServer, client: httpx.AsyncClient, provider: str, **ident: str) -> str:
+    body = await start(client, provider)
+    await client.post(
+        "/oauth-callback", json={"redirect_url": sim.state.provider_login(body["state"], **ident)}
+    )
+    sim.state.advance(0.6)
+    assert await status(client, body["state"]) == {"status": "ok"}
+    return str(body["state"])
+
+
+async def test_same_name_relogin_keeps_index_and_user_keys(sim: SimServer, client: httpx.AsyncClient) -> None:
+    """§4.4/§11.9: overwrite in place, same auth_index, non-token user keys kept, disabled forced false,
+    error state reset once the watcher reloaded."""
+    old = sim.state.add_credential(
+        "claude",
+        email="same@x.com",
+        note="keep me",
+        prefix="p1",
+        disabled=True,
+        extra={"proxy_url": "socks5://h:1", "weight": 2},
+    )
+    old_token, old_index = old.access_token, old.auth_index
+    sim.state.revoke(old.name, "claude_revoked", live=True)
+    await login(sim, client, "anthropic", email="same@x.com")
+    raw = (await client.get("/auth-files/download", params={"name": old.name})).json()
+    assert (raw["note"], raw["prefix"], raw["proxy_url"], raw["weight"], raw["disabled"]) == (
+        "keep me",
+        "p1",
+        "socks5://h:1",
+        2,
+        False,
+    )
+    assert raw["access_token"] != old_token
+    sim.state.advance(1.0)
+    files = (await client.get("/auth-files")).json()["files"]
+    assert len(files) == 1
+    assert (files[0]["auth_index"], files[0]["status"], files[0]["status_message"], files[0]["disabled"]) == (
+        old_index,
+        "active",
+        "",
+        False,
+    )
+
+
+async def test_patch_before_reload_writes_old_tokens_back(sim: SimServer, client: httpx.AsyncClient) -> None:
+    """§12: a PATCH before the watcher reloaded the re-logged file persists the old in-memory tokens."""
+    old = sim.state.add_credential("claude", email="trap@x.com")
+    old_token = old.access_token
+    await login(sim, client, "anthropic", email="trap@x.com")
+    entry = (await client.get("/auth-files")).json()["files"][0]
+    assert entry["last_refresh"] == __import__("reauthd.sim.clock", fromlist=["go_time"]).go_time(
+        old.last_refreshed_at
+    )
+    r = await client.patch("/auth-files/fields", json={"name": old.name, "note": "early"})
+    assert r.status_code == 200
+    sim.state.advance(2)
+    raw = (await client.get("/auth-files/download", params={"name": old.name})).json()
+    assert raw["access_token"] == old_token
+    assert raw["note"] == "early"
+
+
+async def test_api_call_uses_old_token_until_reload(sim: SimServer, client: httpx.AsyncClient) -> None:
+    """§12: /api-call with $TOKEN$ still uses the old (revoked) token until the watcher reloads."""
+    old = sim.state.add_credential("codex", email="lag@x.com", plan="plus", account_id="lag")
+    sim.state.revoke(old.name, "token_invalidated")
+    probe = {
+        "auth_index": old.auth_index,
+        "method": "GET",
+        "url": "https://chatgpt.com/backend-api/wham/usage",
+        "header": {"Authorization": "Bearer $TOKEN$"},
+    }
+    await login(sim, client, "codex", email="lag@x.com", plan="plus", account_id="lag")
+    assert (await client.post("/api-call", json=probe)).json()["status_code"] == 401
+    sim.state.advance(1.0)
+    assert (await client.post("/api-call", json=probe)).json()["status_code"] == 200
+
+
+async def test_legacy_codex_name_gives_new_file(sim: SimServer, client: httpx.AsyncClient) -> None:
+    """§4.4: a legacy-named codex file is not overwritten; the re-login writes the hashed name."""
+    legacy = sim.state.add_credential(
+        "codex", email="leg@x.com", plan="plus", account_id="A", name="codex-leg@x.com-plus.json"
+    )
+    sim.state.revoke(legacy.name, live=True)
+    await login(sim, client, "codex", email="leg@x.com", plan="plus", account_id="A")
+    sim.state.advance(1.0)
+    files = {f["name"]: f for f in (await client.get("/auth-files")).json()["files"]}
+    hashed = f"codex-{hashlib.sha256(b'A').hexdigest()[:8]}-leg@x.com-plus.json"
+    assert set(files) == {"codex-leg@x.com-plus.json", hashed}
+    assert files["codex-leg@x.com-plus.json"]["status"] == "error"
+    assert files[hashed]["status"] == "active"
+
+
+async def test_kimi_device_flow_new_file_each_login(
+    sim: SimServer, client: httpx.AsyncClient, anon: httpx.AsyncClient
+) -> None:
+    """§4.4: every kimi login writes a new `kimi-<unixms>.json`; approval completes at the next poll."""
+    sim.state.add_credential("kimi", name="kimi-1700000000000.json")
+    body = await start(client, "kimi")
+    page = await anon.get(body["url"])
+    assert body["user_code"] in page.text
+    assert "Approve" in page.text
+    r = await anon.post(
+        urlsplit(body["url"]).path, data={"user_code": body["user_code"], "action": "approve"}
+    )
+    assert r.status_code == 200
+    assert await status(client, body["state"]) == {"status": "wait"}
+    sim.state.advance(1.1)
+    assert await status(client, body["state"]) == {"status": "ok"}
+    sim.state.advance(1.1)
+    names = [f["name"] for f in (await client.get("/auth-files")).json()["files"]]
+    assert len(names) == 2
+    assert all(re.fullmatch(r"kimi-\d{13}\.json", n) for n in names)
+
+
+async def test_device_flows_expire(sim: SimServer, client: httpx.AsyncClient) -> None:
+    """§4.2: device flows poll until the code expires (kimi 15 min) → `Authentication failed: <cause>`;
+    xAI's 30-min code outlives the 30-min pending TTL, so its state is simply gone."""
+    kimi, xai = await start(client, "kimi"), await start(client, "xai")
+    sim.state.advance(901)
+    result = await status(client, kimi["state"])
+    assert result["status"] == "error"
+    assert result["error"].startswith("Authentication failed: ")
+    assert await status(client, xai["state"]) == {"status": "wait"}
+    sim.state.advance(900)
+    assert await status(client, xai["state"]) == {"status": "error", "error": "unknown or expired state"}
+
+
+async def test_concurrent_sessions_same_provider(sim: SimServer, client: httpx.AsyncClient) -> None:
+    """§4.2: several concurrent sessions, also for the same provider."""
+    a, b = await start(client, "codex"), await start(client, "codex")
+    await client.post("/oauth-callback", json={"redirect_url": sim.state.provider_login(b["state"])})
+    sim.state.advance(1)
+    assert await status(client, a["state"]) == {"status": "wait"}
+    assert await status(client, b["state"]) == {"status": "ok"}
+
+
+async def test_plugin_provider_route() -> None:
+    """§4.1: configured plugin providers get `<id>-auth-url`; others stay 404."""
+    async with (
+        SimServer("k", plugin_providers=("gemini-cli",)) as sim,
+        httpx.AsyncClient(
+            base_url=f"{sim.base_url}/v0/management", headers={"Authorization": "Bearer k"}
+        ) as c,
+    ):
+        r = await c.get("/gemini-cli-auth-url")
+        assert r.status_code == 200
+        assert set(r.json()) == {"status", "url", "state"}
+        assert (await c.get("/qwen-auth-url")).status_code == 404
