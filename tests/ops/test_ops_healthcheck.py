@@ -114,3 +114,16 @@ def test_runs_as_the_container_healthcheck_command(server: str) -> None:
     )  # fmt: skip
     assert bad.returncode == 1
     assert bad.stderr == ""
+
+
+def test_the_command_starts_light() -> None:
+    # Docker runs it every 30 s next to the daemon: it must not drag in the daemon's dependencies.
+    probe = (
+        "import sys, reauthd.ops.healthcheck; "
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('reauthd', 'httpx', 'starlette', 'pydantic', 'prometheus_client', 'structlog', 'apprise'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert done.stdout.strip() == "reauthd,reauthd.ops,reauthd.ops.healthcheck"
