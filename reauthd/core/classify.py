@@ -47,14 +47,15 @@ _ACCOUNT_GONE = re.compile(
     r"|organization (?:has been |was |is )?(?:disabled|deactivated)"
 )
 # Revoked or invalidated: a new login is the only fix (CPAMP rule 3, contract §9 upstream bodies).
+# Not "please sign in again" / "obtain a new token": providers say that about merely expired tokens too.
 _REVOKED = re.compile(
     r"token_revoked|token_invalidated|invalidated[_ ]oauth[_ ]token|oauth token (?:has been )?revoked"
     r"|token has been (?:revoked|invalidated)|authentication token has been invalidated"
     r"|refresh_token_(?:reused|expired|invalidated|revoked)"
     r"|refresh token (?:has been |was )?(?:revoked|reused)"
     r"|invalid_refresh_token|invalid_grant|bad[-_]credentials|access token could not be validated"
-    r"|requires re-?authori[sz]ation|requires re-?authentication|please (?:try )?sign(?:ing)? in again"
-    r"|please obtain a new token|token refresh failed with status 40[13]|no[_ ]auth[_ ]context"
+    r"|requires re-?authori[sz]ation|requires re-?authentication"
+    r"|token refresh failed with status 40[13]|no[_ ]auth[_ ]context"
 )
 # Expired credentials: strong once CPA's refresh-on-401 has failed (listing, stream), not in a probe of a
 # token already past `expired` (contract §5).

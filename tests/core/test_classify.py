@@ -61,6 +61,14 @@ WHAM_USAGE_OK = (
     '{"plan_type":"plus","rate_limit":{"allowed":true,"limit_reached":false,"primary_window":'
     '{"used_percent":12,"limit_window_seconds":18000}}}'
 )
+CODEX_EXPIRED = (
+    '{"error":{"message":"Provided authentication token is expired. Please try signing in again.",'
+    '"type":"invalid_request_error","code":"token_expired","param":null},"status":401}'
+)
+CLAUDE_EXPIRED_FULL = (
+    '{"type":"error","error":{"type":"authentication_error","message":"OAuth token has expired. Please obtain a '
+    'new token or refresh your existing token."},"request_id":"req_1"}'
+)
 ANTHROPIC_OVERLOADED = '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
 
 
@@ -129,6 +137,10 @@ CASES = [
     ("codex", ev(P, '{"detail":"Unauthorized"}', 401, token_expired=True), K.SUSPECT, "expired_access_token"),
     ("claude", ev(P, CLAUDE_EXPIRED, 401, token_expired=True), K.SUSPECT, "expired_access_token"),
     ("claude", ev(P, CLAUDE_REVOKED, 403, token_expired=True), K.NEEDS_REAUTH, "revoked"),
+    ("codex", ev(P, CODEX_EXPIRED, 401, token_expired=True), K.SUSPECT, "expired_access_token"),
+    ("claude", ev(P, CLAUDE_EXPIRED_FULL, 401, token_expired=True), K.SUSPECT, "expired_access_token"),
+    ("codex", ev(L, CODEX_EXPIRED, code="error"), K.NEEDS_REAUTH, "expired_after_refresh"),
+    ("claude", ev(S, CLAUDE_EXPIRED_FULL, 401), K.NEEDS_REAUTH, "expired_after_refresh"),
     ("claude", ev(P, CLAUDE_REVOKED, 403), K.NEEDS_REAUTH, "revoked"),
     ("xai", ev(P, XAI_BAD_CREDENTIALS, 403), K.NEEDS_REAUTH, "bad_credentials"),
     ("kimi", ev(P, '{"error":"rate limited"}', 429), K.QUOTA, "quota"),

@@ -22,3 +22,8 @@ async def sim() -> AsyncIterator[SimServer]:
 async def client(sim: SimServer) -> AsyncIterator[CPAClient]:
     async with CPAClient("main", sim.base_url, KEY, timeout=10) as cpa:
         yield cpa
+
+
+@pytest.fixture
+def key() -> str:
+    return KEY
