@@ -153,15 +153,21 @@ def find_replacement(
         return _one(old, named[0], since, unchanged_for)
 
     candidates: list[Credential] = []
+    in_place: Credential | None = None
     for entry in listing:
         if entry.name == old.name:
             # Same file name: overwritten in place (auth_index is stable per path, §2.1). A different
             # auth_index under the old name means somebody replaced the file: not our login's doing.
             if entry.auth_index == old.auth_index and written_since(entry, since):
-                candidates.append(entry)
+                in_place = entry
             continue
         if written_since(entry, since) and same_account(old, entry):
             candidates.append(entry)
+    if in_place is not None and (not candidates or (in_place.status == "active" and not in_place.disabled)):
+        # One login writes one file. When it landed under a new name, the old file still shows the
+        # failure CPA recorded (a reload would have reset it to active, §2.3 C): it is not a candidate,
+        # even if its mtime falls inside the clock allowance.
+        candidates.append(in_place)
 
     if not candidates:
         return Replacement(MatchKind.WAITING, "no file written by this login is visible in CPA yet")

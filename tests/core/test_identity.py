@@ -239,3 +239,14 @@ def test_a_new_name_shows_up_only_once_registered_so_it_is_found_at_once() -> No
     result = find_replacement(OLD_LEGACY, [failing], SINCE)
     assert result.kind is MatchKind.REGISTERING
     assert "status error" in result.reason
+
+
+def test_the_failing_old_file_is_no_candidate_when_the_login_landed_under_a_new_name() -> None:
+    # The old file was written inside the clock allowance (mtime >= since) but still shows CPA's failure:
+    # a reload by this login would have reset it to active.
+    recent_old = replace(LEGACY, modtime=AFTER)
+    result = find_replacement(OLD_LEGACY, [recent_old, HASHED_NEW], SINCE)
+    assert result.kind is MatchKind.FOUND and result.credential == HASHED_NEW
+    # Both active and fresh: one of them was not written by this login, but which? Never guess.
+    both = find_replacement(OLD_LEGACY, [replace(recent_old, status="active"), HASHED_NEW], SINCE)
+    assert both.kind is MatchKind.AMBIGUOUS
