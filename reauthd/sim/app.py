@@ -15,8 +15,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from reauthd.sim import control, flows
-from reauthd.sim.management import UNAUTHENTICATED, err, gin_json, route_for
+from reauthd.sim.management import UNAUTHENTICATED, route_for
 from reauthd.sim.oauth import CALLBACK_PROVIDERS
+from reauthd.sim.responses import err, gin_json
 from reauthd.sim.scenarios import execute
 from reauthd.sim.state import SimState
 from reauthd.sim.upstream import PROVIDER_MODELS, dumps

@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from reauthd.sim.clock import DEFAULT_TZ, go_time
@@ -348,18 +349,27 @@ class SimAuth:
         """The entry serialised once and reused until the auth, its file or the 10-min bucket changes."""
         bucket = int(now.timestamp()) // BUCKET_SECONDS
         if self.cache is None or self.cache_bucket != bucket:
-            self.cache = dumps(self.entry(now, disk_size, disk_mtime)).encode()
+            head = dumps(self.entry(now, disk_size, disk_mtime)).encode()
+            self.cache = head.replace(
+                b'"recent_requests":null', b'"recent_requests":' + self.recent_json(now), 1
+            )
             self.cache_bucket = bucket
         return self.cache
 
+    def recent_json(self, now: datetime) -> bytes:
+        """The 20 buckets as JSON; idle auths share one cached rendering per 10-minute bucket."""
+        current = int(now.timestamp()) // BUCKET_SECONDS
+        if not any(b > current - BUCKET_COUNT for b in self.recent):
+            return _idle_recent_json(current)
+        return dumps(self.recent_snapshot(now)).encode()
+
     def recent_snapshot(self, now: datetime) -> list[dict[str, Any]]:
+        """RecentRequestsSnapshot: 20 buckets of 10 min, oldest first, labels in server local time."""
         current = int(now.timestamp()) // BUCKET_SECONDS
         out = []
         for bucket in range(current - BUCKET_COUNT + 1, current + 1):
-            start = datetime.fromtimestamp(bucket * BUCKET_SECONDS, DEFAULT_TZ)
-            end = start + timedelta(seconds=BUCKET_SECONDS)
             s, f = self.recent.get(bucket, (0, 0))
-            out.append({"time": f"{start:%H:%M}-{end:%H:%M}", "success": s, "failed": f})
+            out.append({"time": _bucket_label(bucket), "success": s, "failed": f})
         return out
 
     def error_event(self, failure: Failure, now: datetime) -> dict[str, Any]:
@@ -402,6 +412,23 @@ class SimAuth:
             event["retryable"] = True
         event["auth_status"] = status
         return event
+
+
+@lru_cache(maxsize=64)
+def _bucket_label(bucket: int) -> str:
+    start = datetime.fromtimestamp(bucket * BUCKET_SECONDS, DEFAULT_TZ)
+    end = start + timedelta(seconds=BUCKET_SECONDS)
+    return f"{start:%H:%M}-{end:%H:%M}"
+
+
+@lru_cache(maxsize=4)
+def _idle_recent_json(current: int) -> bytes:
+    return dumps(
+        [
+            {"time": _bucket_label(b), "success": 0, "failed": 0}
+            for b in range(current - BUCKET_COUNT + 1, current + 1)
+        ]
+    ).encode()
 
 
 def parse_last_refresh(content: dict[str, Any]) -> datetime | None:

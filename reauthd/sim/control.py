@@ -13,7 +13,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from reauthd.sim import flows, scenarios
 from reauthd.sim.credentials import Identity
-from reauthd.sim.management import read_form
+from reauthd.sim.responses import read_form
 from reauthd.sim.state import SimState
 from reauthd.sim.upstream import dumps
 

@@ -377,3 +377,14 @@ async def test_plugin_provider_route() -> None:
         assert r.status_code == 200
         assert set(r.json()) == {"status", "url", "state"}
         assert (await c.get("/qwen-auth-url")).status_code == 404
+
+
+async def test_callback_for_device_flow_is_accepted_and_ignored(
+    sim: SimServer, client: httpx.AsyncClient
+) -> None:
+    """§4.3: a device-flow state passes every check (plugin-style provider id) and gets ok; nothing reads it."""
+    body = await start(client, "kimi")
+    r = await client.post("/oauth-callback", json={"state": body["state"], "code": "c"})
+    assert r.json() == {"status": "ok"}
+    sim.state.advance(2)
+    assert await status(client, body["state"]) == {"status": "wait"}
