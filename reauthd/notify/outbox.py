@@ -1,0 +1,284 @@
+"""The notification outbox: decides which messages are due (digests, reminders, escalation, final notices),
+persists them, and delivers them through Apprise with retries — level-triggered from the store.
+
+Delivery guarantee. Each message to each channel is one outbox row. A row is *claimed* (attempts + 1, next
+retry time) and the task links are minted in one transaction before the send; the send result and the task's
+`open -> notified` transition are written in one transaction after it. A crash between those two leaves the
+row `sending`: it is sent again after its retry time. That is at-least-once for the length of one HTTP call
+and exactly-once otherwise — we accept a rare duplicate over a lost revocation notice. A restart never
+re-plans a message that is already in the outbox (rows are planned from durable task fields and existing
+rows, never from memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from reauthd.config import NotifyConfig, QuietHoursConfig, Settings
+from reauthd.core.model import ReauthTask, TaskState
+from reauthd.core.reminders import (
+    QuietHours,
+    ReminderPolicy,
+    defer_for_quiet_hours,
+    digest_due_at,
+    escalation_due,
+    next_reminder_due,
+    retry_delay,
+)
+from reauthd.core.tasks import AWAITING_PERSON, IllegalTransition
+from reauthd.notify.notifier import Notifier
+from reauthd.notify.routes import ESCALATION, channels_of, routes_for
+from reauthd.notify.templates import TaskLink, link_url, render
+from reauthd.store import Delivery, DeliveryKind, DeliveryStatus, Store
+
+log = structlog.get_logger(__name__)
+
+_ACTION_KINDS = frozenset({DeliveryKind.NEW, DeliveryKind.REMINDER, DeliveryKind.ESCALATION})
+_FINAL_KIND = {
+    TaskState.DONE: DeliveryKind.RESOLVED,
+    TaskState.FAILED: DeliveryKind.FAILED,
+    TaskState.EXPIRED: DeliveryKind.EXPIRED,
+}
+_OPEN_ROWS = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
+# Final notices are planned for tasks closed this recently; older ones were handled (or predate a channel).
+_FINAL_LOOKBACK = timedelta(days=2)
+
+
+def quiet_hours(config: QuietHoursConfig | None) -> QuietHours | None:
+    if config is None:
+        return None
+    return QuietHours(config.start_time, config.end_time, ZoneInfo(config.timezone))
+
+
+def reminder_policy(notify: NotifyConfig) -> ReminderPolicy:
+    return ReminderPolicy(
+        interval=timedelta(seconds=notify.reminder_interval_s),
+        max_reminders=notify.max_reminders,
+        escalate_after=notify.escalation.after_reminders if notify.escalation else None,
+    )
+
+
+@dataclass(slots=True)
+class FlushReport:
+    planned: int = 0
+    sent: int = 0
+    failed: int = 0
+    gave_up: int = 0
+    skipped: int = 0
+    deferred: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Outbox:
+    """Plans and delivers notifications. `flush(now)` is safe to call on every tick and after a restart."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        notifier: Notifier,
+        *,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.notifier = notifier
+        self._notify = settings.notify
+        self._quiet = quiet_hours(settings.notify.quiet_hours)
+        self._policy = reminder_policy(settings.notify)
+        self._jitter = jitter
+        self._lock = asyncio.Lock()
+
+    async def flush(self, now: datetime) -> FlushReport:
+        async with self._lock:
+            report = FlushReport()
+            report.planned = self.plan(now)
+            await self._deliver(now, report)
+            return report
+
+    # ------------------------------------------------------------------------------------ planning
+
+    def plan(self, now: datetime) -> int:
+        """Put every message that is due into the outbox (idempotent). Returns the number of rows added."""
+        with self.store.transaction():
+            live = self.store.list_tasks([s for s in TaskState if not s.terminal])
+            added = self._plan_new(live, now)
+            added += self._plan_follow_ups(live, now)
+            added += self._plan_finals(now)
+        return added
+
+    def _enqueue(
+        self, kind: DeliveryKind, route: str, tasks: Sequence[ReauthTask], now: datetime, tag: str
+    ) -> int:
+        added = 0
+        ids = sorted(t.id for t in tasks)
+        digest = hashlib.sha256(",".join(ids).encode()).hexdigest()[:16]
+        for channel in channels_of(route, self._notify):
+            row = self.store.enqueue_delivery(
+                kind=kind,
+                route=channel,
+                task_ids=[t.id for t in tasks],
+                due_at=now,
+                now=now,
+                dedupe_key=f"{kind.value}:{channel}:{tag}:{digest}",
+            )
+            added += row is not None
+        return added
+
+    def _by_route(self, tasks: Iterable[ReauthTask]) -> dict[str, list[ReauthTask]]:
+        grouped: dict[str, list[ReauthTask]] = defaultdict(list)
+        for task in tasks:
+            for route in routes_for(task, self._notify):
+                grouped[route].append(task)
+        return grouped
+
+    def _plan_new(self, live: list[ReauthTask], now: datetime) -> int:
+        announced = self.store.task_ids_with_delivery([DeliveryKind.NEW])
+        waiting = [t for t in live if t.state is TaskState.OPEN and t.id not in announced]
+        # Tasks no channel would hear about stay unannounced (and are retried once a channel is configured).
+        waiting = [t for t in waiting if routes_for(t, self._notify)]
+        due = digest_due_at([t.created_at for t in waiting], timedelta(seconds=self._notify.group_window_s))
+        if due is None or now < due:
+            return 0
+        return sum(
+            self._enqueue(DeliveryKind.NEW, r, ts, now, "new") for r, ts in self._by_route(waiting).items()
+        )
+
+    def _plan_follow_ups(self, live: list[ReauthTask], now: datetime) -> int:
+        announced = self.store.task_ids_with_delivery([DeliveryKind.NEW])
+        busy = self.store.task_ids_with_delivery([DeliveryKind.NEW, DeliveryKind.REMINDER], _OPEN_ROWS)
+        goes_out_at = defer_for_quiet_hours(now, self._quiet)
+        remind: list[ReauthTask] = []
+        escalate: list[ReauthTask] = []
+        for task in live:
+            if task.state not in AWAITING_PERSON or task.id not in announced:
+                continue
+            anchor = task.reminded_at or task.notified_at or task.created_at
+            due = next_reminder_due(anchor, task.reminders_sent, self._policy, awaiting_person=True)
+            if due is not None and now >= due and task.id not in busy:
+                remind.append(task)
+            esc = escalation_due(
+                anchor,
+                task.reminders_sent,
+                self._policy,
+                awaiting_person=True,
+                already_escalated=task.escalated_at is not None,
+            )
+            if esc is not None and now >= esc:
+                escalate.append(task)
+        added = 0
+        for task in remind:
+            # The next reminder counts from when this one actually goes out (after quiet hours).
+            self.store.update_task_fields(
+                task.id, now, reminders_sent=task.reminders_sent + 1, reminded_at=goes_out_at
+            )
+        for route, tasks in self._by_route(remind).items():
+            added += self._enqueue(
+                DeliveryKind.REMINDER, route, tasks, now, f"r{max(t.reminders_sent for t in tasks) + 1}"
+            )
+        if escalate:
+            for task in escalate:
+                self.store.update_task_fields(task.id, now, escalated_at=goes_out_at)
+            added += self._enqueue(DeliveryKind.ESCALATION, ESCALATION, escalate, now, "esc")
+        return added
+
+    def _plan_finals(self, now: datetime) -> int:
+        kinds = list(_FINAL_KIND.values())
+        told = self.store.task_ids_with_delivery(kinds)
+        closed = self.store.list_tasks(list(_FINAL_KIND))
+        recent = [
+            t
+            for t in closed
+            if t.id not in told
+            and t.notified_at is not None
+            and (t.closed_at or t.updated_at) >= now - _FINAL_LOOKBACK
+        ]
+        added = 0
+        for state, kind in _FINAL_KIND.items():
+            of_kind = [t for t in recent if t.state is state]
+            for route, tasks in self._by_route(of_kind).items():
+                added += self._enqueue(kind, route, tasks, now, "final")
+        return added
+
+    # ------------------------------------------------------------------------------------ delivery
+
+    async def _deliver(self, now: datetime, report: FlushReport) -> None:
+        for delivery in self.store.due_deliveries(now):
+            if self._quiet is not None and self._quiet.contains(now):
+                self.store.reschedule_delivery(delivery.id, self._quiet.ends_after(now))
+                report.deferred += 1
+                continue
+            await self._deliver_one(delivery, now, report)
+
+    def _relevant(self, delivery: Delivery) -> list[ReauthTask]:
+        tasks = [self.store.get_task(task_id) for task_id in delivery.task_ids]
+        if delivery.kind in _ACTION_KINDS:
+            # Someone opened the link, or the task ended: no need to ask any more.
+            return [t for t in tasks if t.state in AWAITING_PERSON]
+        return tasks
+
+    async def _deliver_one(self, delivery: Delivery, now: datetime, report: FlushReport) -> None:
+        with self.store.transaction():
+            tasks = self._relevant(delivery)
+            if not tasks:
+                self.store.finish_delivery(
+                    delivery.id, DeliveryStatus.SKIPPED, now, error="nothing left to say"
+                )
+                report.skipped += 1
+                return
+            retry_at = now + retry_delay(delivery.attempts + 1, self._jitter())
+            claimed = self.store.claim_delivery(delivery.id, now, retry_at)
+            items = [
+                TaskLink(t, self._link(t, now) if delivery.kind in _ACTION_KINDS else None) for t in tasks
+            ]
+        message = render(delivery.kind, items)
+        outcome = await self.notifier.send(delivery.route, message, now)
+        with self.store.transaction():
+            if outcome.ok:
+                self.store.finish_delivery(delivery.id, DeliveryStatus.SENT, now)
+                for task in tasks:
+                    self._mark_notified(task, delivery, now)
+                report.sent += 1
+                log.info("notify.sent", kind=delivery.kind.value, channel=delivery.route, tasks=len(tasks))
+                return
+            error = outcome.error or "delivery failed"
+            if claimed.attempts >= self._notify.retry_max_attempts:
+                self.store.finish_delivery(delivery.id, DeliveryStatus.GAVE_UP, now, error=error)
+                report.gave_up += 1
+                log.error(
+                    "notify.gave_up",
+                    kind=delivery.kind.value,
+                    channel=delivery.route,
+                    attempts=claimed.attempts,
+                )
+            else:
+                self.store.finish_delivery(delivery.id, DeliveryStatus.PENDING, now, error=error)
+                report.failed += 1
+            report.errors.append(error)
+
+    def _link(self, task: ReauthTask, now: datetime) -> str:
+        token = self.store.issue_link_token(task.id, task.deadline, now)
+        return link_url(self.settings.web.public_url, token)
+
+    def _mark_notified(self, task: ReauthTask, delivery: Delivery, now: datetime) -> None:
+        if task.state is not TaskState.OPEN:
+            return
+        # The person may have opened the link meanwhile: then there is nothing to record.
+        with contextlib.suppress(IllegalTransition):
+            self.store.apply_transition(
+                task.id,
+                TaskState.NOTIFIED,
+                f"{delivery.kind.value} message delivered",
+                now,
+                expect=TaskState.OPEN,
+            )

@@ -1,0 +1,165 @@
+"""Notification texts: a title and a body (plain text, and markdown for channels that render it).
+
+Only these facts reach a message: the masked account, the provider, the CPA name, the plain reason, the
+deadline and reauthd's own opaque link. Never an authorize URL, an OAuth state or code, a token, a callback
+URL or a management key — every task-derived string passes through `sanitise_text` again here, so a leak
+upstream (a verdict reason quoting an upstream body) still cannot reach a chat channel.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from reauthd.core.model import ReauthTask
+from reauthd.core.tasks import mask_account, sanitise_text
+from reauthd.store.records import DeliveryKind
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~<])")
+_TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{20,200}$")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskLink:
+    """A task as it appears in a message, with its opaque link (None for messages that need no action)."""
+
+    task: ReauthTask
+    link: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    title: str
+    text: str
+    markdown: str
+
+
+def link_url(public_url: str, token: str) -> str:
+    """reauthd's own link for a task: `web.public_url` + `/r/<token>`; the token is the only variable part."""
+    if not _TOKEN_SHAPE.match(token):
+        raise ValueError("a link token must be an opaque url-safe string")
+    return f"{public_url.rstrip('/')}/r/{token}"
+
+
+def _md(text: str) -> str:
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def _when(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _account(task: ReauthTask) -> str:
+    shown = task.account_masked or ""
+    # Defence in depth: a caller that passed a raw e-mail still produces a masked one here.
+    if "@" in shown and "***@" not in shown:
+        shown = mask_account(shown)
+    return sanitise_text(shown) or "(unknown account)"
+
+
+def _closing_reason(task: ReauthTask) -> str:
+    if task.history:
+        return sanitise_text(task.history[-1].reason)
+    return sanitise_text(task.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    account: str
+    provider: str
+    cpa: str
+    reason: str
+    deadline: str
+    link: str | None
+
+
+def _line(item: TaskLink, *, closing: bool) -> _Line:
+    task = item.task
+    return _Line(
+        account=_account(task),
+        provider=sanitise_text(task.provider) or "unknown provider",
+        cpa=sanitise_text(task.cpa),
+        reason=_closing_reason(task) if closing else sanitise_text(task.reason),
+        deadline=_when(task.deadline),
+        link=item.link,
+    )
+
+
+_HEADLINES: dict[DeliveryKind, tuple[str, str, str]] = {
+    # kind: (title for one task, title for several, opening sentence)
+    DeliveryKind.NEW: (
+        "Log in again: {account} ({provider} on {cpa})",
+        "Log in again: {n} accounts need a new login",
+        "These accounts stopped working and need a person to log in again with the provider.",
+    ),
+    DeliveryKind.REMINDER: (
+        "Reminder: log in again to {account} ({provider} on {cpa})",
+        "Reminder: {n} accounts still need a new login",
+        "Still waiting for a new login. Nothing happens until someone opens the link.",
+    ),
+    DeliveryKind.ESCALATION: (
+        "Unanswered: {account} ({provider} on {cpa}) still needs a new login",
+        "Unanswered: {n} accounts still need a new login",
+        "Reminders about these accounts went unanswered, so you are being told as well.",
+    ),
+    DeliveryKind.RESOLVED: (
+        "Resolved: {account} ({provider} on {cpa}) works again",
+        "Resolved: {n} accounts work again",
+        "No action needed any more.",
+    ),
+    DeliveryKind.FAILED: (
+        "Re-login failed: {account} ({provider} on {cpa})",
+        "Re-login failed for {n} accounts",
+        "reauthd could not finish the re-login. The old credential was left as it was; an operator should look.",
+    ),
+    DeliveryKind.EXPIRED: (
+        "Expired: nobody logged in again to {account} ({provider} on {cpa})",
+        "Expired: {n} accounts were not logged in again",
+        "The deadline passed without a new login. These accounts still do not work.",
+    ),
+}
+
+_ACTION = (
+    "Open the link, press the button and log in with the provider. Each link belongs to one account and "
+    "stops working when its task ends."
+)
+
+
+def render(kind: DeliveryKind, items: Sequence[TaskLink]) -> Message:
+    """The message for `kind` about `items` (one task or a digest of many)."""
+    if not items:
+        raise ValueError("a message needs at least one task")
+    closing = kind in (DeliveryKind.RESOLVED, DeliveryKind.FAILED, DeliveryKind.EXPIRED)
+    lines = [_line(item, closing=closing) for item in items]
+    one, many, opening = _HEADLINES[kind]
+    first = lines[0]
+    title = (
+        one.format(account=first.account, provider=first.provider, cpa=first.cpa)
+        if len(lines) == 1
+        else many.format(n=len(lines))
+    )
+    text_parts = [opening, ""]
+    md_parts = [_md(opening), ""]
+    for number, line in enumerate(lines, start=1):
+        prefix = f"{number}. " if len(lines) > 1 else "- "
+        text_parts.append(f"{prefix}{line.account} — {line.provider} on CPA {line.cpa}")
+        md_parts.append(f"{prefix}**{_md(line.account)}** — {_md(line.provider)} on CPA {_md(line.cpa)}")
+        label = "Outcome" if closing else "Why"
+        text_parts.append(f"   {label}: {line.reason}")
+        md_parts.append(f"   {label}: {_md(line.reason)}")
+        if not closing:
+            text_parts.append(f"   Log in before: {line.deadline}")
+            md_parts.append(f"   Log in before: {_md(line.deadline)}")
+        if line.link and not closing:
+            text_parts.append(f"   Link: {line.link}")
+            md_parts.append(f"   [Open the re-login page]({line.link})")
+        text_parts.append("")
+        md_parts.append("")
+    if not closing:
+        text_parts.append(_ACTION)
+        md_parts.append(_md(_ACTION))
+    return Message(
+        title=title, text="\n".join(text_parts).rstrip() + "\n", markdown="\n".join(md_parts).rstrip() + "\n"
+    )

@@ -1,0 +1,277 @@
+"""The outbox end to end with real Apprise to a loopback endpoint: grouping, routes, reminders, escalation,
+quiet hours, retries with backoff, final notices, and restarts without duplicate sends."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from notify_loopback import Inbox, make_settings
+
+from reauthd.config import Settings
+from reauthd.core.model import TaskState
+from reauthd.notify.notifier import Notifier
+from reauthd.notify.outbox import Outbox
+from reauthd.store import DeliveryKind, DeliveryStatus, Store
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+S = TaskState
+LINK = re.compile(r"https://reauthd\.example\.org/r/([A-Za-z0-9_-]+)")
+
+
+class Rig:
+    """A store, a notifier and an outbox over one state file; `restart()` rebuilds them all."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store.open(settings.state.path)
+        self._build()
+
+    def _build(self) -> None:
+        self.notifier = Notifier(self.settings.notify, timeout_s=5)
+        self.outbox = Outbox(self.store, self.settings, self.notifier, jitter=lambda: 1.0)
+
+    def restart(self) -> None:
+        self.store.close()
+        self.store = Store.open(self.settings.state.path)
+        self._build()
+
+    def task(self, name: str, at: datetime, provider: str = "codex", cpa: str = "main") -> str:
+        return self.store.create_task(
+            cpa=cpa,
+            auth_name=name,
+            auth_index=f"idx-{name}",
+            provider=provider,
+            account_masked=f"{name[0]}***@example.com",
+            reason="token revoked",
+            now=at,
+            deadline=at + timedelta(days=7),
+        ).id
+
+    def state(self, task_id: str) -> S:
+        return self.store.get_task(task_id).state
+
+
+@pytest.fixture
+def make_rig(tmp_path: Path) -> Iterator[Any]:
+    rigs: list[Rig] = []
+
+    def build(**notify: Any) -> Rig:
+        rig = Rig(make_settings(tmp_path, **notify))
+        rigs.append(rig)
+        return rig
+
+    yield build
+    for rig in rigs:
+        rig.store.close()
+
+
+async def test_a_wave_of_fifty_is_one_digest_with_fifty_links(inbox: Inbox, make_rig: Any) -> None:
+    rig = make_rig(urls=[inbox.url()], group_window_s=30)
+    ids = [rig.task(f"acct{i:02d}", T0 + timedelta(seconds=i // 5)) for i in range(50)]
+    last = T0 + timedelta(seconds=9)
+    report = await rig.outbox.flush(last + timedelta(seconds=29))  # the window is still open
+    assert report.sent == 0 and inbox.messages() == []
+    report = await rig.outbox.flush(last + timedelta(seconds=30))
+    assert report.sent == 1
+    (message,) = inbox.messages()
+    assert "50 accounts" in message["title"]
+    tokens = LINK.findall(message["message"])
+    assert len(tokens) == 50
+    resolved = {rig.store.resolve_link_token(t, last + timedelta(days=1)) for t in tokens}
+    assert resolved == set(ids)  # one link per task, each leading to its own task
+    assert all(rig.state(i) is S.NOTIFIED for i in ids)
+    again = await rig.outbox.flush(last + timedelta(minutes=5))
+    assert again.planned == 0 and again.sent == 0 and len(inbox.messages()) == 1
+
+
+async def test_separate_windows_are_separate_messages(inbox: Inbox, make_rig: Any) -> None:
+    rig = make_rig(urls=[inbox.url()], group_window_s=30)
+    rig.task("a", T0)
+    await rig.outbox.flush(T0 + timedelta(seconds=30))
+    rig.task("b", T0 + timedelta(minutes=10))
+    await rig.outbox.flush(T0 + timedelta(minutes=10, seconds=30))
+    titles = [m["title"] for m in inbox.messages()]
+    assert titles == [
+        "Log in again: a***@example.com (codex on main)",
+        "Log in again: b***@example.com (codex on main)",
+    ]
+
+
+async def test_routes_by_provider_and_cpa(inbox: Inbox, make_rig: Any) -> None:
+    rig = make_rig(
+        urls=[inbox.url("all")],
+        routes=[
+            {"name": "claude-team", "providers": ["claude"], "urls": [inbox.url("claude")]},
+            {"cpas": ["backup"], "urls": [inbox.url("backup")]},
+        ],
+        group_window_s=0,
+    )
+    rig.task("codex1", T0)
+    rig.task("claude1", T0, provider="claude")
+    rig.task("other", T0, cpa="backup")
+    await rig.outbox.flush(T0)
+    (everyone,) = inbox.messages("all")
+    assert "3 accounts" in everyone["title"]
+    (claude,) = inbox.messages("claude")
+    assert claude["title"].startswith("Log in again: c***@example.com (claude on main)")
+    (backup,) = inbox.messages("backup")
+    assert "(codex on backup)" in backup["title"]
+
+
+async def test_reminders_are_bounded_and_stop_once_opened(inbox: Inbox, make_rig: Any) -> None:
+    rig = make_rig(urls=[inbox.url()], group_window_s=0, reminder_interval_s=4 * 3600, max_reminders=3)
+    a = rig.task("a", T0)
+    b = rig.task("b", T0)
+    await rig.outbox.flush(T0)
+    assert len(inbox.messages()) == 1
+    for hours in (1, 3, 3.9):
+        await rig.outbox.flush(T0 + timedelta(hours=hours))
+    assert len(inbox.messages()) == 1
+    await rig.outbox.flush(T0 + timedelta(hours=4))
+    assert inbox.messages()[-1]["title"] == "Reminder: 2 accounts still need a new login"
+    # b's person opens the link: b gets no more reminders, a does.
+    rig.store.apply_transition(b, S.OPENED, "opened", T0 + timedelta(hours=5))
+    for hours in (8, 12, 16, 20, 24, 48):
+        await rig.outbox.flush(T0 + timedelta(hours=hours))
+    titles = [m["title"] for m in inbox.messages()]
+    assert (
+        titles[2:] == ["Reminder: log in again to a***@example.com (codex on main)"] * 2
+    )  # 3 reminders in all
+    assert rig.store.get_task(a).reminders_sent == 3
+    assert rig.store.get_task(b).reminders_sent == 1
+
+
+async def test_pending_reminder_for_a_task_opened_meanwhile_is_skipped(inbox: Inbox, make_rig: Any) -> None:
+    rig = make_rig(urls=[inbox.url()], group_window_s=0, quiet_hours={"start": "15:00", "end": "17:00"})
+    a = rig.task("a", T0)
+    await rig.outbox.flush(T0)
+    await rig.outbox.flush(T0 + timedelta(hours=4))  # 16:00, quiet: the reminder is queued, not sent
+    assert len(inbox.messages()) == 1
+    rig.store.apply_transition(a, S.OPENED, "opened", T0 + timedelta(hours=4, minutes=30))
+    report = await rig.outbox.flush(T0 + timedelta(hours=5))
+    assert report.skipped == 1 and len(inbox.messages()) == 1
+
+
+async def test_escalation_after_unanswered_reminders(inbox: Inbox, make_rig: Any) -> None:
+    rig = make_rig(
+        urls=[inbox.url("all")],
+        escalation={"after_reminders": 2, "urls": [inbox.url("boss")]},
+        group_window_s=0,
+        reminder_interval_s=3600,
+        max_reminders=3,
+    )
+    rig.task("a", T0)
+    for minutes in range(0, 6 * 60, 10):
+        await rig.outbox.flush(T0 + timedelta(minutes=minutes))
+    assert len(inbox.messages("all")) == 4  # new + 3 reminders
+    (boss,) = inbox.messages("boss")
+    assert boss["title"].startswith("Unanswered: a***@example.com")
+    assert LINK.search(boss["message"])
+    escalated_at = rig.store.list_tasks()[0].escalated_at
+    assert escalated_at == T0 + timedelta(hours=3)  # one interval after the 2nd reminder
+
+
+async def test_quiet_hours_defer_and_never_drop(inbox: Inbox, make_rig: Any) -> None:
+    rig = make_rig(urls=[inbox.url()], group_window_s=30, quiet_hours={"start": "22:00", "end": "07:00"})
+    night = datetime(2026, 11, 27, 23, 0, tzinfo=UTC)
+    a = rig.task("a", night)
+    report = await rig.outbox.flush(night + timedelta(minutes=1))
+    assert report.planned == 1 and report.deferred == 1 and inbox.messages() == []
+    for hours in (1, 3, 7.9):
+        await rig.outbox.flush(night + timedelta(hours=hours))
+    assert inbox.messages() == []
+    rig.restart()  # deferral is durable
+    await rig.outbox.flush(datetime(2026, 11, 28, 7, 0, tzinfo=UTC))
+    assert len(inbox.messages()) == 1 and rig.state(a) is S.NOTIFIED
+    assert rig.store.get_task(a).notified_at == datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
+
+
+async def test_failures_are_retried_with_backoff_then_delivered_once(inbox: Inbox, make_rig: Any) -> None:
+    rig = make_rig(urls=[inbox.url()], group_window_s=0)
+    a = rig.task("a", T0)
+    inbox.fail_with = 503
+    report = await rig.outbox.flush(T0)
+    assert report.failed == 1 and not rig.notifier.health.ok
+    (row,) = rig.store.list_deliveries()
+    assert row.status is DeliveryStatus.PENDING and row.attempts == 1
+    assert row.next_attempt_at == T0 + timedelta(seconds=30) and row.last_error
+    report = await rig.outbox.flush(T0 + timedelta(seconds=29))  # not yet
+    assert report.failed == 0 and report.sent == 0
+    await rig.outbox.flush(T0 + timedelta(seconds=30))
+    assert rig.store.list_deliveries()[0].next_attempt_at == T0 + timedelta(seconds=90)  # doubled
+    inbox.fail_with = None
+    rig.restart()  # retries survive a restart
+    await rig.outbox.flush(T0 + timedelta(seconds=90))
+    assert len(inbox.messages()) == 1 and rig.state(a) is S.NOTIFIED and rig.notifier.health.ok
+    await rig.outbox.flush(T0 + timedelta(hours=1))
+    assert len(inbox.messages()) == 1
+
+
+async def test_gives_up_after_retry_max_attempts_and_says_so(inbox: Inbox, make_rig: Any) -> None:
+    rig = make_rig(urls=[inbox.url()], group_window_s=0, retry_max_attempts=2)
+    rig.task("a", T0)
+    inbox.fail_with = 500
+    await rig.outbox.flush(T0)
+    report = await rig.outbox.flush(T0 + timedelta(minutes=5))
+    assert report.gave_up == 1
+    assert rig.store.list_deliveries()[0].status is DeliveryStatus.GAVE_UP
+    assert "no notification channel works" in rig.notifier.health.detail
+
+
+async def test_restart_between_plan_and_send_sends_once(inbox: Inbox, make_rig: Any) -> None:
+    rig = make_rig(urls=[inbox.url()], group_window_s=0)
+    rig.task("a", T0)
+    assert rig.outbox.plan(T0) == 1
+    rig.restart()
+    assert rig.outbox.plan(T0) == 0  # already in the outbox
+    await rig.outbox.flush(T0)
+    rig.restart()
+    await rig.outbox.flush(T0 + timedelta(minutes=1))
+    assert len(inbox.messages()) == 1
+
+
+async def test_crash_during_send_resends_after_retry_time(inbox: Inbox, make_rig: Any) -> None:
+    # Documented trade-off: a crash between the send and its record means at-least-once.
+    rig = make_rig(urls=[inbox.url()], group_window_s=0)
+    a = rig.task("a", T0)
+    rig.outbox.plan(T0)
+    (row,) = rig.store.due_deliveries(T0)
+    rig.store.claim_delivery(row.id, T0, T0 + timedelta(seconds=30))  # claimed, then the process died
+    rig.restart()
+    await rig.outbox.flush(T0 + timedelta(seconds=10))
+    assert inbox.messages() == [] and rig.state(a) is S.OPEN
+    await rig.outbox.flush(T0 + timedelta(seconds=30))
+    assert len(inbox.messages()) == 1 and rig.state(a) is S.NOTIFIED
+
+
+async def test_final_notices(inbox: Inbox, make_rig: Any) -> None:
+    rig = make_rig(urls=[inbox.url()], group_window_s=0)
+    told = rig.task("told", T0)
+    expired = rig.task("expired", T0)
+    await rig.outbox.flush(T0)
+    silent = rig.task("silent", T0 + timedelta(minutes=1))  # closed before anyone was told
+    rig.store.apply_transition(silent, S.DONE, "works again", T0 + timedelta(minutes=1))
+    rig.store.apply_transition(told, S.DONE, "the credential works again", T0 + timedelta(hours=1))
+    rig.store.apply_transition(expired, S.EXPIRED, "deadline passed", T0 + timedelta(hours=1))
+    await rig.outbox.flush(T0 + timedelta(hours=1))
+    await rig.outbox.flush(T0 + timedelta(hours=2))
+    titles = [m["title"] for m in inbox.messages()]
+    assert titles[1:] == [
+        "Resolved: t***@example.com (codex on main) works again",
+        "Expired: nobody logged in again to e***@example.com (codex on main)",
+    ]
+    kinds = {d.kind for d in rig.store.list_deliveries()}
+    assert kinds == {DeliveryKind.NEW, DeliveryKind.RESOLVED, DeliveryKind.EXPIRED}
+
+
+async def test_no_channel_configured_plans_nothing_and_health_says_so(make_rig: Any) -> None:
+    rig = make_rig(group_window_s=0)
+    a = rig.task("a", T0)
+    report = await rig.outbox.flush(T0)
+    assert report.planned == 0 and rig.state(a) is S.OPEN
+    assert not rig.notifier.health.ok
