@@ -10,7 +10,7 @@ from reauthd.sim.server import SimServer
 from reauthd.sim.state import SimState
 
 
-def seed_demo(state: SimState) -> list[str]:
+def seed_demo_world(state: SimState) -> list[str]:
     """A handful of realistic credentials, two of them revoked (one already marked, one silent)."""
     legacy = state.add_credential(
         "codex",
@@ -32,25 +32,28 @@ def seed_demo(state: SimState) -> list[str]:
     return [a.name for a in (legacy, plus, claude, kimi, xai, vertex, anti)]
 
 
+seed_demo = seed_demo_world
+
+
 async def run_sim_cli(
     host: str,
     port: int,
     *,
     management_key: str = "sim-key",
-    seed_demo_data: bool = True,
+    seed_demo: bool = True,
     allow_remote: bool = False,
 ) -> None:
-    """Serve until SIGINT/SIGTERM, printing the base URL and how to authenticate."""
+    """Serve until SIGINT/SIGTERM, printing the base URL and how to authenticate (never the key)."""
     sim = SimServer(management_key, host=host, port=port, allow_remote=allow_remote)
     await sim.start()
-    if seed_demo_data:
-        seed_demo(sim.state)
-    print(f"CPA simulator listening on {sim.base_url}")
+    if seed_demo:
+        seed_demo_world(sim.state)
+    print(f"CPA simulator listening on {sim.base_url}", flush=True)
+    print(f"  management API: {sim.base_url}/v0/management/  (key: the --management-key value)")
     print(
-        f"  management API: {sim.base_url}/v0/management/  (key: {'*' * 3}{management_key[-3:]}, "
-        "set with --key)"
+        f"  control API:    {sim.base_url}/_sim/   proxy API key: {sim.state.settings.proxy_api_keys[0]}",
+        flush=True,
     )
-    print(f"  control API:    {sim.base_url}/_sim/   proxy API key: {sim.state.settings.proxy_api_keys[0]}")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

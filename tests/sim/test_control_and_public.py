@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from reauthd.sim import SimServer, run_sim_in_thread
-from reauthd.sim.cli import seed_demo
+from reauthd.sim.cli import seed_demo_world
 
 PROXY = {"Authorization": "Bearer sim-proxy-key"}
 
@@ -212,7 +212,7 @@ def test_thread_runner_for_sync_code() -> None:
     """run_sim_in_thread: a handle usable from sync code; `.call` runs on the sim's loop."""
     handle = run_sim_in_thread(management_key="k")
     try:
-        handle.call(seed_demo)
+        handle.call(seed_demo_world)
         r = httpx.get(f"{handle.base_url}/v0/management/auth-files", headers={"Authorization": "Bearer k"})
         files = r.json()["files"]
         assert len(files) == 7
