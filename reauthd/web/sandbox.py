@@ -1,0 +1,136 @@
+"""A self-contained recipient page against the CPA simulator: simulator, store, CPA client, login flow and
+web server on loopback — what `reauthd demo` shows and what the web and browser tests drive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+
+from pydantic import SecretStr
+
+from reauthd.core.model import TaskState
+from reauthd.core.tasks import mask_account
+from reauthd.cpa.client import CPAClient
+from reauthd.login.flow import LoginFlow
+from reauthd.login.ports import CompletionRunner
+from reauthd.sim import SimServer
+from reauthd.store import Store
+from reauthd.web.app import create_app
+from reauthd.web.security import RateLimits
+from reauthd.web.server import WebServer
+
+SIM_KEY = "sim-key"
+CPA_NAME = "local"
+
+
+class SandboxClock:
+    """Wall time plus an offset a test can move forward (reauthd's side; the simulator has its own)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxTask:
+    task_id: str
+    link: str  # the recipient link, as a notification would carry it
+    auth_name: str
+    auth_index: str
+
+
+class WebSandbox:
+    """`async with WebSandbox(tmp_dir) as box:` → `box.add_task("codex")`, `box.web.url`, `box.sim`."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        path_prefix: str = "",
+        operator_token: str | None = None,
+        completion: CompletionRunner | None = None,
+        poll_interval_s: float = 0.5,
+        limits: RateLimits | None = None,
+        watcher_delay: float = 0.3,
+    ) -> None:
+        self.state_dir = state_dir
+        self.path_prefix = path_prefix.rstrip("/")
+        self.operator_token = operator_token
+        self.completion = completion
+        self.poll_interval_s = poll_interval_s
+        self.limits = limits
+        self.clock = SandboxClock()
+        self.sim = SimServer(SIM_KEY, watcher_delay=watcher_delay)
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> WebSandbox:
+        stack = self._stack
+        await stack.enter_async_context(self.sim)
+        self.store = Store.open(self.state_dir / "state.db")
+        stack.callback(self.store.close)
+        self.cpa = CPAClient(CPA_NAME, self.sim.base_url, SIM_KEY, timeout=10)
+        stack.push_async_callback(self.cpa.aclose)
+        self.flow = LoginFlow(
+            self.store,
+            {CPA_NAME: self.cpa},
+            clock=self.clock,
+            completion=self.completion,
+            poll_interval_s=self.poll_interval_s,
+        )
+        stack.push_async_callback(self.flow.aclose)
+        self.app = create_app(
+            store=self.store,
+            login=self.flow,
+            # Links are path-absolute, so the port (known only after binding) is not needed here.
+            public_url=f"http://127.0.0.1{self.path_prefix}",
+            operator_token=SecretStr(self.operator_token) if self.operator_token else None,
+            clock=self.clock,
+            limits=self.limits,
+        )
+        self.web = WebServer(self.app, "127.0.0.1", 0)
+        await self.web.start()
+        stack.push_async_callback(self.web.stop)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.web.url}{self.path_prefix}"
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def add_task(self, provider: str, *, email: str | None = None, reason: str | None = None) -> SandboxTask:
+        """A revoked credential in the simulator and its open task with a fresh link."""
+        auth = self.sim.state.add_credential(provider, email=email)
+        self.sim.state.revoke(auth.name, live=True)
+        now = self.clock()
+        account = auth.metadata.get("email") or auth.metadata.get("client_email") or auth.name
+        task = self.store.create_task(
+            cpa=CPA_NAME,
+            auth_name=auth.name,
+            auth_index=auth.auth_index,
+            provider=provider,
+            account_masked=mask_account(str(account)),
+            reason=reason or "The provider revoked this login (token invalidated).",
+            now=now,
+            deadline=now + timedelta(days=7),
+        )
+        token = self.store.issue_link_token(task.id, now + timedelta(days=7), now)
+        return SandboxTask(task.id, self.url(f"/r/{token}"), auth.name, auth.auth_index)
+
+    def state_of(self, task_id: str) -> TaskState:
+        return self.store.get_task(task_id, with_history=False).state

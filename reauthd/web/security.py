@@ -1,0 +1,209 @@
+"""The web page's defences: response headers, signed session cookies, CSRF tokens, rate limits, body caps.
+
+Sessions are HMAC-signed cookies rather than server-side rows: a link landing (GET) must not write
+anything (mail scanners fetch links first), and a cookie signed with a per-process key costs nothing to
+check. A daemon restart ends open page sessions; the person opens the link from the message again.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections import deque
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# No inline script or style anywhere: the page's JS and CSS are files under /static.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), clipboard-write=(self)"),
+)
+_SECURITY_NAMES = frozenset(name for name, _ in SECURITY_HEADERS)
+
+
+class SecurityHeaders:
+    """ASGI middleware: every response, errors and static files included, carries the security headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _SECURITY_NAMES]
+                headers.extend(SECURITY_HEADERS)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+# ------------------------------------------------------------------------------------------- signing
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClaim:
+    """A verified cookie: who it is for (`subject`: a task id, or "operator"), until when, and its nonce."""
+
+    subject: str
+    expires: int
+    nonce: str
+
+
+class CookieSigner:
+    """Signs and checks session cookies and the CSRF tokens bound to them (HMAC-SHA256)."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key or secrets.token_bytes(32)
+
+    def _mac(self, *parts: str) -> str:
+        return _b64(hmac.new(self._key, "|".join(parts).encode(), hashlib.sha256).digest())
+
+    def issue(self, kind: str, subject: str, expires: int) -> str:
+        nonce = secrets.token_urlsafe(12)
+        return f"{subject}.{expires}.{nonce}.{self._mac(kind, subject, str(expires), nonce)}"
+
+    def verify(self, kind: str, value: str | None, now: datetime) -> SessionClaim | None:
+        if not value or len(value) > 400:
+            return None
+        parts = value.split(".")
+        if len(parts) != 4:
+            return None
+        subject, expires_text, nonce, mac = parts
+        if not expires_text.isdigit():
+            return None
+        if not hmac.compare_digest(mac, self._mac(kind, subject, expires_text, nonce)):
+            return None
+        if int(expires_text) <= now.timestamp():
+            return None
+        return SessionClaim(subject, int(expires_text), nonce)
+
+    def csrf_token(self, claim: SessionClaim) -> str:
+        return self._mac("csrf", claim.subject, claim.nonce)
+
+    def csrf_ok(self, claim: SessionClaim, token: str | None) -> bool:
+        return bool(token) and hmac.compare_digest(str(token), self.csrf_token(claim))
+
+
+def same_origin(request: Request, public_origin: str) -> bool:
+    """A POST's Origin (when the browser sends one) must be this site; SameSite=Strict is the other half."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True  # older browsers and non-browser clients; the CSRF token still has to match
+    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    return origin in (public_origin, own)
+
+
+# ------------------------------------------------------------------------------------------ rate limits
+
+
+class RateLimiter:
+    """At most `limit` events per key within `window_s` seconds (sliding window). Pure: `now` is passed in."""
+
+    def __init__(self, limit: int, window_s: float, *, max_keys: int = 10_000) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.max_keys = max_keys
+        self._events: MutableMapping[str, deque[float]] = {}
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        events = self._events.get(key)
+        if events is None:
+            if len(self._events) >= self.max_keys:
+                self._forget_idle(now)
+            events = self._events.setdefault(key, deque())
+        while events and events[0] <= now - self.window_s:
+            events.popleft()
+        return events
+
+    def _forget_idle(self, now: float) -> None:
+        for key in [k for k, v in self._events.items() if not v or v[-1] <= now - self.window_s]:
+            del self._events[key]
+        if len(self._events) >= self.max_keys:  # still full: drop the oldest half rather than grow
+            for key in list(self._events)[: self.max_keys // 2]:
+                del self._events[key]
+
+    def blocked(self, key: str, now: datetime) -> bool:
+        return len(self._recent(key, now.timestamp())) >= self.limit
+
+    def hit(self, key: str, now: datetime) -> bool:
+        """Record one event; False if it exceeded the limit (the event is still counted)."""
+        events = self._recent(key, now.timestamp())
+        events.append(now.timestamp())
+        return len(events) <= self.limit
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """The page's limits. Token guesses are counted per client address; logins per task (each mints at CPA)."""
+
+    link_attempts: RateLimiter
+    link_failures: RateLimiter
+    callback_per_task: RateLimiter
+    callback_per_client: RateLimiter
+    start_per_task: RateLimiter
+    operator_login: RateLimiter
+
+    @classmethod
+    def default(cls) -> RateLimits:
+        return cls(
+            link_attempts=RateLimiter(60, 60),
+            link_failures=RateLimiter(10, 600),
+            callback_per_task=RateLimiter(10, 300),
+            callback_per_client=RateLimiter(30, 300),
+            start_per_task=RateLimiter(10, 300),
+            operator_login=RateLimiter(5, 300),
+        )
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+# ------------------------------------------------------------------------------------------ body caps
+
+
+class BodyTooLarge(Exception):
+    """The request body exceeded the route's cap; reading stopped there."""
+
+
+async def read_capped_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing (without reading further) anything over `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    # Starlette's form parser reads `_body` when present, so the capped bytes are parsed, not the socket.
+    request._body = body
+    return body

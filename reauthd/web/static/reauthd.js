@@ -1,0 +1,86 @@
+// reauthd recipient page: live status, countdowns and the copy button. No inline script (strict CSP);
+// without JavaScript every page still works by reloading it.
+(function () {
+  "use strict";
+  var body = document.body;
+  var statusUrl = body.getAttribute("data-status-url");
+  var hints = document.querySelectorAll(".noscript-hint");
+  for (var i = 0; i < hints.length; i++) { hints[i].hidden = true; }
+
+  function pad(n) { return n < 10 ? "0" + n : String(n); }
+  function format(seconds) {
+    seconds = Math.max(0, Math.floor(seconds));
+    var h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+    return h ? h + ":" + pad(m) + ":" + pad(s) : m + ":" + pad(s);
+  }
+
+  var countdowns = document.querySelectorAll(".countdown[data-seconds]");
+  var deadline = null;
+  if (countdowns.length) {
+    deadline = Date.now() + 1000 * parseInt(countdowns[0].getAttribute("data-seconds"), 10);
+    var tick = function () {
+      var left = (deadline - Date.now()) / 1000;
+      for (var j = 0; j < countdowns.length; j++) { countdowns[j].textContent = format(left); }
+      if (left <= 0) { window.location.reload(); return; }
+      window.setTimeout(tick, 1000);
+    };
+    tick();
+  }
+
+  var copies = document.querySelectorAll("button[data-copy]");
+  for (var k = 0; k < copies.length; k++) {
+    copies[k].addEventListener("click", function (event) {
+      var button = event.currentTarget;
+      var target = document.getElementById(button.getAttribute("data-copy"));
+      if (!target) { return; }
+      var text = target.textContent.trim();
+      var done = function () { button.textContent = "Copied"; };
+      if (navigator.clipboard && navigator.clipboard.writeText) {
+        navigator.clipboard.writeText(text).then(done, function () { selectText(target); });
+      } else { selectText(target); }
+    });
+  }
+  function selectText(node) {
+    var range = document.createRange();
+    range.selectNodeContents(node);
+    var selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+  }
+
+  function renderSteps(steps) {
+    var list = document.getElementById("progress");
+    if (!list) { return; }
+    while (list.firstChild) { list.removeChild(list.firstChild); }
+    steps.forEach(function (step) {
+      var item = document.createElement("li");
+      item.className = "step " + step.status;
+      item.textContent = step.label;
+      list.appendChild(item);
+    });
+  }
+
+  if (!statusUrl) { return; }
+  var poll = function () {
+    fetch(statusUrl, { credentials: "same-origin", cache: "no-store", headers: { "Accept": "application/json" } })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (status) {
+        if (!status) { window.setTimeout(poll, 5000); return; }
+        if (status.phase !== body.getAttribute("data-phase") || status.state !== body.getAttribute("data-state")) {
+          window.location.reload();
+          return;
+        }
+        var headline = document.getElementById("headline");
+        var detail = document.getElementById("detail");
+        if (headline) { headline.textContent = status.headline; }
+        if (detail) { detail.textContent = status.detail; }
+        renderSteps(status.steps || []);
+        if (typeof status.seconds_left === "number" && countdowns.length) {
+          deadline = Date.now() + 1000 * status.seconds_left;
+        }
+        if (!status.terminal) { window.setTimeout(poll, 2000); }
+      })
+      .catch(function () { window.setTimeout(poll, 5000); });
+  };
+  window.setTimeout(poll, 2000);
+})();
