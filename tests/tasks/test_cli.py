@@ -1,0 +1,134 @@
+"""`reauthd tasks list|show|cancel` and `reauthd reauth` through the real command line entry point, with
+`reauth` looking the credential up in the CPA simulator over loopback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from reauthd.cli import main
+from reauthd.sim.server import SimThread, run_sim_in_thread
+from reauthd.store import Store
+
+KEY = "sim-key-for-cli-tests"
+
+
+@pytest.fixture
+def sim() -> Iterator[SimThread]:
+    thread = run_sim_in_thread(management_key=KEY)
+    yield thread
+    thread.stop()
+
+
+def write_config(tmp_path: Path, base_url: str = "http://127.0.0.1:9") -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f"""
+[state]
+path = "{tmp_path / "state" / "state.db"}"
+
+[[cpa]]
+name = "main"
+base_url = "{base_url}"
+management_key = "{KEY}"
+
+[web]
+public_url = "https://reauthd.example.org"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_reauth_list_show_cancel(sim: SimThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    auth = sim.call(lambda st: st.add_credential("codex", email="carol@example.com", name="codex-carol.json"))
+    config = str(write_config(tmp_path, sim.base_url))
+
+    code, out, err = run(
+        capsys, "reauth", "--config", config, "--cpa", "main", "codex-carol.json", "--json", "--link"
+    )
+    assert code == 0, err
+    raised = json.loads(out)
+    assert raised["created"] is True and raised["state"] == "open" and raised["source"] == "manual"
+    assert raised["auth_index"] == auth.auth_index and raised["provider"] == "codex"
+    assert raised["account"] == "c***@example.com"
+    assert raised["link"].startswith("https://reauthd.example.org/r/")
+
+    code, out, _ = run(capsys, "reauth", "--config", config, "--cpa", "main", "codex-carol.json")
+    assert code == 0 and f"already has an open task: {raised['id']}" in out
+
+    code, out, _ = run(capsys, "tasks", "list", "--config", config, "--json")
+    (row,) = json.loads(out)
+    for key in ("id", "cpa", "auth_name", "provider", "state", "reason", "created_at", "updated_at"):
+        assert key in row
+    code, out, _ = run(capsys, "tasks", "list", "--config", config)
+    assert raised["id"] in out and "codex-carol.json" in out
+
+    code, out, _ = run(capsys, "tasks", "cancel", raised["id"], "--config", config)
+    assert code == 0 and "cancelled" in out
+    code, out, err = run(capsys, "tasks", "cancel", raised["id"], "--config", config)
+    assert code == 1 and "cannot go from cancelled to cancelled" in err
+
+    code, out, _ = run(capsys, "tasks", "show", raised["id"], "--config", config, "--json")
+    shown = json.loads(out)
+    assert [e["to"] for e in shown["history"]] == ["open", "cancelled"]
+    code, out, _ = run(capsys, "tasks", "show", raised["id"], "--config", config)
+    assert "open -> cancelled" in out
+    assert KEY not in out
+
+
+def test_reauth_unknown_file_and_cpa(
+    sim: SimThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(write_config(tmp_path, sim.base_url))
+    code, _, err = run(capsys, "reauth", "--config", config, "--cpa", "main", "nope.json")
+    assert code == 1 and "has no auth file named nope.json" in err
+    code, _, err = run(capsys, "reauth", "--config", config, "--cpa", "other", "x.json")
+    assert code == 2 and "no [[cpa]] named 'other'" in err
+
+
+def test_reauth_with_unreachable_cpa_is_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(write_config(tmp_path, "http://127.0.0.1:9"))
+    code, _, err = run(capsys, "reauth", "--config", config, "--cpa", "main", "x.json")
+    last = err.strip().splitlines()[-1]  # earlier lines are the client's retry log
+    assert code == 1 and last.startswith("reauthd: cannot look up x.json in CPA main")
+    assert "Traceback" not in err and KEY not in err
+
+
+def test_show_unknown_task_and_list_next_to_a_running_daemon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(write_config(tmp_path))
+    daemon_store = Store.open(tmp_path / "state" / "state.db")  # holds the daemon lock
+    try:
+        daemon_store.create_task(
+            cpa="main",
+            auth_name="a.json",
+            auth_index="i",
+            provider="codex",
+            account_masked="a***@example.com",
+            reason="revoked",
+            now=datetime(2026, 11, 27, tzinfo=UTC),
+            deadline=datetime(2026, 12, 4, tzinfo=UTC),
+        )
+        code, out, _ = run(capsys, "tasks", "list", "--config", config, "--open", "--json")
+        assert code == 0 and [r["auth_name"] for r in json.loads(out)] == ["a.json"]
+        code, _, err = run(capsys, "tasks", "show", "missing", "--config", config)
+        assert code == 1 and "no task with id 'missing'" in err
+    finally:
+        daemon_store.close()
