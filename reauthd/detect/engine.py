@@ -34,6 +34,7 @@ from reauthd.detect.evidence import (
     error_event_evidence,
     listing_evidence,
 )
+from reauthd.detect.listing import fetch_listing
 from reauthd.detect.probes import ProbeTable, probe
 from reauthd.detect.schedule import IdleSchedule, RateLimiter
 
@@ -169,7 +170,7 @@ class DetectionEngine:
     async def _poll_cpa(self, cpa: str, now: datetime) -> list[Key]:
         client = self.clients[cpa]
         try:
-            files = await client.list_auth_files()
+            listing = await fetch_listing(client)
         except CPAError as exc:
             # One clear line; the previous verdicts stay, the next cycle tries again (the key gate
             # makes sure a refused key is not tried again).
@@ -182,12 +183,7 @@ class DetectionEngine:
             del self.cpa_problems[cpa]
         seen: set[Key] = set()
         to_probe: list[Key] = []
-        for entry in files:
-            try:
-                credential = entry.to_credential(cpa)
-            except (TypeError, ValueError) as exc:  # a broken entry must not stop the other 9,999
-                log.warning("detect.poll.bad_entry", cpa=cpa, problem=type(exc).__name__)
-                continue
+        for credential in listing.credentials:
             key = (cpa, credential.auth_index)
             seen.add(key)
             record = self._records.get(key)
@@ -211,7 +207,7 @@ class DetectionEngine:
             needs_work = changed or record.verdict is None or record.confirmation.failure is not None
             if needs_work and self._decide(record, now, counts_as_observation=True):
                 to_probe.append(key)
-        if client.last_skipped:
+        if listing.skipped:
             # Entries that broke the contract were skipped (and logged by the client): their
             # credentials still exist, so nothing is forgotten on a listing with holes in it.
             return to_probe
@@ -417,10 +413,11 @@ class DetectionEngine:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def run(self) -> None:
-        """Run every source until cancelled."""
+    async def run(self, *, skip_first_cycle: bool = False) -> None:
+        """Run every source until cancelled. `skip_first_cycle`: the caller just ran `cycle()` itself (the
+        daemon does, before it declares readiness), so the poll loop starts with a wait."""
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._poll_loop())
+            group.create_task(self._poll_loop(skip_first_cycle))
             if self.config.error_stream:
                 for cpa in self.clients:
                     group.create_task(self._consume_errors(cpa))
@@ -429,8 +426,10 @@ class DetectionEngine:
             for source in self.cpamp_sources:
                 group.create_task(self._cpamp_loop(source))
 
-    async def _poll_loop(self) -> None:
+    async def _poll_loop(self, skip_first_cycle: bool = False) -> None:
         interval = self.config.poll_interval_s
+        if skip_first_cycle:
+            await asyncio.sleep(interval * self._rng.uniform(0.9, 1.1))
         while True:
             try:
                 await self.cycle()

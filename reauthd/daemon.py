@@ -1,0 +1,424 @@
+"""Lifecycle: opens the store, CPA clients, detection, tasks, notifications, login page; runs; closes it all.
+
+The database is the truth and timers only wake us: every tick reads the store and continues where the
+state says, so a missed tick, a restart or a crash between two steps changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import sys
+from collections import Counter
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from reauthd.cli.common import EXIT_ATTENTION, EXIT_LOCKED, EXIT_OK
+from reauthd.config import ConfigError, Settings, load_config, secret_values
+from reauthd.core.model import TaskState, VerdictKind
+from reauthd.cpa import CPAClient
+from reauthd.cpa.gate import GateSnapshot
+from reauthd.detect.cpamp import CPAMPSource
+from reauthd.detect.engine import DetectionEngine
+from reauthd.logging import REDACTOR
+from reauthd.login.flow import LoginFlow
+from reauthd.notify.notifier import Notifier
+from reauthd.ops.health import Health, health_routes
+from reauthd.ops.metrics import Metrics, route_names
+from reauthd.ops.sdnotify import SystemdNotifier
+from reauthd.ops.watchdog import feed_watchdog
+from reauthd.store.lock import StateLocked
+from reauthd.store.sqlite import Store
+from reauthd.tasks.service import TaskService
+from reauthd.verify.runner import CompletionRunner
+from reauthd.web.app import create_app
+from reauthd.web.server import WebServer
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], datetime]
+
+# How often the main loop wakes: flush due notifications, advance logins being verified and retired.
+TICK_S = 2.0
+# How long SIGTERM waits for in-flight steps (a verify request, a delete) before closing anyway.
+SHUTDOWN_GRACE_S = 15.0
+DETECTION_STATE_KEY = "detect.confirmation"
+COOKIE_KEY = "web.cookie_key"
+# Tasks the completion runner continues on every tick.
+COMPLETING = frozenset({TaskState.VERIFYING, TaskState.RETIRING})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Graph:
+    """Everything built from one configuration; rebuilt as a whole on SIGHUP (the store stays open)."""
+
+    settings: Settings
+    clients: dict[str, CPAClient]
+    engine: DetectionEngine
+    tasks: TaskService
+    login: LoginFlow
+    completion: CompletionRunner
+    web: WebServer
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Daemon:
+    """Owns the lifecycle (startup → main loop → shutdown). Embeddable: `await Daemon(settings).run()`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config_path: str | os.PathLike[str] | None = None,
+        clock: Clock = utcnow,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.clock = clock
+        self._notifier_override = notifier
+        self.sd = SystemdNotifier()
+        self.metrics = Metrics(cpas=[c.name for c in settings.cpa], routes=route_names(settings.notify))
+        self.health = Health(cpas=[c.name for c in settings.cpa])
+        self.store: Store | None = None
+        self.graph: _Graph | None = None
+        self.web_url: str | None = None
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._started = asyncio.Event()
+        self._tick_lock = asyncio.Lock()
+        self._last_state_export: dict[str, object] | None = None
+
+    # ------------------------------------------------------------------------------------ control
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    async def wait_started(self) -> None:
+        await self._started.wait()
+
+    # ------------------------------------------------------------------------------------ run
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT (or `request_stop`). Returns the process exit code."""
+        path = self.settings.state.path
+        try:
+            self.store = Store.open(path)
+        except StateLocked as exc:
+            log.error("daemon.state_locked", detail=str(exc))
+            print(f"reauthd: {exc}", file=sys.stderr)
+            return EXIT_LOCKED
+        except (OSError, ValueError) as exc:
+            message = f"cannot open the state database {path}: {exc}"
+            log.error("daemon.store_failed", detail=message)
+            print(f"reauthd: {message}", file=sys.stderr)
+            return EXIT_ATTENTION
+        store = self.store
+        self.health.set_store_check(lambda: self._store_writable(store))
+        loop = asyncio.get_running_loop()
+        installed = self._install_signals(loop)
+        watchdog = asyncio.create_task(
+            feed_watchdog(self.sd, lambda: self.health.live().ok), name="reauthd-watchdog"
+        )
+        try:
+            while True:
+                code = await self._run_once()
+                if code is not None:
+                    return code
+                if self._stop.is_set():
+                    return EXIT_OK
+                # SIGHUP: read the configuration again; a broken file keeps the running one.
+                self._reload.clear()
+                self.sd.reloading("reloading the configuration")
+                self._apply_new_settings()
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            self.sd.stopping("closing the state database")
+            store.close()
+            self.store = None
+            log.info("daemon.stopped")
+
+    def _apply_new_settings(self) -> None:
+        if self.config_path is None:
+            log.warning("daemon.reload_skipped", detail="no configuration file to read again")
+            return
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("daemon.reload_failed", detail=f"{exc}; keeping the running configuration")
+            return
+        if new.state.path != self.settings.state.path:
+            log.warning("daemon.reload_state_path", detail="state.path changes take effect after a restart")
+        REDACTOR.add_secret_values(secret_values(new))
+        self.settings = new
+        for cpa in new.cpa:
+            self.health.watch_cpa(cpa.name)
+        log.info("daemon.reloaded", cpas=[c.name for c in new.cpa])
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
+        installed = []
+        handlers = {
+            signal.SIGTERM: self.request_stop,
+            signal.SIGINT: self.request_stop,
+            signal.SIGHUP: self.request_reload,
+        }
+        for sig, handler in handlers.items():
+            try:
+                loop.add_signal_handler(sig, handler)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                continue
+            installed.append(sig)
+        return installed
+
+    @staticmethod
+    def _store_writable(store: Store) -> bool:
+        store.put_kv("ops.writable", utcnow().isoformat(), utcnow())
+        return True
+
+    # ------------------------------------------------------------------------------------ one graph
+
+    async def _run_once(self) -> int | None:
+        """Build the graph from the current settings and run it until stop or reload."""
+        assert self.store is not None
+        store = self.store
+        settings = self.settings
+        async with AsyncExitStack() as stack:
+            self.sd.status("connecting to CPA")
+            clients = {}
+            for cpa in settings.cpa:
+                snapshot = store.get_key_gate(cpa.name)
+                gate = GateSnapshot.from_dict(dict(snapshot.snapshot)) if snapshot is not None else None
+                client = CPAClient(
+                    cpa.name,
+                    cpa.base_url,
+                    cpa.key,
+                    timeout=cpa.timeout_s,
+                    pause_after_rejection=timedelta(seconds=cpa.key_rejected_pause_s),
+                    gate_snapshot=gate,
+                    clock=self.clock,
+                )
+                stack.push_async_callback(client.aclose)
+                clients[cpa.name] = client
+
+            notifier = self._notifier_override or Notifier(settings.notify)
+            tasks = TaskService(store, settings, notifier, self.clock)
+            completion = CompletionRunner.from_settings(settings, store, clients)
+            stack.push_async_callback(completion.aclose)
+            login = LoginFlow(
+                store,
+                clients,
+                clock=self.clock,
+                completion=completion,
+                webui_cpas=frozenset(c.name for c in settings.cpa if c.is_webui),
+            )
+            stack.push_async_callback(login.aclose)
+            cpamp = [CPAMPSource(c) for c in settings.cpamp]
+            for source in cpamp:
+                stack.push_async_callback(source.aclose)
+            engine = DetectionEngine(
+                clients,
+                settings.detect,
+                cpamp=cpamp,
+                clock=self.clock,
+                on_confirmed=tasks.on_confirmed,
+            )
+            stack.push_async_callback(engine.aclose)
+            saved = store.get_kv(DETECTION_STATE_KEY)
+            if isinstance(saved, dict):
+                engine.restore_state(saved)
+
+            app = create_app(
+                store=store,
+                login=login,
+                public_url=settings.web.public_url,
+                operator_token=settings.web.operator_token,
+                extra_routes=health_routes(self.health, self.metrics),
+                clock=self.clock,
+                cookie_key=self._cookie_key(store),
+            )
+            web = WebServer(app, settings.web.host, settings.web.port)
+            try:
+                await web.start()
+            except (OSError, SystemExit) as exc:
+                message = f"cannot listen on {settings.web.listen} for the login page ({exc})"
+                log.error("daemon.web_failed", detail=message)
+                print(f"reauthd: {message}", file=sys.stderr)
+                return EXIT_ATTENTION
+            stack.push_async_callback(web.stop)
+            self.web_url = web.url
+            graph = _Graph(settings, clients, engine, tasks, login, completion, web)
+            self.graph = graph
+
+            # First look at every CPA before declaring readiness (systemd READY=1, /readyz).
+            self.sd.status("reading every CPA's auth files")
+            await engine.cycle(self.clock())
+            self._observe_clients(graph)
+            resumed = await login.resume()
+            await self._tick(graph)
+
+            scheduler = AsyncIOScheduler(timezone=UTC)
+            # coalesce + misfire grace: a suspended host catches up with one run, not a burst.
+            job_defaults = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
+            scheduler.add_job(self._tick, "interval", args=[graph], seconds=TICK_S, **job_defaults)
+            scheduler.add_job(
+                self._reconcile,
+                "interval",
+                args=[graph],
+                seconds=max(5.0, settings.detect.poll_interval_s / 2),
+                **job_defaults,
+            )
+            scheduler.start()
+            stack.callback(scheduler.shutdown, wait=False)
+            graph.background.append(
+                asyncio.create_task(engine.run(skip_first_cycle=True), name="reauthd-detect")
+            )
+
+            self.sd.ready(f"watching {len(clients)} CPA(s); login page at {settings.web.public_url}")
+            self.metrics.set_ready(True)
+            self._started.set()
+            log.info(
+                "daemon.started",
+                cpas=list(clients),
+                web=self.web_url,
+                public_url=settings.web.public_url,
+                resumed_logins=resumed,
+            )
+
+            stop = asyncio.create_task(self._stop.wait())
+            reload = asyncio.create_task(self._reload.wait())
+            await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            reload.cancel()
+
+            # Stop taking new work, let in-flight steps finish (bounded), then close everything.
+            self.health.begin_shutdown() if self._stop.is_set() else None
+            self.sd.stopping("finishing in-flight steps") if self._stop.is_set() else None
+            self.metrics.set_ready(False)
+            scheduler.pause()
+            for job in graph.background:
+                job.cancel()
+            await asyncio.gather(*graph.background, return_exceptions=True)
+            try:
+                async with asyncio.timeout(SHUTDOWN_GRACE_S):
+                    async with self._tick_lock:
+                        self._persist(graph)
+            except TimeoutError:
+                log.warning("daemon.shutdown_timeout", detail="in-flight steps did not finish in time")
+            self.graph = None
+            return None
+
+    @staticmethod
+    def _cookie_key(store: Store) -> bytes:
+        # Persisted so a restart does not log everyone out of a login in progress.
+        value = store.get_kv(COOKIE_KEY)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return bytes.fromhex(value)
+        key = secrets.token_bytes(32)
+        store.put_kv(COOKIE_KEY, key.hex(), utcnow())
+        return key
+
+    # ------------------------------------------------------------------------------------ ticks
+
+    async def _tick(self, graph: _Graph) -> None:
+        """Wake-up: deliver due messages, continue verifications and retirements, refresh health."""
+        async with self._tick_lock:
+            assert self.store is not None
+            now = self.clock()
+            self.health.beat()
+            try:
+                for task in self.store.list_tasks(COMPLETING):
+                    await graph.completion.advance(task.id, now)
+                report = await graph.tasks.flush_notifications(now)
+                self._observe_notifications(graph, report)
+            except Exception as exc:  # one bad tick must not stop the loop; the store keeps the state
+                log.error(
+                    "daemon.tick_failed", error=type(exc).__name__, detail=REDACTOR.scrub_text(str(exc))
+                )
+            self._observe_clients(graph)
+            self._persist(graph)
+
+    async def _reconcile(self, graph: _Graph) -> None:
+        """Level-triggered: raise, close and expire tasks from the latest verdicts."""
+        async with self._tick_lock:
+            now = self.clock()
+            try:
+                result = graph.tasks.reconcile(graph.engine.latest(), now)
+                if result.changed:
+                    log.info(
+                        "daemon.reconciled",
+                        raised=len(result.raised),
+                        closed=len(result.closed),
+                        rearmed=len(result.rearmed),
+                    )
+            except Exception as exc:
+                log.error("daemon.reconcile_failed", error=type(exc).__name__)
+            self._observe_metrics(graph)
+
+    def _persist(self, graph: _Graph) -> None:
+        assert self.store is not None
+        now = self.clock()
+        state = graph.engine.export_state()
+        if state != self._last_state_export:
+            self.store.put_kv(DETECTION_STATE_KEY, state, now)
+            self._last_state_export = state
+        for name, client in graph.clients.items():
+            snapshot = client.gate.snapshot()
+            self.store.save_key_gate(name, snapshot.key_fingerprint, snapshot.to_dict(), now)
+
+    def _observe_clients(self, graph: _Graph) -> None:
+        for name, client in graph.clients.items():
+            health = client.health
+            self.health.cpa_snapshot(health)
+            problem = graph.engine.cpa_problems.get(name)
+            if problem is not None and health.state.value == "ok":
+                self.health.cpa_unreachable(name, problem)
+            self.metrics.set_cpa_reachable(name, problem is None and health.state.value == "ok")
+            if problem is None and name in graph.clients:
+                self.metrics.poll_succeeded(name, self.clock())
+
+    def _observe_notifications(self, graph: _Graph, report: object) -> None:
+        notify = graph.tasks.notify_health
+        if notify.ok:
+            self.health.notifier_ok()
+        else:
+            self.health.notifier_failing(notify.detail)
+
+    def _observe_metrics(self, graph: _Graph) -> None:
+        assert self.store is not None
+        by_cpa: dict[str, Counter[VerdictKind]] = {name: Counter() for name in graph.clients}
+        for view in graph.engine.latest():
+            by_cpa.setdefault(view.ref.cpa, Counter())[view.verdict.kind] += 1
+        for cpa, counts in by_cpa.items():
+            self.metrics.set_credentials(cpa, counts)
+        self.metrics.set_tasks(self.store.list_tasks(with_history=False))
+
+
+def run_daemon(settings: Settings, *, config_path: str | os.PathLike[str] | None = None) -> int:
+    """Entry point of `reauthd run`."""
+    Path(settings.state.path).parent.mkdir(parents=True, exist_ok=True)
+    daemon = Daemon(settings, config_path=config_path)
+    try:
+        return asyncio.run(daemon.run())
+    except KeyboardInterrupt:
+        return EXIT_OK
