@@ -192,13 +192,15 @@ def recheck_old(
     we_disabled: bool,
     old_probe: OldProbe | None,
     probe_available: bool,
+    rewritten: bool = False,
 ) -> Recheck:
     """Decide, right before `step`, whether the old file may still be changed (issue 6, "Retire" 3).
 
     `current` is the old file's entry in a fresh listing (None when CPA no longer lists it). `sent_before`
     says this step's request was already sent once (a crash or an error may hide its answer). `we_disabled`
     says this task's own disable succeeded. `old_probe` is the result of probing the old token for this
-    step, if one was made.
+    step, if one was made. `rewritten` says the old file's `modtime` moved since reauthd last looked at it
+    (and not by reauthd's own change): somebody wrote it meanwhile.
     """
     name = old.name
     if current is None:
@@ -220,6 +222,13 @@ def recheck_old(
             why = f"{name} was already disabled" + (" by someone else" if someone else "")
             return Recheck(RecheckKind.ALREADY_DONE, why, disabled_by_someone=someone)
         return Recheck(RecheckKind.PROCEED, disabled_by_someone=someone)
+    if rewritten:
+        # A re-upload, a re-enable or a refresh that worked: somebody changed the file after reauthd
+        # last saw it. Whatever they did, it is theirs to keep.
+        return Recheck(
+            RecheckKind.LEAVE,
+            f"{name} was changed by someone else meanwhile (its file was rewritten); reauthd leaves it alone",
+        )
     if current.status == "error":
         return Recheck(RecheckKind.PROCEED)
     # Status "active": CPA forgets error states on restart and never marks an idle account (§2.2, §2.3),

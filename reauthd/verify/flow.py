@@ -97,6 +97,9 @@ class Flow:
     new: NewCredential | None = None
     verification: Verification = field(default_factory=Verification)
     steps: dict[str, StepState] = field(default_factory=dict)
+    # The old file's `modtime` when reauthd last looked at it (after its own change, if any): a different
+    # one at the re-check means somebody rewrote the file meanwhile.
+    old_modtime: str | None = None
     we_disabled: bool = False
     old_disabled_by_someone: bool = False
     retire_errors: int = 0
@@ -155,6 +158,7 @@ class Flow:
                 ),
             ),
             steps={k: StepState(v) for k, v in (raw.get("steps") or {}).items()},
+            old_modtime=raw.get("old_modtime"),
             we_disabled=bool(raw.get("we_disabled", False)),
             old_disabled_by_someone=bool(raw.get("old_disabled_by_someone", False)),
             retire_errors=int(raw.get("retire_errors", 0)),

@@ -239,6 +239,10 @@ def _fingerprint(entry: Credential) -> str:
     return "|".join("" if p is None else str(p) for p in parts)
 
 
+def _modtime(entry: Credential | None) -> str | None:
+    return entry.modtime.isoformat() if entry is not None and entry.modtime is not None else None
+
+
 def _temporary_prefix(task_id: str, attempt: str) -> str:
     # Unique per task and login attempt, one path segment, recognisable (never copied as a setting).
     digest = hashlib.sha256(f"{task_id}|{attempt}".encode()).hexdigest()[:12]
@@ -372,6 +376,8 @@ class _Run:
             if result.kind is MatchKind.FOUND and result.credential is not None:
                 new = result.credential
                 self.flow.new = NewCredential(new.name, new.auth_index, new.provider, result.same_name)
+                if not result.same_name:
+                    self.flow.old_modtime = _modtime(self._old_entry(listing))
                 self.flow.phase = Phase.VERIFY
                 self.flow.last_error = ""
                 self.save(new_auth_name=new.name, new_auth_index=new.auth_index)
@@ -390,15 +396,19 @@ class _Run:
                 return _Next.WAIT
             await self.runner._sleep(self.config.find_poll_interval_s)
 
+    def _old_entry(self, listing: list[Credential]) -> Credential | None:
+        for entry in listing:
+            if entry.auth_index == self.task.auth_index and entry.name == self.task.auth_name:
+                return entry
+        return None
+
     def _old_from(self, listing: list[Credential]) -> OldCredential:
         # The listing still shows the old file when the login landed under a new name; its e-mail and
         # account id identify the account. Read fresh every time: reauthd does not store e-mails.
-        for entry in listing:
-            if entry.auth_index == self.task.auth_index and entry.name == self.task.auth_name:
-                return OldCredential(
-                    entry.name, entry.auth_index, self.task.provider, entry.email, entry.account_id
-                )
-        return self.old
+        entry = self._old_entry(listing)
+        if entry is None:
+            return self.old
+        return OldCredential(entry.name, entry.auth_index, self.task.provider, entry.email, entry.account_id)
 
     def _track_candidate(self, entry: Credential, now: datetime) -> timedelta:
         fp = _fingerprint(entry)
@@ -767,6 +777,10 @@ class _Run:
         log.info("verify.retire_wait", task_id=self.task.id, error=detail)
         return _Next.WAIT
 
+    def _rewritten(self, current: Credential | None) -> bool:
+        seen = self.flow.old_modtime
+        return seen is not None and current is not None and _modtime(current) not in (None, seen)
+
     async def change_old(self, step: RetireStep, new: NewCredential) -> _Next:
         old = self.old
         new_cred = Credential(self.task.cpa, new.name, new.auth_index, new.provider, "active")
@@ -788,6 +802,7 @@ class _Run:
                 we_disabled=self.flow.we_disabled,
                 old_probe=old_probe,
                 probe_available=self.probe_available(old.provider),
+                rewritten=self._rewritten(current),
             )
             if check.disabled_by_someone and not self.flow.old_disabled_by_someone:
                 self.flow.old_disabled_by_someone = True
@@ -815,6 +830,8 @@ class _Run:
             if check.kind is RecheckKind.ALREADY_DONE:
                 if step is RetireStep.DISABLE_OLD and not check.disabled_by_someone:
                     self.flow.we_disabled = True
+                if step is RetireStep.DISABLE_OLD:
+                    self.flow.old_modtime = _modtime(current)
                 self.flow.steps[step.value] = StepState.DONE
                 self.save()
                 return _Next.CONTINUE
@@ -845,6 +862,13 @@ class _Run:
         self.audit(action, old, "ok")
         if step is RetireStep.DISABLE_OLD:
             self.flow.we_disabled = True
+            # CPA persisted `disabled` into the file (contract §3): its new mtime is ours, not someone's.
+            try:
+                self.flow.old_modtime = _modtime(await self.entry(old.name))
+            except KeyProblem:
+                raise
+            except CPAError:
+                self.flow.old_modtime = None
         self.flow.steps[step.value] = StepState.DONE
         self.save()
         log.info("verify.retired", task_id=self.task.id, step=step.value)

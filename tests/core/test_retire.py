@@ -195,6 +195,29 @@ def test_recheck_old(
         assert OLD.name in result.reason
 
 
+@pytest.mark.parametrize(
+    ("step", "current", "sent_before", "we_disabled", "kind"),
+    [
+        # The file was rewritten since reauthd last saw it: someone else's doing → leave it.
+        (D, CUR, False, False, K.LEAVE),
+        (X, replace(CUR, status="active"), False, True, K.LEAVE),  # re-enabled after our disable
+        # Our own disable rewrote it before a crash: that is not "someone else".
+        (D, DISABLED_BY_US, True, False, K.ALREADY_DONE),
+        (X, DISABLED_BY_US, False, True, K.PROCEED),
+    ],
+)
+def test_recheck_old_rewritten(
+    step: RetireStep, current: Credential, sent_before: bool, we_disabled: bool, kind: RecheckKind
+) -> None:
+    result = recheck_old(
+        step, OLD, current, NEW, sent_before=sent_before, we_disabled=we_disabled, old_probe=None,
+        probe_available=True, rewritten=True,
+    )  # fmt: skip
+    assert result.kind is kind, result.reason
+    if kind is K.LEAVE:
+        assert "changed by someone else" in result.reason
+
+
 def test_leave_reasons_say_why() -> None:
     def reason(current: Credential | None, probe: OldProbe | None = None) -> str:
         return recheck_old(
