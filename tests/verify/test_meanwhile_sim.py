@@ -154,6 +154,7 @@ async def test_old_file_deleted_by_someone_meanwhile_is_left_alone(world: World)
     assert result.state is S.DONE
     assert "removed from CPA by someone else" in result.history[-1].reason
     assert [op for op in world.mgmt_ops() if op["path"].endswith("/auth-files/status")] == []
+    assert world.state.auths[new_name].status == "active"
 
 
 async def test_old_file_replaced_by_someone_meanwhile_is_left_alone(world: World) -> None:
