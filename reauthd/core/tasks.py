@@ -45,6 +45,9 @@ IN_FLIGHT: frozenset[TaskState] = frozenset({S.LOGIN_STARTED, S.CALLBACK_RECEIVE
 # A login that was started but never finished stops counting as in flight after this long: CPA forgets an
 # unfinished callback flow after 5 minutes (contract §4), a device code after its own `expires_in`.
 LOGIN_STALE_AFTER = timedelta(minutes=20)
+# A callback/verify/retire step takes minutes. One that made no progress for this long was lost (a bug, or a
+# CPA that never answered): hand it to an operator instead of letting it sit in flight forever.
+STUCK_AFTER = timedelta(hours=24)
 # States where the person has not acted yet: reminders and escalation apply only here.
 AWAITING_PERSON: frozenset[TaskState] = frozenset({S.OPEN, S.NOTIFIED})
 # After our own flow closed a task as done, a needs_reauth verdict must carry evidence newer than the close
@@ -186,13 +189,21 @@ class CloseTask:
 
 
 @dataclass(frozen=True, slots=True)
+class Stuck:
+    """An in-flight task made no progress for STUCK_AFTER: move it to awaiting_operator."""
+
+    task_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Rearm:
     """The credential was seen healthy after a cancelled/failed/expired task: allow new tasks again."""
 
     task_id: str
 
 
-Action = RaiseTask | CloseTask | Rearm
+Action = RaiseTask | CloseTask | Rearm | Stuck
 
 
 def same_credential(task: ReauthTask, subject: Subject) -> bool:
@@ -242,7 +253,8 @@ def plan(
       credential) unless the credential's last task asked to stay quiet until it is healthy again.
     - A healthy verdict closes an open task as done ("someone re-logged through a panel"), except while a
       login/verify/retire of ours is in flight: that path owns the outcome.
-    - An open task past `created_at + expire_after` expires, again unless in flight.
+    - An open task past its deadline (or `created_at + expire_after`, if earlier) expires, unless in flight;
+      an in-flight step without progress for STUCK_AFTER goes to awaiting_operator.
     Credentials absent from `verdicts` are left alone (no information is not evidence).
     """
     actions: list[Action] = []
@@ -251,7 +263,16 @@ def plan(
     closing: set[str] = set()
 
     for task in open_tasks:
-        if not in_flight(task, now) and now >= task.created_at + expire_after:
+        # The earlier of the stored deadline (what messages promised, when links stop) and the configured
+        # lifetime (an operator may have shortened it since).
+        expires_at = min(task.deadline, task.created_at + expire_after)
+        if in_flight(task, now):
+            if task.state is not S.LOGIN_STARTED and now - task.updated_at >= STUCK_AFTER:
+                actions.append(
+                    Stuck(task.id, f"no progress in {task.state.value} for a day; an operator should look")
+                )
+                closing.add(task.id)
+        elif now >= expires_at:
             actions.append(CloseTask(task.id, S.EXPIRED, "nobody completed the login before the deadline"))
             closing.add(task.id)
 

@@ -18,6 +18,7 @@ from reauthd.core.tasks import (
     IllegalTransition,
     RaiseTask,
     Rearm,
+    Stuck,
     Subject,
     mask_account,
     plan,
@@ -54,10 +55,11 @@ class ReconcileResult:
     raised: list[str] = field(default_factory=list)
     closed: list[tuple[str, TaskState]] = field(default_factory=list)
     rearmed: list[str] = field(default_factory=list)
+    stuck: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.raised or self.closed or self.rearmed)
+        return bool(self.raised or self.closed or self.rearmed or self.stuck)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -321,7 +323,7 @@ class TaskService:
                 latest_closed[key] = task
         return result + list(latest_closed.values())
 
-    def _apply(self, actions: list[CloseTask | RaiseTask | Rearm], now: datetime) -> ReconcileResult:
+    def _apply(self, actions: list[CloseTask | RaiseTask | Rearm | Stuck], now: datetime) -> ReconcileResult:
         result = ReconcileResult()
         for action in actions:
             if isinstance(action, RaiseTask):
@@ -352,6 +354,15 @@ class TaskService:
                     self.store.delete_login_session(action.task_id)
                 result.closed.append((action.task_id, action.to_state))
                 log.info("task.closed", task=action.task_id, to=action.to_state.value)
+            elif isinstance(action, Stuck):
+                try:
+                    self.store.apply_transition(
+                        action.task_id, TaskState.AWAITING_OPERATOR, action.reason, now
+                    )
+                except IllegalTransition:
+                    continue
+                result.stuck.append(action.task_id)
+                log.warning("task.stuck", task=action.task_id)
             else:
                 self.store.update_task_fields(action.task_id, now, quiet_until_healthy=False)
                 result.rearmed.append(action.task_id)

@@ -11,11 +11,13 @@ from reauthd.core.model import Evidence, EvidenceSource, ReauthTask, TaskState, 
 from reauthd.core.tasks import (
     LOGIN_STALE_AFTER,
     REARM_GRACE,
+    STUCK_AFTER,
     TRANSITIONS,
     CloseTask,
     IllegalTransition,
     RaiseTask,
     Rearm,
+    Stuck,
     Subject,
     can_transition,
     mask_account,
@@ -282,10 +284,12 @@ PLAN_TABLE = [
 ]
 
 
-def _summary(actions: list[RaiseTask | CloseTask | Rearm]) -> list[tuple[str, object]]:
+def _summary(actions: list[RaiseTask | CloseTask | Rearm | Stuck]) -> list[tuple[str, object]]:
     out: list[tuple[str, object]] = []
     for a in actions:
-        if isinstance(a, RaiseTask):
+        if isinstance(a, Stuck):
+            out.append(("stuck", a.task_id))
+        elif isinstance(a, RaiseTask):
             out.append(("raise", a.subject.name))
         elif isinstance(a, CloseTask):
             out.append(("close", a.to_state))
@@ -311,6 +315,7 @@ def test_plan(
         (S.OPENED, WEEK + timedelta(days=1), True),
         (S.AWAITING_OPERATOR, WEEK, True),
         (S.VERIFYING, WEEK * 2, False),  # in flight: the verify path owns the outcome
+        (S.RETIRING, WEEK * 2, False),
         (S.DONE, WEEK * 2, False),
     ],
 )
@@ -333,3 +338,33 @@ def test_plan_accepts_credentials() -> None:
     (action,) = plan([], [(cred, NEEDS)], NOW, expire_after=WEEK)
     assert isinstance(action, RaiseTask)
     assert action.subject.account == "z***@x.org" and action.subject.provider == "codex"
+
+
+@pytest.mark.parametrize(
+    ("state", "idle", "stuck"),
+    [
+        (S.VERIFYING, STUCK_AFTER - timedelta(seconds=1), False),
+        (S.VERIFYING, STUCK_AFTER, True),
+        (S.CALLBACK_RECEIVED, STUCK_AFTER, True),
+        (S.RETIRING, STUCK_AFTER * 3, True),
+        (S.NOTIFIED, STUCK_AFTER, False),  # waiting for a person is not being stuck
+    ],
+)
+def test_plan_hands_stuck_steps_to_an_operator(state: S, idle: timedelta, stuck: bool) -> None:
+    t = task(state, created_at=T0, updated_at=T0)
+    actions = plan([t], [(SUBJ, HEALTHY)], T0 + idle, expire_after=WEEK * 10)
+    assert (("stuck", "t1") in _summary(actions)) is stuck
+    if stuck:
+        assert not [a for a in actions if isinstance(a, CloseTask)]
+
+
+def test_plan_expires_at_the_earlier_of_deadline_and_lifetime() -> None:
+    shortened = task(S.NOTIFIED, deadline=T0 + WEEK)
+    assert _summary(plan([shortened], [], T0 + timedelta(days=2), expire_after=timedelta(days=2))) == [
+        ("close", S.EXPIRED)
+    ]
+    lengthened = task(S.NOTIFIED, deadline=T0 + timedelta(days=1))
+    assert _summary(plan([lengthened], [], T0 + timedelta(days=1), expire_after=WEEK)) == [
+        ("close", S.EXPIRED)
+    ]
+    assert plan([lengthened], [], T0 + timedelta(hours=23), expire_after=WEEK) == []

@@ -126,8 +126,14 @@ def test_in_flight_task_is_not_closed_by_reconcile(service: TaskService) -> None
     service.mark_opened(task.id, T0)
     for to in (S.LOGIN_STARTED, S.CALLBACK_RECEIVED, S.VERIFYING):
         service.store.apply_transition(task.id, to, "flow", T0)
-    assert not service.reconcile([(cred(), HEALTHY)], T0 + timedelta(days=5)).changed
+    assert not service.reconcile([(cred(), HEALTHY)], T0 + timedelta(hours=12)).changed
     assert service.store.get_task(task.id).state is S.VERIFYING
+    # A step that made no progress for a day was lost: an operator gets it, then it can expire as usual.
+    assert service.reconcile([(cred(), NEEDS)], T0 + timedelta(days=1)).stuck == [task.id]
+    assert service.store.get_task(task.id).state is S.AWAITING_OPERATOR
+    assert service.reconcile([(cred(), NEEDS)], T0 + timedelta(days=1, minutes=1)).closed == [
+        (task.id, S.EXPIRED)
+    ]
 
 
 async def test_on_confirmed_adapter_for_detection_events(service: TaskService) -> None:
