@@ -435,8 +435,9 @@ class DetectionEngine:
                 await self.cycle()
             except Exception as exc:  # never let one bad cycle end detection
                 log.error("detect.cycle.failed", error=type(exc).__name__)
-            # ±10 % jitter: several reauthd instances (or restarts) do not poll CPA in lockstep.
-            await asyncio.sleep(interval * self._rng.uniform(0.9, 1.1))
+            # Jitter only downwards (90-100 % of the interval): instances do not poll CPA in lockstep,
+            # and a change visible only to polling is still seen within one interval.
+            await asyncio.sleep(interval * self._rng.uniform(0.9, 1.0))
 
     async def _idle_loop(self) -> None:
         while True:
