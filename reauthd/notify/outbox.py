@@ -195,14 +195,8 @@ class Outbox:
     def _plan_finals(self, now: datetime) -> int:
         kinds = list(_FINAL_KIND.values())
         told = self.store.task_ids_with_delivery(kinds)
-        closed = self.store.list_tasks(list(_FINAL_KIND))
-        recent = [
-            t
-            for t in closed
-            if t.id not in told
-            and t.notified_at is not None
-            and (t.closed_at or t.updated_at) >= now - _FINAL_LOOKBACK
-        ]
+        closed = self.store.list_tasks(list(_FINAL_KIND), closed_since=now - _FINAL_LOOKBACK)
+        recent = [t for t in closed if t.id not in told and t.notified_at is not None]
         added = 0
         for state, kind in _FINAL_KIND.items():
             of_kind = [t for t in recent if t.state is state]

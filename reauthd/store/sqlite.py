@@ -304,20 +304,26 @@ class Store:
         return None if row is None else _task_from_row(row)
 
     def list_tasks(
-        self, states: Iterable[TaskState] | None = None, *, with_history: bool = False
+        self,
+        states: Iterable[TaskState] | None = None,
+        *,
+        with_history: bool = False,
+        closed_since: datetime | None = None,
     ) -> list[ReauthTask]:
-        """Tasks, oldest first, optionally only those in `states`."""
-        if states is None:
-            rows = self._q("SELECT * FROM tasks ORDER BY created_at, id").fetchall()
-        else:
+        """Tasks, oldest first, optionally only those in `states`; `closed_since` keeps open tasks and tasks
+        that ended at or after that time (reconcile and the outbox do not need the whole archive)."""
+        sql = "SELECT * FROM tasks WHERE 1=1"
+        params: list[Any] = []
+        if states is not None:
             values = [s.value for s in states]
             if not values:
                 return []
-            marks = ",".join("?" * len(values))
-            rows = self._q(
-                f"SELECT * FROM tasks WHERE state IN ({marks}) ORDER BY created_at, id",  # noqa: S608
-                values,
-            ).fetchall()
+            sql += f" AND state IN ({','.join('?' * len(values))})"
+            params += values
+        if closed_since is not None:
+            sql += " AND (closed_at IS NULL OR closed_at >= ?)"
+            params.append(ts(closed_since))
+        rows = self._q(sql + " ORDER BY created_at, id", params).fetchall()
         tasks = [_task_from_row(r) for r in rows]
         if with_history:
             for task in tasks:

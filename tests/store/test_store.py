@@ -71,6 +71,16 @@ def test_open_creates_private_file_with_latest_schema(tmp_path: Path) -> None:
     } <= tables
 
 
+def test_wal_and_lock_files_are_private_too(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with Store.open(path) as store:
+        new_task(store)
+        for suffix in ("-wal", "-shm", ".lock"):
+            side = path.with_name(path.name + suffix)
+            assert side.exists(), suffix
+            assert stat.S_IMODE(os.stat(side).st_mode) & 0o077 == 0, suffix
+
+
 def test_reopen_keeps_data_and_does_not_remigrate(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with Store.open(path) as store:
