@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import random
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,11 +51,14 @@ ENDPOINT = "RESP SUBSCRIBE errors"
 
 @dataclass(frozen=True, slots=True)
 class ReconnectPolicy:
-    """Delay before reconnect n (from 0): full jitter in [0, min(max, base·2^n)]; reset after a good subscribe."""
+    """Delay before reconnect n (from 0): full jitter in [0, min(max, base·2^n)]."""
 
     base_delay_s: float = 1.0
     max_delay_s: float = 60.0
     max_consecutive_failures: int | None = None  # None: keep trying (transient failures only)
+    #: A connection that stayed up this long resets the backoff. Merely subscribing does not: a peer
+    #: that accepts SUBSCRIBE and then sends garbage must not get us into a tight reconnect loop.
+    healthy_after_s: float = 30.0
 
     def delay(self, failures: int) -> float:
         return random.uniform(0.0, min(self.max_delay_s, self.base_delay_s * (2 ** min(failures, 16))))
@@ -260,14 +264,14 @@ class ErrorStream:
         """
         failures = 0
         while True:
-            before = self.subscriptions
+            started = time.monotonic()
             try:
                 async for event in self.events():
                     yield event
                 # A clean end (never happens with CPA) is treated like a drop.
                 raise TransientCPAError(self.cpa, ENDPOINT, "the stream ended")
             except (TransientCPAError, MalformedResponse) as exc:
-                if self.subscriptions > before:
+                if time.monotonic() - started >= self.reconnect.healthy_after_s:
                     failures = 0  # it worked for a while: start the backoff again from the bottom
                 failures += 1
                 limit = self.reconnect.max_consecutive_failures

@@ -5,8 +5,8 @@ This is the only place in reauthd that retries a CPA call (design: one retry pol
 Retry rule (decided here, documented in the report):
 - connect errors, connect/pool timeouts: the request never reached CPA → retried for every route;
 - read/write timeouts, dropped connections, and 5xx answers that are *not* CPA's own (no `X-CPA-VERSION`
-  header and no `{"error": ...}` body, e.g. a reverse proxy's 502/503/504 page) → retried only for
-  idempotent routes;
+  header, which CPA's key middleware puts on every keyed answer, and either a 502/503/504 or no
+  `{"error": ...}` body: a reverse proxy's page, a restart) → retried only for idempotent routes;
 - CPA's own error answers are never retried: 4xx, `500 {"error":..}`, `503 core auth manager unavailable`
   (a configuration state, not a blip) and `/api-call`'s `502 request failed` (the *upstream* failed).
 Bounded attempts with full-jitter exponential backoff; the gate is checked again before every retry.
@@ -236,7 +236,7 @@ class ManagementWire:
                     raise TransientCPAError(self.cpa, route.full_path, _describe(exc), attempt) from None
                 retryable_what = _describe(exc)
             else:
-                if not self._is_foreign_5xx(answer):
+                if not self._is_foreign_5xx(route, answer):
                     return answer
                 if not route.idempotent:
                     what = f"HTTP {answer.status} from something other than CPA"
@@ -338,11 +338,18 @@ class ManagementWire:
         return "x-cpa-version" in answer.headers
 
     @staticmethod
-    def _is_foreign_5xx(answer: Answer) -> bool:
-        if answer.status < 500:
-            return False
-        is_cpa_json, _ = error_text_of(answer.body)
-        return not is_cpa_json and "x-cpa-version" not in answer.headers
+    def _is_foreign_5xx(route: Route, answer: Answer) -> bool:
+        """A 5xx that did not come from CPA's handlers (a proxy, a restart): the retryable kind."""
+        if answer.status < 500 or "x-cpa-version" in answer.headers:
+            return False  # CPA's key middleware sets the header on every keyed answer (handler.go)
+        is_json, text = error_text_of(answer.body)
+        if text == "core auth manager unavailable" or (
+            route.upstream_proxy and answer.status == 502 and is_json
+        ):
+            return False  # CPA's own semantics, even if something on the way dropped its headers
+        if answer.status in (502, 503, 504):
+            return True
+        return not is_json
 
     # ---------------------------------------------------------------------------------- mapping
 
@@ -366,8 +373,10 @@ class ManagementWire:
             return AuthManagerUnavailable(self.cpa, path)
         if status == 502 and route.upstream_proxy and is_json:
             return UpstreamRequestFailed(self.cpa, path, text)
-        if status >= 500 and not is_json:
-            return TransientCPAError(self.cpa, path, f"HTTP {status} without an error body", answer.attempt)
+        if self._is_foreign_5xx(route, answer):
+            return TransientCPAError(
+                self.cpa, path, f"HTTP {status} from something other than CPA", answer.attempt
+            )
         return CPARequestError(self.cpa, path, status, text, answer.attempt)
 
     async def _empty_404(self, route: Route, answer: Answer) -> CPAError:
