@@ -207,12 +207,21 @@ class Outbox:
     # ------------------------------------------------------------------------------------ delivery
 
     async def _deliver(self, now: datetime, report: FlushReport) -> None:
+        per_channel: dict[str, list[Delivery]] = defaultdict(list)
         for delivery in self.store.due_deliveries(now):
             if self._quiet is not None and self._quiet.contains(now):
                 self.store.reschedule_delivery(delivery.id, self._quiet.ends_after(now))
                 report.deferred += 1
                 continue
-            await self._deliver_one(delivery, now, report)
+            per_channel[delivery.route].append(delivery)
+
+        async def drain(rows: list[Delivery]) -> None:
+            for delivery in rows:  # in order within a channel, so a digest is never overtaken by its reminder
+                await self._deliver_one(delivery, now, report)
+
+        # Channels are independent: one slow or dead webhook must not hold up the others. Store writes stay
+        # synchronous between awaits, so the concurrent drains never interleave inside a transaction.
+        await asyncio.gather(*(drain(rows) for rows in per_channel.values()))
 
     def _relevant(self, delivery: Delivery) -> list[ReauthTask]:
         tasks = [self.store.get_task(task_id) for task_id in delivery.task_ids]
