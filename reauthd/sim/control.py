@@ -76,6 +76,7 @@ def dispatch(method: str, path: str, body: dict[str, Any], state: SimState) -> R
             providers=tuple(provs) if provs else None,
             failing_fraction=float(body.get("failing_fraction", 0.0)),
             seed=int(body.get("seed", 0)),
+            live=bool(body.get("live", True)),
         )
         return ok({"status": "ok", "created": len(names)})
     if len(parts) == 3 and parts[0] == "credentials":
@@ -103,6 +104,10 @@ def dispatch(method: str, path: str, body: dict[str, Any], state: SimState) -> R
         elif action == "auto-refresh":
             ans = scenarios.auto_refresh(state, scenarios.find(state, name))
             return ok({"status_code": ans.status, "body": ans.body})
+        elif action == "relogin-as":
+            scenarios.relogin_as(
+                state, name, plan=body.get("plan"), exchange_fails=bool(body.get("exchange_fails", False))
+            )
         elif action == "probe":
             status = body.get("status")
             scenarios.set_probe(
@@ -128,6 +133,8 @@ def dispatch(method: str, path: str, body: dict[str, Any], state: SimState) -> R
         for key in ("watcher_delay", "exchange_delay", "device_poll_interval"):
             if key in body:
                 setattr(state.settings, key, float(body[key]))
+        if "auto_refresh" in body:
+            state.enable_auto_refresh(bool(body["auto_refresh"]))
         return ok()
     if parts == ["oplog"] and method == "GET":
         return ok(state.oplog)

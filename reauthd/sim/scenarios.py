@@ -185,12 +185,20 @@ def add_credential(
     priority: int | None = None,
     runtime_only: bool = False,
     expires_in: float | None = None,
+    expired: datetime | str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> SimAuth:
-    """A credential that already exists when the scenario starts (registered at once, no watcher lag)."""
+    """A credential that already exists when the scenario starts (registered at once, no watcher lag).
+
+    `expires_in` (seconds from now, may be negative) or `expired` (a datetime or ISO string) set the
+    access token's expiry, written to the file's `expired` as CPA does.
+    """
     if provider not in PROVIDERS:
         raise ValueError(f"unknown provider {provider!r}")
     now = state.now()
+    if expired is not None:
+        when = datetime.fromisoformat(expired.replace("Z", "+00:00")) if isinstance(expired, str) else expired
+        expires_in = (when - now).total_seconds()
     ident = Identity.fresh(provider)
     ident.email = email if email is not None else ident.email
     ident.plan = plan if plan is not None else ident.plan
@@ -258,8 +266,9 @@ def bulk_generate(
     providers: tuple[str, ...] | None = None,
     failing_fraction: float = 0.0,
     seed: int = 0,
+    live: bool = True,
 ) -> list[str]:
-    """N credentials of mixed providers; a fraction revoked and marked by a live request."""
+    """N credentials of mixed providers; a fraction revoked (and, with `live`, marked by a request)."""
     rng = random.Random(seed)
     provs = providers or ("codex", "claude", "antigravity", "kimi", "xai")
     now = state.now()
@@ -270,7 +279,7 @@ def bulk_generate(
         auth = _install(state, ident, now, name=fname)
         names.append(auth.name)
         if rng.random() < failing_fraction:
-            revoke(state, auth.name, live=True)
+            revoke(state, auth.name, live=live)
     return names
 
 
@@ -334,6 +343,67 @@ def simulate_request(
     auth = find(state, name)
     use = None if no_model else (model or PROVIDER_MODELS.get(auth.provider, ("model",))[0])
     return execute(state, auth, use)
+
+
+def identity_of(state: SimState, name: str) -> Identity:
+    """The upstream account behind a credential, e.g. to log in again as the same person."""
+    auth = find(state, name)
+    rec = state.upstream.access.get(token_of(auth))
+    if rec is None:
+        email = auth.metadata.get("email")
+        return Identity(auth.provider, email if isinstance(email, str) else "")
+    acct = state.upstream.accounts[rec.account]
+    return Identity(auth.provider, acct.email, acct.account_id, acct.plan, acct.project_id)
+
+
+def relogin_as(state: SimState, name: str, *, plan: str | None = None, exchange_fails: bool = False) -> None:
+    """The next login signs into the same account as credential `name` (optionally with a new plan)."""
+    ident = identity_of(state, name)
+    if plan is not None:
+        ident.plan = plan
+    session_provider = "anthropic" if ident.provider == "claude" else ident.provider
+    state.next_login[session_provider] = LoginPlan(ident, exchange_fails)
+
+
+# sdk/auth/*.go RefreshLead: how long before expiry the background loop refreshes.
+REFRESH_LEAD: dict[str, timedelta] = {
+    "codex": timedelta(days=5),
+    "claude": timedelta(hours=4),
+    "antigravity": timedelta(minutes=5),
+    "kimi": timedelta(minutes=5),
+    "xai": timedelta(minutes=5),
+}
+AUTO_REFRESH_EVERY = 5.0
+
+
+def auto_refresh_tick(state: SimState) -> None:
+    """One pass of CPA's 5-second refresh loop (§2.3 B): refresh what is inside its lead time, skipping
+    disabled auths, auths whose last error was a 401 and auths told to wait (NextRefreshAfter)."""
+    now = state.now()
+    for auth in list(state.auths.values()):
+        lead = REFRESH_LEAD.get(auth.provider)
+        expired = auth.metadata.get("expired")
+        if (
+            lead is None
+            or auth.disabled
+            or not auth.metadata.get("refresh_token")
+            or not isinstance(expired, str)
+        ):
+            continue
+        if auth.last_error and (
+            auth.last_error.get("http_status") == 401 or auth.last_error.get("code") == "unauthorized"
+        ):
+            continue
+        if auth.next_refresh_after is not None and auth.next_refresh_after > now:
+            continue
+        try:
+            when = datetime.fromisoformat(expired.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if when - lead > now:
+            continue
+        if auto_refresh(state, auth).status not in (200, 401):
+            auth.next_refresh_after = now + timedelta(minutes=5)
 
 
 def set_next_login(

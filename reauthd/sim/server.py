@@ -80,6 +80,7 @@ class SimServer:
         usage_statistics: bool = False,
         watcher_delay: float = 1.0,
         plugin_providers: tuple[str, ...] = (),
+        auto_refresh: bool = False,
         clock: SimClock | None = None,
     ) -> None:
         settings = Settings(
@@ -91,6 +92,7 @@ class SimServer:
             usage_statistics=usage_statistics,
             watcher_delay=watcher_delay,
             plugin_providers=tuple(plugin_providers),
+            auto_refresh=auto_refresh,
         )
         self.state = SimState(settings, clock)
         self.host = host

@@ -93,6 +93,7 @@ class Settings:
     watcher_delay: float = 1.0
     exchange_delay: float = 0.5
     device_poll_interval: float = 1.0
+    auto_refresh: bool = False  # CPA's background refresh loop; off so staged tokens stay as staged
     plugin_providers: tuple[str, ...] = ()
     base_url: str = ""
 
@@ -132,6 +133,9 @@ class SimState:
         self.subscribers: dict[str, set[Callable[[bytes], None]]] = {"errors": set(), "usage": set()}
         self.usage_queue: deque[bytes] = deque(maxlen=100_000)
         self.next_login: dict[str, LoginPlan] = {}
+        self._refresh_loop_generation = getattr(self, "_refresh_loop_generation", 0) + 1
+        if self.settings.auto_refresh:
+            self.enable_auto_refresh(True)
 
     def now(self) -> datetime:
         return self.clock.now()
@@ -402,6 +406,30 @@ class SimState:
         from reauthd.sim import scenarios
 
         scenarios.inject_fault(self, kind, **kwargs)
+
+    def enable_auto_refresh(self, on: bool = True) -> None:
+        """Run (or stop) CPA's background refresh loop every 5 simulated seconds (§2.3 B)."""
+        from reauthd.sim import scenarios
+
+        self.settings.auto_refresh = on
+        self._refresh_loop_generation += 1
+        generation = self._refresh_loop_generation
+        if not on:
+            return
+
+        def tick() -> None:
+            if generation != self._refresh_loop_generation:
+                return
+            scenarios.auto_refresh_tick(self)
+            self.schedule(scenarios.AUTO_REFRESH_EVERY, tick)
+
+        self.schedule(scenarios.AUTO_REFRESH_EVERY, tick)
+
+    def relogin_as(self, name: str, *, plan: str | None = None, exchange_fails: bool = False) -> None:
+        """The next login at the fake provider signs into the same account as credential `name`."""
+        from reauthd.sim import scenarios
+
+        scenarios.relogin_as(self, name, plan=plan, exchange_fails=exchange_fails)
 
     def clear_faults(self) -> None:
         self.faults.clear()

@@ -368,3 +368,45 @@ async def test_listing_50k_is_fast(sim: SimServer, client: httpx.AsyncClient) ->
     assert len(files) == 5000
     assert 300 < sum(1 for f in files if f["status"] == "error") < 700
     assert gen < 5 and second < 2, (gen, second)
+
+
+async def test_background_refresh_loop() -> None:
+    """§2.3 B (opt-in loop): tokens inside their lead time are refreshed every 5 s; a refresh answered
+    401 gives error/"unauthorized" without next_retry_after; a non-401 failure stays invisible."""
+    async with (
+        SimServer("k", auto_refresh=True) as sim,
+        httpx.AsyncClient(
+            base_url=f"{sim.base_url}/v0/management", headers={"Authorization": "Bearer k"}
+        ) as c,
+    ):
+        fine = sim.state.add_credential("kimi", expires_in=60)
+        dead = sim.state.add_credential("xai", email="x@x.com", expires_in=60)
+        grant = sim.state.add_credential("antigravity", email="g@x.com", expires_in=60)
+        later = sim.state.add_credential("claude", email="c@x.com")  # 8 h left, lead 4 h: not yet
+        sim.state.revoke(dead.name, "unauthorized")
+        sim.state.revoke(grant.name, "invalid_grant")
+        token, later_token = fine.access_token, later.access_token
+        sim.state.advance(5.1)
+        assert fine.access_token != token
+        files = {f["name"]: f for f in (await c.get("/auth-files")).json()["files"]}
+        assert (files[fine.name]["status"], files[fine.name]["status_message"]) == ("active", "")
+        assert (files[dead.name]["status"], files[dead.name]["status_message"]) == ("error", "unauthorized")
+        assert files[dead.name]["unavailable"] is True
+        assert "next_retry_after" not in files[dead.name]
+        assert (files[grant.name]["status"], files[grant.name]["status_message"]) == ("active", "")
+        assert later.access_token == later_token
+        sim.state.advance(4 * 3600 + 5)
+        assert later.access_token != later_token
+
+
+async def test_relogin_as_and_expired(sim: SimServer, client: httpx.AsyncClient) -> None:
+    """Control API: `expired` sets the file's expiry; relogin_as signs the next login into the same account."""
+    a = sim.state.add_credential("codex", email="same@x.com", plan="plus", expired="2020-01-01T00:00:00Z")
+    raw = (await client.get("/auth-files/download", params={"name": a.name})).json()
+    assert raw["expired"].startswith("2020-01-01")
+    sim.state.relogin_as(a.name, plan="pro")
+    st = (await client.get("/codex-auth-url")).json()["state"]
+    await client.post("/oauth-callback", json={"redirect_url": sim.state.provider_login(st)})
+    sim.state.advance(2)
+    names = sorted(f["name"] for f in (await client.get("/auth-files")).json()["files"])
+    assert names == sorted([a.name, a.name.replace("-plus.json", "-pro.json")])
