@@ -314,6 +314,7 @@ class DetectionEngine:
             except KeyProblem as exc:
                 self.cpa_problems[key[0]] = exc.sentence
                 log.warning("detect.probe.key_problem", cpa=key[0], problem=exc.sentence)
+                self._idle.probed(key, started)  # stay on the idle schedule; the gate decides when
                 return
         record = self._records.get(key)
         if record is None:

@@ -178,3 +178,28 @@ async def test_a_50mb_listing_is_read_and_used(sim: SimServer, client: CPAClient
         await engine.aclose()
     assert view.verdict.kind is VerdictKind.NEEDS_REAUTH and view.verdict.confirmed
     assert len(view.verdict.evidence[0].text) <= 2048
+
+
+async def test_secrets_in_upstream_bodies_never_leave_detection(
+    sim: SimServer, client: CPAClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJjYW5hcnkifQ.c2lnbmF0dXJlY2FuYXJ5"
+    leaky = (
+        '{"error":{"message":"token_revoked for dave@example.com, Authorization: Bearer sk-CANARY-123456 '
+        f'id_token={jwt} http://localhost:1455/auth/callback?code=CANARYCODE&state=CANARYSTATE"}}}}'
+    )
+    victim = scenarios.add_credential(sim.state, "codex", email="dave@example.com")
+    scenarios.set_probe(sim.state, victim.name, 401, leaky)
+    engine = DetectionEngine({"main": client})
+    try:
+        await engine.cycle()
+        await engine.probe_now("main", victim.auth_index)
+        event = await next_event(engine)
+    finally:
+        await engine.aclose()
+    # The Credential itself carries the email (it is CPA's listing); everything detection *made* must not.
+    made = [repr(event.verdict), event.account, repr([v.verdict for v in engine.latest()])]
+    shown = "".join(made) + repr(engine.export_state()) + capsys.readouterr().out.replace(victim.name, "")
+    for secret in ("sk-CANARY-123456", jwt, "CANARYCODE", "CANARYSTATE", "dave@example.com"):
+        assert secret not in shown
+    assert "d***@example.com" in shown
