@@ -17,7 +17,11 @@ from reauthd.core.model import ReauthTask
 from reauthd.core.tasks import mask_account, sanitise_text
 from reauthd.store.records import DeliveryKind
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~<])")
+# Only what changes meaning mid-line; escaping every punctuation mark leaves stray backslashes on channels
+# whose markdown flavour does not know that escape. Angle brackets are replaced, not escaped: Markdown passes
+# raw HTML through to HTML channels.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]()#])")
+_ANGLES = str.maketrans({"<": "‹", ">": "›"})
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{20,200}$")
 
 
@@ -44,7 +48,7 @@ def link_url(public_url: str, token: str) -> str:
 
 
 def _md(text: str) -> str:
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    return _MD_SPECIAL.sub(r"\\\1", text.translate(_ANGLES))
 
 
 def _when(at: datetime) -> str:

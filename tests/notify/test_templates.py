@@ -114,3 +114,13 @@ def test_link_tokens_must_be_opaque() -> None:
 def test_empty_message_is_a_bug() -> None:
     with pytest.raises(ValueError, match="at least one"):
         render(DeliveryKind.NEW, [])
+
+
+def test_markdown_cannot_smuggle_html_or_links() -> None:
+    task = hostile_task(TaskState.OPEN)
+    task.account_masked = "m***@example.com"
+    task.reason = "<img src=x onerror=alert(1)> [click](javascript:alert(1)) **bold**"
+    message = render(DeliveryKind.NEW, [TaskLink(task, LINK)])
+    assert "<img" not in message.markdown and "](javascript" not in message.markdown
+    assert "\\*\\*bold\\*\\*" in message.markdown
+    assert message.markdown.count("](") == 1  # only our own link
