@@ -8,6 +8,7 @@ import asyncio
 import ipaddress
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -58,8 +59,9 @@ def management_key(request: Request) -> str:
 class SimApp:
     """ASGI entry point bound to one SimState."""
 
-    def __init__(self, state: SimState) -> None:
+    def __init__(self, state: SimState, drop: Callable[[tuple[Any, ...]], None] | None = None) -> None:
         self.state = state
+        self.drop = drop or (lambda peer: None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,6 +80,8 @@ class SimApp:
         else:
             response = Response(b"404 page not found", 404, media_type="text/plain")
         if isinstance(response, _Dropping):
+            # A connection dropped mid-response: headers and part of the body, then a reset. Aborting
+            # the transport (instead of raising) keeps uvicorn from logging an application error.
             await send(
                 {
                     "type": "http.response.start",
@@ -86,7 +90,12 @@ class SimApp:
                 }
             )
             await send({"type": "http.response.body", "body": b'{"files":[', "more_body": True})
-            raise DropConnection
+            client = scope.get("client")
+            if client is not None:
+                self.drop(tuple(client))
+            for _ in range(3):
+                await asyncio.sleep(0)
+            return
         await response(scope, receive, send)
 
     async def management(self, request: Request) -> Response:

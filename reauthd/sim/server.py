@@ -98,7 +98,7 @@ class SimServer:
         self.host = host
         self.port = port
         self.config = uvicorn.Config(
-            SimApp(self.state),
+            SimApp(self.state, self._abort_peer),
             proxy_headers=False,
             lifespan="off",
             access_log=False,
@@ -111,6 +111,13 @@ class SimServer:
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+
+    def _abort_peer(self, peer: tuple[Any, ...]) -> None:
+        """Reset the connection of one HTTP client (used by the injected "drop" fault)."""
+        for transport in list(self.connections):
+            name = transport.get_extra_info("peername")
+            if name is not None and tuple(name[:2]) == tuple(peer[:2]):
+                transport.abort()
 
     @property
     def base_url(self) -> str:

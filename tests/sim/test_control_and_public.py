@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import httpx
 import pytest
@@ -142,7 +143,9 @@ async def test_operation_log_orders_and_redacts(
     assert log[0]["seq"] < log[1]["seq"] < log[2]["seq"]
 
 
-async def test_faults(sim: SimServer, client: httpx.AsyncClient, anon: httpx.AsyncClient) -> None:
+async def test_faults(
+    sim: SimServer, client: httpx.AsyncClient, anon: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
     """Control API: injected 5xx, malformed JSON, unknown status, missing fields, drops, outage."""
     sim.state.add_credential("kimi")
     r = await anon.post(
@@ -162,6 +165,7 @@ async def test_faults(sim: SimServer, client: httpx.AsyncClient, anon: httpx.Asy
     sim.state.inject_fault("drop")
     with pytest.raises(httpx.RemoteProtocolError):
         await client.get("/auth-files")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # a clean reset, no app error
     sim.state.inject_fault("outage", count=None)
     with pytest.raises(httpx.TransportError):
         await client.get("/auth-files")
