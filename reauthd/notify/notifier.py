@@ -70,6 +70,15 @@ class Notifier:
                 detail="notify.urls and notify.routes are empty: tasks are raised but nobody is told",
             )
 
+    def seed(self, outcomes: dict[str, bool]) -> None:
+        """Start from the outcomes the outbox recorded before a restart (unknown channels count as working)."""
+        for channel, ok in outcomes.items():
+            self._last_ok.setdefault(channel, ok)
+        health = self.health
+        if not health.ok and health.channels:
+            log.error("notify.no_working_channel", detail=health.detail)
+            self._warned_none_working = True
+
     @property
     def channels(self) -> list[str]:
         return all_channels(self._notify)

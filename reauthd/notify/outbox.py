@@ -98,6 +98,7 @@ class Outbox:
         self._policy = reminder_policy(settings.notify)
         self._jitter = jitter
         self._lock = asyncio.Lock()
+        notifier.seed(store.last_channel_outcomes())
 
     async def flush(self, now: datetime) -> FlushReport:
         async with self._lock:

@@ -678,6 +678,20 @@ class Store:
             params += status_values
         return {r["task_id"] for r in self._q(sql, params).fetchall()}
 
+    def last_channel_outcomes(self) -> dict[str, bool]:
+        """For each channel, whether its most recent attempted delivery succeeded (health after a restart)."""
+        rows = self._q(
+            "SELECT route, status, last_error FROM deliveries d WHERE id ="
+            " (SELECT MAX(id) FROM deliveries WHERE route = d.route AND attempts > 0)"
+        ).fetchall()
+        outcomes: dict[str, bool] = {}
+        for row in rows:
+            if row["status"] == DeliveryStatus.SENT.value:
+                outcomes[row["route"]] = True
+            elif row["last_error"] is not None:
+                outcomes[row["route"]] = False
+        return outcomes
+
     def reschedule_delivery(self, delivery_id: int, at: datetime) -> None:
         """Move a pending delivery's next attempt (quiet hours defer, they never drop)."""
         self._q("UPDATE deliveries SET next_attempt_at = ? WHERE id = ?", (ts(at), delivery_id))

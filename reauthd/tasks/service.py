@@ -302,7 +302,8 @@ class TaskService:
 
     @property
     def notify_health(self) -> NotifyHealth:
-        return self.notifier.health
+        """Channel health for the ops view; builds the outbox first so it reflects outcomes from before a restart."""
+        return self.outbox.notifier.health
 
     # ------------------------------------------------------------------------------------ internals
 

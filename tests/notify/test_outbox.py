@@ -221,6 +221,8 @@ async def test_gives_up_after_retry_max_attempts_and_says_so(inbox: Inbox, make_
     assert report.gave_up == 1
     assert rig.store.list_deliveries()[0].status is DeliveryStatus.GAVE_UP
     assert "no notification channel works" in rig.notifier.health.detail
+    rig.restart()  # the health survives a restart: it is rebuilt from the outbox
+    assert not rig.notifier.health.ok and rig.notifier.health.failing == ("default#0",)
 
 
 async def test_restart_between_plan_and_send_sends_once(inbox: Inbox, make_rig: Any) -> None:
