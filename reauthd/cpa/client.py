@@ -219,6 +219,11 @@ class CPAClient:
     # ---------------------------------------------------------------------------------- status
 
     @property
+    def clock(self) -> Callable[[], datetime]:
+        """The injected clock; the error stream uses it so both transports judge the gate alike."""
+        return self._clock
+
+    @property
     def management_key(self) -> SecretStr:
         return self._key
 

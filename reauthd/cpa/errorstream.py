@@ -95,7 +95,7 @@ class ErrorStream:
         self.subscriptions = 0  # successful SUBSCRIBEs so far (a reconnect loop resets its backoff on one)
 
     def _now(self) -> datetime:
-        return self.client._clock()
+        return self.client.clock()
 
     # ------------------------------------------------------------------------------ one connection
 

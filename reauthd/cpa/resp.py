@@ -1,10 +1,11 @@
 """A minimal, size-bounded RESP2 reader and command encoder for CPA's RESP port (redis_queue_protocol.go).
 
-Why not redis-py: its connection setup may send commands before AUTH (`HELLO 3 AUTH …` for RESP3, or a
-`CLIENT SETINFO`/`SELECT` around it), and CPA checks every command sent before AUTH with an empty key,
-which **counts as a failed key attempt** toward the 5-strike IP ban (contract §1). CPA also speaks only
-a handful of commands. A small reader keeps the exact bytes on the wire under our control and bounds
-every length a hostile or broken peer could announce.
+Why not redis-py (checked in redis/connection.py `on_connect_check_health`): with `protocol=3` it opens
+with `HELLO 3 AUTH default <key>`, and without a password it opens with `CLIENT SETINFO LIB-NAME`; CPA
+checks every command sent before `AUTH` with an empty key, which **counts as a failed key attempt**
+toward the 5-strike IP ban (contract §1). Even its RESP2 path follows AUTH with `CLIENT SETINFO` and
+maybe `SELECT`, which CPA answers with `ERR unknown command`. CPA speaks five commands; a small reader
+keeps the exact bytes on the wire under our control and bounds every length a broken peer announces.
 """
 
 from __future__ import annotations

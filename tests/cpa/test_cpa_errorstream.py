@@ -16,8 +16,12 @@ from reauthd.cpa import (
     FeatureMissing,
     GateState,
     MalformedResponse,
+    ManagementBanned,
+    ManagementKeyNotSet,
     ManagementKeyRejected,
+    ManagementNotEnabled,
     ReconnectPolicy,
+    RemoteManagementDisabled,
     TransientCPAError,
 )
 from reauthd.sim.server import SimServer
@@ -253,3 +257,31 @@ async def test_refused_connection_is_transient() -> None:
         with pytest.raises(TransientCPAError, match="connection failed"):
             async for _ in ErrorStream(cpa, reconnect=FAST_RECONNECT).run():
                 pass
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "gate_state"),
+    [
+        (b"-ERR IP banned due to too many failed attempts. Try again in 29m59s\r\n", ManagementBanned, GateState.BANNED),
+        (b"-ERR missing management key\r\n", ManagementKeyRejected, GateState.KEY_REJECTED),
+        (b"-ERR remote management disabled\r\n", RemoteManagementDisabled, GateState.UNVERIFIED),
+        (b"-ERR remote management key not set\r\n", ManagementKeyNotSet, GateState.UNVERIFIED),
+        (b"-ERR redis usage output disabled in home mode\r\n", ManagementNotEnabled, GateState.UNVERIFIED),
+    ],
+)  # fmt: skip
+async def test_auth_refusals_are_typed(reply: bytes, error: type[Exception], gate_state: GateState) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(4):
+            await reader.readuntil(b"\r\n")
+        writer.write(reply)
+        await writer.drain()
+
+    server, url, first = await raw_peer(answer)
+    async with server, CPAClient("raw", url, KEY) as cpa:
+        with pytest.raises(error) as info:
+            async for _ in ErrorStream(cpa, reconnect=FAST_RECONNECT).run():
+                pass
+        assert cpa.gate.state is gate_state
+    assert len(first) == 1  # a key problem is never retried
+    if isinstance(info.value, ManagementBanned):
+        assert info.value.retry_after_s == 1799.0

@@ -18,6 +18,7 @@ from reauthd.cpa import (
     FeatureMissing,
     HealthState,
     MalformedResponse,
+    ManagementKeyNotSet,
     ManagementNotEnabled,
     ResponseTooLarge,
     TransientCPAError,
@@ -266,3 +267,26 @@ async def test_listing_of_10k_entries_parses(tmp_path: object) -> None:
     async with serve(OddCPA(handler)) as url, client(url) as cpa:
         listed = await cpa.list_auth_files()
     assert len(listed) == 10_000 and listed[9_999].auth_index == f"{9_999:016x}"
+
+
+async def test_key_not_set_is_reported_and_does_not_pause() -> None:
+    async def handler(request: Request) -> Response:
+        return cpa_json({"error": "remote management key not set"}, 403)
+
+    app = OddCPA(handler)
+    async with serve(app) as url, client(url) as cpa:
+        for _ in range(2):
+            with pytest.raises(ManagementKeyNotSet, match="no remote-management secret key"):
+                await cpa.list_auth_files()
+    assert app.hits["/v0/management/auth-files"] == 2
+    assert app.auth_headers == ["Bearer k", "Bearer k"]
+
+
+async def test_other_403_is_a_request_error() -> None:
+    async def handler(request: Request) -> Response:
+        return cpa_json({"error": "forbidden by policy"}, 403)
+
+    async with serve(OddCPA(handler)) as url, client(url) as cpa:
+        with pytest.raises(CPARequestError) as info:
+            await cpa.list_auth_files()
+    assert (info.value.status, info.value.error_text) == (403, "forbidden by policy")
