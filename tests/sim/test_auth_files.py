@@ -410,3 +410,21 @@ async def test_relogin_as_and_expired(sim: SimServer, client: httpx.AsyncClient)
     sim.state.advance(2)
     names = sorted(f["name"] for f in (await client.get("/auth-files")).json()["files"])
     assert names == sorted([a.name, a.name.replace("-plus.json", "-pro.json")])
+
+
+async def test_cloudflare_challenge_message(sim: SimServer, client: httpx.AsyncClient) -> None:
+    """§2.3 A.4: a Cloudflare challenge sets status_message "cloudflare challenge" (model path too)."""
+    a = sim.state.add_credential("codex", email="cf@x.com")
+    sim.state.set_condition(a.name, "cloudflare", live=True)
+    e = await entry(client, a.name)
+    assert (e["status"], e["status_message"]) == ("error", "cloudflare challenge")
+
+
+async def test_success_clears_error(sim: SimServer, client: httpx.AsyncClient) -> None:
+    """§2.3 C: a successful request on the model clears the error when no other model is in error."""
+    a = sim.state.add_credential("codex", email="ok@x.com")
+    sim.state.set_condition(a.name, "transient", live=True)
+    assert (await entry(client, a.name))["status"] == "error"
+    sim.state.set_condition(a.name, "ok", live=True)
+    e = await entry(client, a.name)
+    assert (e["status"], e["status_message"], e["unavailable"]) == ("active", "", False)
