@@ -324,3 +324,29 @@ def test_unknown_task_is_typed(store: Store) -> None:
 def test_naive_datetimes_are_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         store.put_kv("k", 1, datetime(2026, 1, 1))
+
+
+def test_pending_migrations_apply_in_order_and_a_failing_one_rolls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import reauthd.store.sqlite as sqlite_store
+    from reauthd.store.schema import MIGRATIONS
+
+    path = tmp_path / "state.db"
+    with Store.open(path) as store:
+        task_id = new_task(store)
+    broken = (*MIGRATIONS, "CREATE TABLE extra (x INTEGER); INSERT INTO no_such_table VALUES (1)")
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", broken)
+    monkeypatch.setattr(sqlite_store, "LATEST_VERSION", len(broken))
+    with pytest.raises(StoreError):
+        Store.open(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == LATEST_VERSION
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'extra'").fetchone() is None
+    conn.close()
+    good = (*MIGRATIONS, "CREATE TABLE extra (x INTEGER)", "ALTER TABLE extra ADD COLUMN y TEXT")
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", good)
+    monkeypatch.setattr(sqlite_store, "LATEST_VERSION", len(good))
+    with Store.open(path) as store:
+        assert store.schema_version() == LATEST_VERSION + 2
+        assert store.get_task(task_id).state is TaskState.OPEN  # data kept
