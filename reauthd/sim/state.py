@@ -277,8 +277,13 @@ class SimState:
         """GET /auth-files body, assembled from cached per-entry JSON."""
         now = self.now()
         parts: list[bytes] = []
-        for auth in self.sorted_auths():
-            if name and name not in (auth.name,):
+        pool = self.sorted_auths()
+        if name or auth_index:  # exact matches only: look them up instead of scanning 50k entries
+            by_name = self.auths.get(name) if name else None
+            by_index = self.by_index.get(auth_index) if auth_index else None
+            pool = [a for a in (by_name, by_index) if a is not None][:1]
+        for auth in pool:
+            if name and name != auth.name:
                 continue
             if auth_index and auth.auth_index != auth_index:
                 continue
