@@ -18,7 +18,7 @@ import contextlib
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -99,7 +99,7 @@ class ErrorStream:
 
     # ------------------------------------------------------------------------------ one connection
 
-    async def events(self) -> AsyncIterator[ErrorEvent]:
+    async def events(self) -> AsyncGenerator[ErrorEvent, None]:
         """Connect, AUTH, SUBSCRIBE, then yield events until the connection ends.
 
         Raises KeyProblem/ClientPaused (gate), FeatureMissing (no `errors` channel), ManagementNotEnabled,
@@ -199,7 +199,9 @@ class ErrorStream:
         except RESPProtocolError as exc:
             raise MalformedResponse(self.cpa, ENDPOINT, f"not RESP: {exc}") from None
 
-    async def _messages(self, resp: RESPReader, writer: asyncio.StreamWriter) -> AsyncIterator[ErrorEvent]:
+    async def _messages(
+        self, resp: RESPReader, writer: asyncio.StreamWriter
+    ) -> AsyncGenerator[ErrorEvent, None]:
         awaiting_pong = False
         while True:
             try:
@@ -255,7 +257,7 @@ class ErrorStream:
 
     # ---------------------------------------------------------------------------------- forever
 
-    async def run(self) -> AsyncIterator[ErrorEvent]:
+    async def run(self) -> AsyncGenerator[ErrorEvent, None]:
         """Yield events forever, reconnecting after transient failures and garbage.
 
         Ends by raising the KeyProblem (incl. ClientPaused), FeatureMissing or ManagementNotEnabled

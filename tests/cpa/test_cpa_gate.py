@@ -36,7 +36,7 @@ def test_fresh_gate_is_unverified_then_ok() -> None:
     assert gate.state is GateState.UNVERIFIED
     gate.check(EP, T0)
     gate.record_accepted(T0)
-    assert gate.state is GateState.OK
+    assert gate.snapshot().state is GateState.OK
 
 
 def test_empty_key_is_never_sent() -> None:

@@ -73,10 +73,10 @@ async def test_secrets_never_leave_the_client(caplog: pytest.LogCaptureFixture) 
                     errors.append(exc)
 
     assert len(errors) == 5
-    for exc in errors:
-        texts.append(str(exc))
-        texts.append(repr(exc))
-        texts.append("".join(traceback.format_exception(exc)))
+    for error in errors:
+        texts.append(str(error))
+        texts.append(repr(error))
+        texts.append("".join(traceback.format_exception(error)))
     texts.extend(repr(e) for e in events)
     texts.append(caplog.text)
     everything = "\n".join(texts)
