@@ -36,7 +36,7 @@ from reauthd.core.reminders import (
     retry_delay,
 )
 from reauthd.core.tasks import AWAITING_PERSON, IllegalTransition
-from reauthd.notify.notifier import Notifier
+from reauthd.notify.notifier import Notifier, SendOutcome
 from reauthd.notify.routes import ESCALATION, channels_of, routes_for
 from reauthd.notify.templates import TaskLink, link_url, render
 from reauthd.store import Delivery, DeliveryKind, DeliveryStatus, Store
@@ -245,8 +245,12 @@ class Outbox:
             items = [
                 TaskLink(t, self._link(t, now) if delivery.kind in _ACTION_KINDS else None) for t in tasks
             ]
-        message = render(delivery.kind, items)
-        outcome = await self.notifier.send(delivery.route, message, now)
+        try:
+            message = render(delivery.kind, items)
+            outcome = await self.notifier.send(delivery.route, message, now)
+        except Exception as exc:  # a bug must count as a failed attempt, or the row would retry forever
+            log.exception("notify.render_or_send_failed", kind=delivery.kind.value, channel=delivery.route)
+            outcome = SendOutcome(False, f"internal error {type(exc).__name__}")
         with self.store.transaction():
             if outcome.ok:
                 self.store.finish_delivery(delivery.id, DeliveryStatus.SENT, now)

@@ -126,11 +126,17 @@ class Store:
             ) from None
         state_lock = StateLock(state_path) if lock else None
         if state_lock is not None:
-            state_lock.acquire()
+            try:
+                state_lock.acquire()
+            except OSError as exc:
+                raise StoreError(f"cannot create the lock file {state_lock.path}: {exc.strerror}") from None
         try:
-            fd = os.open(state_path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
-            os.chmod(state_path, 0o600)
+            try:
+                fd = os.open(state_path, os.O_RDWR | os.O_CREAT, 0o600)
+                os.close(fd)
+                os.chmod(state_path, 0o600)
+            except OSError as exc:
+                raise StoreError(f"cannot open the state file {state_path}: {exc.strerror}") from None
             # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves (explicit transactions).
             conn = sqlite3.connect(state_path, isolation_level=None, check_same_thread=False, timeout=10)
             conn.row_factory = sqlite3.Row
@@ -178,7 +184,14 @@ class Store:
                 raise
             self._depth -= 1
             if self._depth == 0:
-                self._conn.execute("COMMIT")
+                try:
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    # A failed COMMIT (disk full, I/O error) can leave the transaction open; end it so the
+                    # next call starts clean, and let the caller see the error.
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
 
     def schema_version(self) -> int:
         row = self._conn.execute("SELECT version FROM schema_version").fetchone()

@@ -277,3 +277,19 @@ async def test_no_channel_configured_plans_nothing_and_health_says_so(make_rig: 
     report = await rig.outbox.flush(T0)
     assert report.planned == 0 and rig.state(a) is S.OPEN
     assert not rig.notifier.health.ok
+
+
+async def test_a_rendering_bug_counts_as_a_failed_attempt(
+    inbox: Inbox, make_rig: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import reauthd.notify.outbox as outbox_module
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("template bug")
+
+    monkeypatch.setattr(outbox_module, "render", broken)
+    rig = make_rig(urls=[inbox.url()], group_window_s=0, retry_max_attempts=1)
+    rig.task("a", T0)
+    report = await rig.outbox.flush(T0)
+    assert report.gave_up == 1 and inbox.messages() == []
+    assert rig.store.list_deliveries()[0].last_error == "internal error RuntimeError"

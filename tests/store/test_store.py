@@ -350,3 +350,14 @@ def test_pending_migrations_apply_in_order_and_a_failing_one_rolls_back(
     with Store.open(path) as store:
         assert store.schema_version() == LATEST_VERSION + 2
         assert store.get_task(task_id).state is TaskState.OPEN  # data kept
+
+
+def test_unusable_location_is_one_sentence(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="cannot create the state directory"):
+        Store.open(blocker / "sub" / "state.db")
+    directory = tmp_path / "dir.db"
+    directory.mkdir()
+    with pytest.raises(StoreError):
+        Store.open(directory)
