@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -34,8 +35,21 @@ class GarbageThenGood:
     def __init__(self) -> None:
         self.connections = 0
         self.first_commands: list[bytes] = []
+        self.handlers: list[tuple[asyncio.Task[object], asyncio.StreamWriter]] = []
+
+    async def close(self) -> None:
+        for task, writer in self.handlers:
+            task.cancel()
+            writer.close()
+        await asyncio.gather(*(t for t, _ in self.handlers), return_exceptions=True)
+        for _, writer in self.handlers:
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.append((task, writer))
         self.connections += 1
         n = self.connections
         buffer = b""
@@ -57,7 +71,6 @@ class GarbageThenGood:
                 writer.write(b"*3\r\n" + bulk(b"message") + bulk(b"errors") + bulk(payload))
         await writer.drain()
         await asyncio.sleep(30)
-        writer.close()
 
 
 @pytest.fixture
@@ -69,6 +82,8 @@ async def fake() -> AsyncIterator[tuple[GarbageThenGood, str]]:
         yield server_logic, f"http://127.0.0.1:{port}"
     finally:
         server.close()
+        await server_logic.close()
+        await server.wait_closed()
 
 
 async def test_garbage_on_the_stream_is_survived(fake: tuple[GarbageThenGood, str]) -> None:
