@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -21,6 +22,7 @@ from reauthd.sim.resp import RESP_PREFIXES, RespConnection
 from reauthd.sim.state import Settings, SimState
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 TICK_SECONDS = 0.05
 
 
@@ -34,6 +36,8 @@ class _Mux(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        # Protocols are swapped after the first bytes, so closed transports are pruned here instead.
+        self.sim.connections = {t for t in self.sim.connections if not t.is_closing()}
         self.sim.connections.add(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -134,7 +138,10 @@ class SimServer:
     async def _tick(self) -> None:
         """Fire simulated timers (watcher reloads, exchanges, timeouts) as wall time passes."""
         while True:
-            self.state.run_due()
+            try:
+                self.state.run_due()
+            except Exception:  # a broken timer must not stop every later one (flows would hang)
+                log.exception("simulator timer failed")
             await asyncio.sleep(TICK_SECONDS)
 
     async def stop(self) -> None:
