@@ -288,6 +288,14 @@ class CPAClient:
             )
         return listing.files
 
+    async def list_auth_files_raw(
+        self, *, name: str | None = None, auth_index: str | None = None
+    ) -> bytes | bytearray:
+        """The body of `GET /auth-files` unparsed (same gate, retries and cap) for callers with a leaner parser."""
+        params = {k: v for k, v in (("name", name), ("auth_index", auth_index)) if v is not None}
+        answer = await self._wire.call(self._list_route, params=params)
+        return answer.body
+
     async def set_disabled(self, name: str, disabled: bool, *, auth_index: str | None = None) -> None:
         """`PATCH /auth-files/status`. With `auth_index`, CPA refuses (404) if the file is no longer that auth."""
         body: dict[str, Any] = {"name": name, "disabled": disabled}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from reauthd.core.model import Credential
 
@@ -22,6 +22,14 @@ _LOOSE = ConfigDict(extra="ignore", frozen=True)
 #: The only values CPA assigns in production code (sdk/cliproxy/auth/status.go, contract §2.2).
 #: `unknown`, `pending`, `refreshing` exist in the Go enum but are never set; the docs' `ready` does not exist.
 AuthFileStatus = Literal["active", "error", "disabled"]
+
+
+def _unset_if_zero(value: datetime | None) -> datetime | None:
+    """Go's zero `time.Time` (`0001-01-01T00:00:00Z`) means "not set"."""
+    return None if value is not None and value.year <= 1 else value
+
+
+GoTime = Annotated[datetime | None, AfterValidator(_unset_if_zero)]
 
 
 class CodexIdTokenClaims(BaseModel):
@@ -62,11 +70,11 @@ class AuthFile(BaseModel):
     account: str | None = Field(default=None, repr=False)
     path: str | None = None
     project_id: str | None = None
-    modtime: datetime | None = None
-    last_refresh: datetime | None = None
-    next_retry_after: datetime | None = None  # present only when non-zero
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
+    modtime: GoTime = None
+    last_refresh: GoTime = None
+    next_retry_after: GoTime = None  # present only when non-zero
+    created_at: GoTime = None
+    updated_at: GoTime = None
     id_token: CodexIdTokenClaims | None = None
     priority: int | None = None
     note: str | None = None

@@ -41,6 +41,7 @@ from reauthd.cpa.errors import (
     CPARequestError,
     FeatureMissing,
     KeyProblem,
+    MalformedResponse,
     ManagementBanned,
     ManagementKeyNotSet,
     ManagementKeyRejected,
@@ -235,6 +236,11 @@ class ManagementWire:
                 if not route.idempotent:
                     raise TransientCPAError(self.cpa, route.full_path, _describe(exc), attempt) from None
                 retryable_what = _describe(exc)
+            except httpx.DecodingError:
+                raise MalformedResponse(self.cpa, route.full_path, "the body could not be decoded") from None
+            except httpx.HTTPError as exc:
+                # Anything else httpx raises (proxy errors, protocol misuse): one sentence, no URL.
+                raise TransientCPAError(self.cpa, route.full_path, _describe(exc), attempt) from None
             else:
                 if not self._is_foreign_5xx(route, answer):
                     return answer

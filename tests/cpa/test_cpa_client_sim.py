@@ -287,3 +287,9 @@ async def test_huge_body(sim: SimServer) -> None:
     async with CPAClient("sim", sim.base_url, KEY, retry=FAST_RETRY, listing_max_bytes=1024 * 1024) as cpa:
         with pytest.raises(ResponseTooLarge):
             await cpa.list_auth_files()
+
+
+async def test_raw_listing_for_lean_parsers(sim: SimServer, cpa: CPAClient) -> None:
+    a = sim.state.add_credential("codex", email="a@example.com")
+    raw = await cpa.list_auth_files_raw(auth_index=a.auth_index)
+    assert [f["name"] for f in json.loads(raw)["files"]] == [a.name]

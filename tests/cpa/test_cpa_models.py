@@ -217,3 +217,8 @@ def test_error_event_shape_from_error_events_go() -> None:
         2026, 8, 22, 23, 39, 3, tzinfo=timezone(timedelta(hours=8))
     )
     assert event.auth_status.model is not None and event.auth_status.model.name == "gpt-5"
+
+
+def test_go_zero_time_means_unset() -> None:
+    (af,) = parse_auth_file_listing(listing(entry(created_at="0001-01-01T00:00:00Z"))).files
+    assert af.created_at is None

@@ -290,3 +290,12 @@ async def test_other_403_is_a_request_error() -> None:
         with pytest.raises(CPARequestError) as info:
             await cpa.list_auth_files()
     assert (info.value.status, info.value.error_text) == (403, "forbidden by policy")
+
+
+async def test_undecodable_body_is_malformed() -> None:
+    async def handler(request: Request) -> Response:
+        return Response(b"not gzip at all", 200, headers={**CPA_HEADERS, "Content-Encoding": "gzip"})
+
+    async with serve(OddCPA(handler)) as url, client(url) as cpa:
+        with pytest.raises(MalformedResponse, match="could not be decoded"):
+            await cpa.list_auth_files()
