@@ -1,5 +1,8 @@
-"""api_tools.go and friends: POST /api-call against the offline fake providers (§5), POST
-/vertex/import (§6) and GET /usage-queue (§7)."""
+"""POST /api-call against offline fake providers, POST /vertex/import and GET /usage-queue (api_tools.go).
+
+api_tools.go and friends: POST /api-call against the offline fake providers (§5), POST
+/vertex/import (§6) and GET /usage-queue (§7).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""The simulator's own control API under `/_sim/` (unauthenticated, for tests and demos) and the fake
-provider login pages the auth URLs point to."""
+"""The simulator's control API under `/_sim/` and the fake provider login pages.
+
+The simulator's own control API under `/_sim/` (unauthenticated, for tests and demos) and the fake
+provider login pages the auth URLs point to.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
-"""OAuth login flows as CPA runs them (auth_files_provider_oauth.go): auth URLs pointing at the fake
+"""OAuth login flows as CPA runs them: auth URLs, callbacks, code exchange, saving, timeouts, devices.
+
+OAuth login flows as CPA runs them (auth_files_provider_oauth.go): auth URLs pointing at the fake
 provider pages, the callback file the waiter picks up, the code exchange, saving with re-login merge,
-the 5-minute callback timeout and the device-code polling (contract §4)."""
+the 5-minute callback timeout and the device-code polling (contract §4).
+"""
 
 from __future__ import annotations
 

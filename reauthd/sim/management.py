@@ -1,5 +1,8 @@
-"""The `/v0/management/*` routes of the simulated CPA, answering exactly as shared/cpa-contract.md
-§1-§7 describes (status codes, error strings, ordering of checks)."""
+"""The auth-file routes of `/v0/management` and the route table, answering exactly as CPA does.
+
+The `/v0/management/*` routes of the simulated CPA, answering exactly as shared/cpa-contract.md
+§1-§7 describes (status codes, error strings, ordering of checks).
+"""
 
 from __future__ import annotations
 

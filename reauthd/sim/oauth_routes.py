@@ -1,5 +1,8 @@
-"""The OAuth management routes: auth URLs, get-auth-status, cancel, and the unauthenticated
-callback with the exact order of checks of contract §4.3 (oauth_callback.go)."""
+"""The OAuth management routes: auth URLs, get-auth-status, cancel and the oauth-callback checks.
+
+The OAuth management routes: auth URLs, get-auth-status, cancel, and the unauthenticated
+callback with the exact order of checks of contract §4.3 (oauth_callback.go).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""The Redis RESP side of CPA's port (internal/api/redis_queue_protocol.go, contract §7): AUTH with the
-management ban table, LPOP/RPOP usage, SUBSCRIBE usage|errors with PING/UNSUBSCRIBE/QUIT."""
+"""The Redis RESP side of CPA's port: AUTH with the shared ban table, pops and subscriptions.
+
+The Redis RESP side of CPA's port (internal/api/redis_queue_protocol.go, contract §7): AUTH with the
+management ban table, LPOP/RPOP usage, SUBSCRIBE usage|errors with PING/UNSUBSCRIBE/QUIT.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The fake upstream providers: accounts, token validity, and the bodies their APIs really answer with.
+"""The fake upstream providers: accounts, token validity and the bodies their APIs answer with.
+
+The fake upstream providers: accounts, token validity, and the bodies their APIs really answer with.
 
 Token validity lives here, keyed by the token string, so a file's tokens stay dead after a re-login
 while the new file's tokens work; `/api-call` probes and simulated requests both ask this module.

@@ -1,5 +1,8 @@
-"""The public /v1 path (prefix routing, §5 workaround, §12 Vertex), vertex import (§6), usage queue (§7),
-the control API, faults, the operation log, the thread runner and secret hygiene."""
+"""The public /v1 path, vertex import, usage queue, control API, faults, op log, runner, secrets.
+
+The public /v1 path (prefix routing, §5 workaround, §12 Vertex), vertex import (§6), usage queue (§7),
+the control API, faults, the operation log, the thread runner and secret hygiene.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""OAuth login flows, session lifetimes, the callback contract and re-login semantics
-(contract §4, §11.7-§11.9, §12 watcher lag)."""
+"""OAuth flows, session lifetimes, the callback contract and re-login semantics (§4, §11.7-9, §12).
+
+OAuth login flows, session lifetimes, the callback contract and re-login semantics
+(contract §4, §11.7-§11.9, §12 watcher lag).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""Pure pieces of the simulator as tables: executor reshaping (§9), request-scoped faults (§2.3 A.6),
-Go time and duration formatting (§1, §2.1), OAuth state validation (§4.2)."""
+"""Pure pieces of the simulator as tables: reshaping, request-scoped faults, Go formatting, states.
+
+Pure pieces of the simulator as tables: executor reshaping (§9), request-scoped faults (§2.3 A.6),
+Go time and duration formatting (§1, §2.1), OAuth state validation (§4.2).
+"""
 
 from __future__ import annotations
 
