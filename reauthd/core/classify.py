@@ -137,6 +137,12 @@ def interpret(evidence: Evidence, provider: str = "") -> Signal | None:
             return probe_signal
     if status is not None and 200 <= status < 400:
         # Checked before any text rule: a healthy usage body talks about "rate_limit" windows.
+        if source is EvidenceSource.PROBE and _usage_limit_reached(text):
+            return Signal(
+                VerdictKind.QUOTA,
+                "quota",
+                f"{_provider_name(provider)} accepted the credential but its usage limit is reached",
+            )
         return Signal(VerdictKind.HEALTHY, "ok", f"{_provider_name(provider)} accepted the credential")
 
     body_type, body_code = _json_fields(text)
@@ -217,6 +223,20 @@ def interpret(evidence: Evidence, provider: str = "") -> Signal | None:
             VerdictKind.UNKNOWN, "error_without_message", "CPA marks it as failing without a message"
         )
     return Signal(VerdictKind.UNKNOWN, "unrecognised", "CPA reports an error reauthd does not recognise")
+
+
+def _usage_limit_reached(text: str) -> bool:
+    """Codex `wham/usage`: `rate_limit.limit_reached` / `allowed:false` (cpamp-signals.md §5.2 isQuota)."""
+    if '"rate_limit"' not in text:
+        return False
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return False
+    limit = body.get("rate_limit") if isinstance(body, dict) else None
+    if not isinstance(limit, dict):
+        return False
+    return limit.get("limit_reached") is True or limit.get("allowed") is False
 
 
 def _revoked_signal(haystack: str, who: str) -> Signal:

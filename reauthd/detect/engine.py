@@ -119,6 +119,15 @@ class DetectionEngine:
         """The latest verdict of every known credential (scan, metrics, the operator page)."""
         return [v for r in self._records.values() if (v := self._view(r)) is not None]
 
+    def summary(self) -> dict[tuple[str, str], int]:
+        """(cpa, verdict kind) → number of credentials, for metrics."""
+        counts: dict[tuple[str, str], int] = {}
+        for (cpa, _), record in self._records.items():
+            if record.verdict is not None and record.listed:
+                key = (cpa, record.verdict.kind.value)
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def verdict_for(self, cpa: str, auth_index: str) -> CredentialVerdict | None:
         record = self._records.get((cpa, auth_index))
         return self._view(record) if record is not None else None

@@ -132,6 +132,14 @@ CASES = [
     ("codex", ev(S, "unauthorized", 401, code="unauthorized"), K.NEEDS_REAUTH, "unauthorized_after_refresh"),
     # Probes through /api-call (contract §5, §12)
     ("codex", ev(P, WHAM_USAGE_OK, 200), K.HEALTHY, "ok"),
+    (
+        "codex",
+        ev(P, WHAM_USAGE_OK.replace("false", "true").replace("true,", "false,", 1), 200),
+        K.QUOTA,
+        "quota",
+    ),
+    ("codex", ev(P, '{"rate_limit":{"allowed":false}}', 200), K.QUOTA, "quota"),
+    ("codex", ev(P, "{not json rate_limit", 200), K.HEALTHY, "ok"),
     ("codex", ev(P, '{"detail":"Unauthorized"}', 401, token_expired=False), K.NEEDS_REAUTH, "probe_401"),
     ("codex", ev(P, '{"detail":"Unauthorized"}', 401), K.NEEDS_REAUTH, "probe_401"),
     ("codex", ev(P, '{"detail":"Unauthorized"}', 401, token_expired=True), K.SUSPECT, "expired_access_token"),

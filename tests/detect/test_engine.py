@@ -108,10 +108,11 @@ async def test_quota_is_never_a_reauth(sim: SimServer, client: CPAClient) -> Non
     try:
         for _ in range(3):
             views = await engine.cycle(wait_for_probes=True)
-        await engine.probe_now("main", busy.auth_index)
+        probed = await engine.probe_now("main", busy.auth_index)
     finally:
         await engine.aclose()
     assert [v.verdict.kind for v in views] == [VerdictKind.QUOTA]
+    assert probed is not None and probed.verdict.kind is VerdictKind.QUOTA  # wham/usage: limit reached
     assert engine.confirmed.empty()
 
 
