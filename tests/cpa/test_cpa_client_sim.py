@@ -293,3 +293,14 @@ async def test_raw_listing_for_lean_parsers(sim: SimServer, cpa: CPAClient) -> N
     a = sim.state.add_credential("codex", email="a@example.com")
     raw = await cpa.list_auth_files_raw(auth_index=a.auth_index)
     assert [f["name"] for f in json.loads(raw)["files"]] == [a.name]
+
+
+async def test_plugin_provider_login_route() -> None:
+    sim = SimServer(management_key=KEY, port=0, plugin_providers=("acme-ai",))
+    async with sim, CPAClient("sim", sim.base_url, KEY, retry=FAST_RETRY) as cpa:
+        minted = await cpa.auth_url("acme-ai")
+        assert minted.state and oplog_count(sim, "/v0/management/acme-ai-auth-url") == 1
+        with pytest.raises(FeatureMissing, match="other-ai login"):
+            await cpa.auth_url("other-ai")
+        with pytest.raises(ValueError, match="not a provider"):
+            await cpa.auth_url("../config")
