@@ -14,6 +14,11 @@ and then locks out every other tool on the same host. So:
   `KeyGate.restore`, keyed by a salted scrypt fingerprint of the key (never the key itself), so a
   crash-looping service does not spend a fresh attempt on every start.
 
+Choosing `pause_after_rejection`: CPA forgets a failure count only on success, at the end of a ban, or
+when the IP has been idle for more than 2 h (purged hourly, handler.go purgeStaleAttempts). One retry
+every 30 min therefore still reaches 5 strikes within ~2.5 h; a pause of 3 h or more lets the count
+expire between attempts, so reauthd alone can never cause a ban.
+
 Remote-disabled and key-not-set (403) do not count toward the ban, so they do not pause the gate; the
 caller still gets the typed error every time.
 """
