@@ -197,7 +197,7 @@ class SimApp:
             for a in self.state.sorted_auths():
                 if a.disabled:
                     continue
-                prefix = a.metadata.get("prefix")
+                prefix = route_prefix(a.metadata.get("prefix"))
                 for m in PROVIDER_MODELS.get(a.provider, ()):
                     data.append(
                         {
@@ -226,7 +226,7 @@ class SimApp:
             for a in self.state.sorted_auths()
             if not a.disabled
             and bare in PROVIDER_MODELS.get(a.provider, ())
-            and (a.metadata.get("prefix") or "") == prefix
+            and route_prefix(a.metadata.get("prefix")) == prefix
         ]
         if not candidates:
             return gin_json(
@@ -256,6 +256,14 @@ class SimApp:
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
             },
         )
+
+
+def route_prefix(raw: Any) -> str:
+    """synthesizer/file.go: a prefix is one segment; slashes are trimmed and an inner slash voids it."""
+    if not isinstance(raw, str):
+        return ""
+    trimmed = raw.strip().strip("/")
+    return "" if "/" in trimmed else trimmed
 
 
 class _Dropping(Response):

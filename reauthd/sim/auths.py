@@ -138,8 +138,9 @@ class SimAuth:
         self.metadata = dict(content)
         self.loaded_hash = content_hash(content)
         self.disabled = content.get("disabled") is True
+        # The file synthesizer sets only the status; the message stays empty (synthesizer/file.go).
         self.status = "disabled" if self.disabled else "active"
-        self.status_message = "disabled via management API" if self.disabled else ""
+        self.status_message = ""
         self.clear_failures()
         self.updated_at = now
         self.last_refreshed_at = parse_last_refresh(content) or self.last_refreshed_at
@@ -313,8 +314,9 @@ class SimAuth:
             e["email"] = email
         if isinstance(md.get("project_id"), str) and md["project_id"]:
             e["project_id"] = md["project_id"]
+        e["account_type"] = "oauth"  # Auth.AccountInfo: every file auth is an OAuth kind
         if email:
-            e["account_type"], e["account"] = "oauth", email
+            e["account"] = email
         e["created_at"] = go_time(self.created_at)
         if self.updated_at is not None:
             e["modtime"] = e["updated_at"] = go_time(self.updated_at)

@@ -428,3 +428,14 @@ async def test_success_clears_error(sim: SimServer, client: httpx.AsyncClient) -
     sim.state.set_condition(a.name, "ok", live=True)
     e = await entry(client, a.name)
     assert (e["status"], e["status_message"], e["unavailable"]) == ("active", "", False)
+
+
+async def test_disabled_file_at_load_and_account_kind(sim: SimServer, client: httpx.AsyncClient) -> None:
+    """synthesizer/file.go: `"disabled": true` in the file gives status disabled with an empty message;
+    AccountInfo: every file auth is account_type oauth, `account` only with an email (§2.1)."""
+    off = sim.state.add_credential("kimi", name="kimi-9.json", disabled=True)
+    e = await entry(client, off.name)
+    assert (e["status"], e["status_message"], e["disabled"]) == ("disabled", "", True)
+    assert e["account_type"] == "oauth"
+    assert "account" not in e
+    assert "email" not in e
