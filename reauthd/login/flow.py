@@ -223,7 +223,9 @@ class LoginFlow:
         )
         self.store.save_login_session(session, now)
         what = "a device code" if kind is LoginKind.DEVICE else "a fresh sign-in link"
-        self.store.apply_transition(task.id, S.LOGIN_STARTED, f"CPA issued {what}", now, expect=S.OPENED)
+        self.store.apply_transition(
+            task.id, S.LOGIN_STARTED, f"The proxy server issued {what}.", now, expect=S.OPENED
+        )
         log.info("login started", task_id=task.id, cpa=task.cpa, provider=task.provider, flow=kind.value)
         self._watch(task.id)
         return None
@@ -262,7 +264,11 @@ class LoginFlow:
                 return _notice(explanation)
             self._audit(task, "oauth-callback", "accepted", now)
             self.store.apply_transition(
-                task_id, S.CALLBACK_RECEIVED, "CPA accepted the sign-in result", now, expect=S.LOGIN_STARTED
+                task_id,
+                S.CALLBACK_RECEIVED,
+                "The proxy server accepted the sign-in.",
+                now,
+                expect=S.LOGIN_STARTED,
             )
             log.info("callback accepted", task_id=task_id, cpa=task.cpa)
             self._wake(task_id)
@@ -309,7 +315,7 @@ class LoginFlow:
             self.store.apply_transition(
                 task_id,
                 S.VERIFYING,
-                f"CPA saved {file_name}; verifying it",
+                f"The proxy server saved {file_name}; testing it now.",
                 now,
                 expect=S.LOGIN_STARTED,
                 new_auth_name=file_name,
@@ -345,13 +351,15 @@ class LoginFlow:
                     return self._end(task, _LAPSED.sentence, now)
                 return PollOutcome.WAITING
             if status.status == "ok":
-                return self._completed(task, "CPA saved the new credential; verifying it", now)
+                return self._completed(task, "The proxy server saved the new login; testing it now.", now)
             error = (status.error or "").strip()
             if task.state is S.CALLBACK_RECEIVED and error.lower() == "unknown or expired state":
                 # CPA accepted our callback, then forgot the state: it completed more than 60 s ago
                 # (contract §4.2) — e.g. the daemon was down. Verification looks for the new file.
                 return self._completed(
-                    task, "CPA no longer reports the finished sign-in; looking for the new credential", now
+                    task,
+                    "The proxy server no longer reports the finished sign-in; looking for the new login.",
+                    now,
                 )
             log.info("login ended at CPA", task_id=task_id, error=explain_status_error(error).sentence)
             return self._end(task, explain_status_error(error).sentence, now)

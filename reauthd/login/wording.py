@@ -27,7 +27,7 @@ class Explanation:
 
 
 _LAPSED = Explanation(
-    "The sign-in took longer than CPA allows (5 minutes), so this attempt has expired. "
+    "The sign-in took longer than the proxy server (CPA) allows (5 minutes), so this attempt has expired. "
     "Start again to get a fresh sign-in link.",
     NextStep.START_AGAIN,
 )

@@ -112,8 +112,11 @@ class CookieSigner:
 def same_origin(request: Request, public_origin: str) -> bool:
     """A POST's Origin (when the browser sends one) must be this site; SameSite=Strict is the other half."""
     origin = request.headers.get("origin")
-    if origin is None:
-        return True  # older browsers and non-browser clients; the CSRF token still has to match
+    # Absent: older browsers and non-browser clients. "null": what browsers send on a form POST from a page
+    # with `Referrer-Policy: no-referrer` (Fetch spec, "append a request Origin header") — i.e. from our own
+    # pages. Either way the CSRF token bound to the SameSite=Strict session cookie still has to match.
+    if origin is None or origin == "null":
+        return True
     own = f"{request.url.scheme}://{request.headers.get('host', '')}"
     return origin in (public_origin, own)
 

@@ -109,7 +109,11 @@ def _req(status: int, text: str) -> CPARequestError:
 @pytest.mark.parametrize(
     ("exc", "step", "words"),
     [
-        (_req(404, "unknown or expired state"), NextStep.START_AGAIN, "longer than CPA allows"),
+        (
+            _req(404, "unknown or expired state"),
+            NextStep.START_AGAIN,
+            "longer than the proxy server (CPA) allows",
+        ),
         (_req(409, "oauth flow is already completed"), NextStep.COMPLETED, "already completed"),
         (_req(409, "Timeout waiting for OAuth callback"), NextStep.START_AGAIN, "5 minutes"),
         (_req(409, "oauth flow is not pending"), NextStep.START_AGAIN, "no longer waiting"),

@@ -243,7 +243,9 @@ async def test_lapsed_window_then_start_again(box: WebSandbox, http: httpx.Async
     box.sim.state.advance(CALLBACK_WINDOW.total_seconds() + 1)  # CPA's waiter gives up
     await wait_for_state(box, task.task_id, S.OPENED)
     ready = await http.get(box.url(f"/t/{task.task_id}"))
-    assert "took longer than CPA allows" in ready.text and "Start login again" in ready.text
+    assert (
+        "took longer than the proxy server (CPA) allows" in ready.text and "Start login again" in ready.text
+    )
     late = await http.post(
         box.url(f"/t/{task.task_id}/callback"), data={"csrf": csrf_of(page.text), "callback_url": callback}
     )

@@ -1,0 +1,265 @@
+"""The recipient page in a real Chromium against the simulator, one screenshot per step (test-artifacts/)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reauthd.core.model import TaskState
+from reauthd.login.timing import CALLBACK_WINDOW
+from reauthd.web.sandbox import WebSandbox
+
+CHROMIUM = Path("/usr/bin/chromium")
+Shot = Callable[[Any, str], Coroutine[Any, Any, None]]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium"
+    ),
+]
+
+S = TaskState
+PHONE = {
+    "viewport": {"width": 390, "height": 844},
+    "device_scale_factor": 2,
+    "is_mobile": True,
+    "has_touch": True,
+}
+
+
+async def heading(page: Any) -> str:
+    return str(await page.locator("h1").first.inner_text())
+
+
+async def wait_heading(page: Any, text: str | re.Pattern[str], timeout_ms: float = 20000) -> None:
+    await page.locator("h1", has_text=text).first.wait_for(timeout=timeout_ms)
+
+
+IN_PROGRESS = re.compile("Sign-in received|Testing the new login|Removing the old login")
+
+
+async def open_and_start(page: Any, box: WebSandbox, link: str, shot: Shot) -> None:
+    await page.goto(link)
+    await page.wait_for_url("**/t/*")
+    await wait_heading(page, "again")
+    await shot(page, "landing")
+    await page.get_by_role("button", name="Start login").click()
+    await page.wait_for_load_state()
+
+
+async def sign_in_and_copy_address(page: Any, shot: Shot) -> str:
+    """Click the sign-in link (new tab), sign in at the fake provider, read the failed localhost address."""
+    async with page.context.expect_page() as new_tab:
+        await page.get_by_role("link", name="sign-in").click()
+    provider = await new_tab.value
+    await provider.wait_for_load_state()
+    await shot(provider, "provider-sign-in")
+    failed: list[str] = []
+    provider.on("requestfailed", lambda request: failed.append(request.url))
+    await provider.get_by_role("button", name="Sign in and allow").click(no_wait_after=True)
+    for _ in range(100):
+        if failed:
+            break
+        await asyncio.sleep(0.05)
+    await provider.wait_for_load_state()
+    await shot(provider, "localhost-does-not-load")
+    assert failed, "the provider did not send the browser to the localhost callback"
+    await provider.close()
+    return failed[0]
+
+
+async def paste_and_send(page: Any, address: str, shot: Shot) -> None:
+    await page.locator('textarea[name="callback_url"]').fill(address)
+    await shot(page, "pasted")
+    await page.get_by_role("button", name="Send").click()
+    await page.wait_for_load_state()
+
+
+async def callback_flow(box: WebSandbox, browser: Any, shot: Shot, provider: str, **context: Any) -> Any:
+    task = box.add_task(provider, email="alice@example.com")
+    ctx = await browser.new_context(**context)
+    page = await ctx.new_page()
+    await open_and_start(page, box, task.link, shot)
+    await wait_heading(page, "Sign in to")
+    await shot(page, "callback-step")
+    address = await sign_in_and_copy_address(page, shot)
+    await paste_and_send(page, address, shot)
+    await wait_heading(page, IN_PROGRESS)
+    await shot(page, "progress")
+    await wait_heading(page, "All done")  # the page follows along by itself (JS polling, no reload by hand)
+    await shot(page, "done")
+    assert box.state_of(task.task_id) is S.DONE
+    return page
+
+
+async def test_codex_callback_paste(box: WebSandbox, browser: Any, shot: Shot) -> None:
+    await callback_flow(box, browser, shot, "codex")
+
+
+async def test_claude_callback_paste(box: WebSandbox, browser: Any, shot: Shot) -> None:
+    page = await callback_flow(box, browser, shot, "claude")
+    assert any(op["path"].endswith("/anthropic-auth-url") for op in box.sim.state.oplog)
+    await page.close()
+
+
+async def test_phone_sized_viewport(box: WebSandbox, browser: Any, shot: Shot) -> None:
+    page = await callback_flow(box, browser, shot, "codex", **PHONE)
+    overflow = await page.evaluate("document.scrollingElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, "the page scrolls sideways on a phone"
+
+
+async def test_xai_device_code(box: WebSandbox, browser: Any, shot: Shot) -> None:
+    task = box.add_task("xai")
+    ctx = await browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+    page = await ctx.new_page()
+    await open_and_start(page, box, task.link, shot)
+    await wait_heading(page, "Enter the code")
+    session = box.store.get_login_session(task.task_id)
+    assert session is not None and session.user_code
+    assert (await page.locator("#user-code").inner_text()).strip() == session.user_code
+    first = await page.locator(".countdown").inner_text()
+    await page.get_by_role("button", name="Copy code").click()
+    await page.get_by_role("button", name="Copied").wait_for(timeout=5000)
+    assert await page.evaluate("navigator.clipboard.readText()") == session.user_code
+    await asyncio.sleep(1.2)
+    assert await page.locator(".countdown").inner_text() != first, "the countdown does not move"
+    await shot(page, "device-code")
+    async with ctx.expect_page() as new_tab:
+        await page.get_by_role("link", name="verification page").click()
+    device = await new_tab.value
+    await device.wait_for_load_state()
+    await shot(device, "provider-approve")
+    await device.get_by_role("button", name="Approve").click()
+    await device.close()
+    await wait_heading(page, "All done", timeout_ms=30000)
+    await shot(page, "done")
+
+
+async def test_vertex_upload(box: WebSandbox, browser: Any, shot: Shot) -> None:
+    task = box.add_task("vertex")
+    page = await (await browser.new_context()).new_page()
+    await open_and_start(page, box, task.link, shot)
+    await wait_heading(page, "Upload a new service-account key")
+    assert await page.locator('input[name="location"]').input_value() == "us-central1"
+    await page.locator('input[name="file"]').set_input_files(
+        {"name": "notes.json", "mimeType": "application/json", "buffer": b'{"hello": 1}'}
+    )
+    await page.get_by_role("button", name="Upload key").click()
+    await page.wait_for_load_state()
+    assert "not a service-account key" in await page.locator(".notice").inner_text()
+    await shot(page, "wrong-file")
+    key = json.dumps(
+        {
+            "type": "service_account",
+            "project_id": "acme-ml",
+            "private_key_id": "k9",
+            "private_key": "-----BEGIN PRIVATE KEY-----\\nMIIE\\n-----END PRIVATE KEY-----\\n",
+            "client_email": "reauth@acme-ml.iam.gserviceaccount.com",
+        }
+    ).encode()
+    await page.locator('input[name="file"]').set_input_files(
+        {"name": "acme-ml.json", "mimeType": "application/json", "buffer": key}
+    )
+    await page.locator('input[name="location"]').fill("europe-west4")
+    await shot(page, "key-chosen")
+    await page.get_by_role("button", name="Upload key").click()
+    await wait_heading(page, IN_PROGRESS)
+    body = await page.locator("main").inner_text()
+    for fact in ("acme-ml", "reauth@acme-ml.iam.gserviceaccount.com", "europe-west4", "vertex-acme-ml.json"):
+        assert fact in body
+    await shot(page, "imported")
+    await wait_heading(page, "All done")
+    await shot(page, "done")
+
+
+async def test_lapsed_window_and_restart(box: WebSandbox, browser: Any, shot: Shot) -> None:
+    task = box.add_task("codex")
+    page = await (await browser.new_context()).new_page()
+    await open_and_start(page, box, task.link, shot)
+    await wait_heading(page, "Sign in to")
+    first = box.store.get_login_session(task.task_id)
+    assert first is not None
+    box.sim.state.advance(CALLBACK_WINDOW.total_seconds() + 1)  # CPA's 5-minute waiter gives up
+    await wait_heading(page, "Start the sign-in again")  # the page notices by itself
+    assert "5 minutes" in await page.locator("main").inner_text()
+    await shot(page, "window-lapsed")
+    await page.get_by_role("button", name="Start login again").click()
+    await wait_heading(page, "Sign in to")
+    second = box.store.get_login_session(task.task_id)
+    assert second is not None and second.oauth_state != first.oauth_state
+    await shot(page, "fresh-link")
+    address = await sign_in_and_copy_address(page, shot)
+    await paste_and_send(page, address, shot)
+    await wait_heading(page, "All done")
+    await shot(page, "done")
+
+
+async def test_wrong_state_is_refused_and_task_stays_usable(
+    box: WebSandbox, browser: Any, shot: Shot
+) -> None:
+    task = box.add_task("codex")
+    page = await (await browser.new_context()).new_page()
+    await open_and_start(page, box, task.link, shot)
+    await wait_heading(page, "Sign in to")
+    wrong = "http://localhost:1455/auth/callback?code=ac_123&state=" + "f" * 32
+    await paste_and_send(page, wrong, shot)
+    notice = await page.locator(".notice").inner_text()
+    assert "different or older sign-in" in notice
+    await shot(page, "wrong-state")
+    assert not [op for op in box.sim.state.oplog if op["path"].endswith("/oauth-callback")]
+    address = await sign_in_and_copy_address(page, shot)
+    await paste_and_send(page, address, shot)
+    await wait_heading(page, "All done")
+
+
+async def test_tampered_link(box: WebSandbox, browser: Any, shot: Shot) -> None:
+    task = box.add_task("codex")
+    page = await (await browser.new_context()).new_page()
+    answer = await page.goto(task.link[:-4] + "AAAA")
+    assert answer is not None and answer.status == 404
+    assert await heading(page) == "This link does not work"
+    await shot(page, "tampered")
+    assert box.state_of(task.task_id) is S.OPEN
+    assert await page.context.cookies() == []
+
+
+async def test_get_twice_then_post(box: WebSandbox, browser: Any, shot: Shot) -> None:
+    task = box.add_task("codex")
+    # A link preview or mail scanner fetches the link in another browser first.
+    scanner = await (await browser.new_context()).new_page()
+    await scanner.goto(task.link)
+    await scanner.wait_for_url("**/t/*")
+    await shot(scanner, "scanner-fetch")
+    page = await (await browser.new_context()).new_page()
+    await page.goto(task.link)
+    await page.wait_for_url("**/t/*")
+    await page.goto(task.link)
+    await page.wait_for_url("**/t/*")
+    assert task.link.rsplit("/", 1)[1] not in page.url  # the token left the address bar
+    assert box.state_of(task.task_id) is S.OPEN
+    assert box.store.get_login_session(task.task_id) is None
+    await shot(page, "landing-after-two-gets")
+    await page.get_by_role("button", name="Start login").click()
+    await wait_heading(page, "Sign in to")
+    assert box.state_of(task.task_id) is S.LOGIN_STARTED
+    await shot(page, "started")
+
+
+async def test_link_clicked_from_another_site(box: WebSandbox, browser: Any, shot: Shot) -> None:
+    """A link in a web mail (another site): SameSite=Strict must not lose the session on the way in."""
+    task = box.add_task("codex")
+    page = await (await browser.new_context()).new_page()
+    await page.goto(box.sim.base_url.replace("127.0.0.1", "localhost") + "/_sim/provider/none/none")
+    await page.set_content(f'<a id="mail-link" href="{task.link}">Sign in again</a>')
+    await page.click("#mail-link")
+    await page.wait_for_url("**/t/*")
+    await wait_heading(page, "again")
+    assert await page.get_by_role("button", name="Start login").count() == 1
+    await shot(page, "landed-from-mail")
