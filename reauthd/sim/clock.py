@@ -48,13 +48,14 @@ class SimClock:
             return self._offset.total_seconds()
 
 
-def go_time(value: datetime, tz: timezone = DEFAULT_TZ) -> str:
+def go_time(value: datetime, tz: timezone | None = None) -> str:
     """Format like Go's time.Time MarshalJSON: RFC 3339, nanosecond precision with trailing zeros trimmed.
 
     Python has microseconds only; the three extra digits are zero and therefore trimmed, exactly as Go
     would print a time with microsecond precision. UTC is written as "Z", as Go does.
     """
-    local = value.astimezone(tz)
+    # Times come from the injected clock, already in the server's zone; keep that zone unless told.
+    local = value.astimezone(tz) if tz is not None else value
     base = local.strftime("%Y-%m-%dT%H:%M:%S")
     if local.microsecond:
         base += "." + f"{local.microsecond:06d}".rstrip("0")

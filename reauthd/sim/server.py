@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from email.utils import formatdate
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -136,11 +137,18 @@ class SimServer:
         self._server = await loop.create_server(lambda: _Mux(self), self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         self.state.settings.base_url = self.base_url
+        self._refresh_date()
         self._ticker = asyncio.create_task(self._tick())
+
+    def _refresh_date(self) -> None:
+        """Go's net/http sends a Date header on every response; it follows the simulated clock."""
+        stamp = formatdate(self.state.now().timestamp(), usegmt=True).encode()
+        self.server_state.default_headers = [(b"date", stamp)]
 
     async def _tick(self) -> None:
         """Fire simulated timers (watcher reloads, exchanges, timeouts) as wall time passes."""
         while True:
+            self._refresh_date()
             try:
                 self.state.run_due()
             except Exception:  # a broken timer must not stop every later one (flows would hang)
