@@ -439,7 +439,7 @@ class DetectionEngine:
     async def _poll_loop(self, skip_first_cycle: bool = False) -> None:
         interval = self.config.poll_interval_s
         if skip_first_cycle:
-            await asyncio.sleep(interval * self._rng.uniform(0.9, 1.1))
+            await asyncio.sleep(interval * self._rng.uniform(0.9, 1.0))
         while True:
             try:
                 await self.cycle()
