@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -160,13 +161,16 @@ class CPAClient:
         gate_snapshot: GateSnapshot | None = None,
         listing_max_bytes: int = DEFAULT_LISTING_MAX_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
+        tls_verify: bool | str = True,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
+        """`tls_verify`: True (system CAs), a CA bundle path (a self-signed CPA), or False (not advised)."""
         self.name = name
         self.base_url = base_url.rstrip("/")
         key = management_key if isinstance(management_key, SecretStr) else SecretStr(management_key)
         self._key = key
         self._transport = transport
+        self.tls_verify = tls_verify
         self._clock = clock
         self._settings = _Settings(
             timeout, connect_timeout, max_connections, retry or RetryPolicy(), pause_after_rejection,
@@ -180,6 +184,7 @@ class CPAClient:
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             transport=transport,
+            verify=tls_context(tls_verify),  # httpcore adds ALPN to it: never share it with RESP
             trust_env=False,  # a proxy from the environment must not see the management key
             follow_redirects=False,
         )
@@ -213,6 +218,7 @@ class CPAClient:
             pause_after_rejection=s.pause_after_rejection,
             listing_max_bytes=s.listing_max_bytes,
             transport=self._transport,
+            tls_verify=self.tls_verify,
             clock=self._clock,
         )
 
@@ -453,6 +459,17 @@ class CPAClient:
         else:
             problem = "the body does not match the contract"
         return MalformedResponse(self.name, route.full_path, problem)
+
+
+def tls_context(verify: bool | str) -> ssl.SSLContext:
+    """A fresh TLS context without ALPN. The RESP stream relies on that: CPA hands a TLS connection that
+    negotiated `h2`/`http/1.1` to HTTP and anything else to RESP (internal/api/protocol_multiplexer.go)."""
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
 
 
 def _query_values(url: str) -> list[str]:

@@ -1,7 +1,8 @@
 """CPA's real-time `SUBSCRIBE errors` channel on the management port, read as typed `ErrorEvent`s (contract §7).
 
 Wire protocol (internal/api/redis_queue_protocol.go): the first byte of a TCP connection decides the
-protocol, so RESP shares the HTTP host:port. The **first** command is `AUTH <key>`: any command sent
+protocol, so RESP shares the HTTP host:port (with TLS: inside TLS, without ALPN, see
+internal/api/protocol_multiplexer.go). The **first** command is `AUTH <key>`: any command sent
 before it is checked with an empty key and counts as a failed attempt on the same per-IP ban table as
 HTTP. Then `SUBSCRIBE errors` → `["subscribe","errors",1]`, then `["message","errors",<json>]` for every
 failed request CPA records. In subscribe mode CPA answers `PING` with `["pong", <payload>]`, which we
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 import structlog
 from pydantic import ValidationError
 
-from reauthd.cpa.client import CPAClient
+from reauthd.cpa.client import CPAClient, tls_context
 from reauthd.cpa.errors import (
     CPAError,
     FeatureMissing,
@@ -84,6 +85,8 @@ class ErrorStream:
         self._tls = parts.scheme == "https"
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or (443 if self._tls else 80)
+        # Its own context: the HTTP client's gets ALPN added by httpcore, which would route us to HTTP.
+        self._tls_context = tls_context(client.tls_verify) if self._tls else None
         self.connect_timeout_s = connect_timeout_s
         self.ping_interval_s = ping_interval_s
         self.max_line_bytes = max_line_bytes
@@ -132,7 +135,7 @@ class ErrorStream:
                 asyncio.open_connection(
                     self._host,
                     self._port,
-                    ssl=ssl.create_default_context() if self._tls else None,
+                    ssl=self._tls_context,
                     limit=self.max_line_bytes + 2,
                 ),
                 self.connect_timeout_s,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -406,6 +407,11 @@ class ManagementWire:
 
 def _describe(exc: httpx.HTTPError) -> str:
     """A short, secret-free description of a transport failure (never the request URL or headers)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return "its TLS certificate is not trusted (set the CA bundle)"
+        cause = cause.__cause__ or cause.__context__
     names = {
         httpx.ConnectError: "connection failed",
         httpx.ConnectTimeout: "connect timed out",
