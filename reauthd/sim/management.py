@@ -7,6 +7,7 @@ The `/v0/management/*` routes of the simulated CPA, answering exactly as shared/
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -167,12 +168,16 @@ async def patch_status(request: Request, state: SimState) -> Response:
         body = await read_json(request)
         if not isinstance(body, dict):
             raise ValueError
+        # gin's ShouldBindJSON: a wrongly typed field is a bind error, not a missing one.
+        typed = {"name": str, "auth_index": str, "disabled": bool}
+        if any(body.get(k) is not None and not isinstance(body[k], t) for k, t in typed.items()):
+            raise ValueError
     except ValueError:
         return err(400, "invalid request body")
     name = str(body.get("name") or "").strip()
     if not name:
         return err(400, "name is required")
-    if not isinstance(body.get("disabled"), bool):
+    if body.get("disabled") is None:
         return err(400, "disabled is required")
     auth = state.auth_by_name(name)
     index = str(body.get("auth_index") or "").strip()
@@ -200,63 +205,96 @@ KEBAB: dict[str, str] = {
 }
 
 
+def _normalise_field_keys(body: dict[str, Any]) -> dict[str, Any]:
+    """normalizeAuthFilePatchFields: canonical (snake_case) root keys; when an alias and the canonical
+    spelling collide the canonical one wins silently, two equal spellings are an error."""
+    out: dict[str, Any] = {}
+    original: dict[str, str] = {}
+    canonical: dict[str, bool] = {}
+    for key, value in body.items():
+        parts = [p.strip() for p in key.strip().split(".")]
+        root = parts[0]
+        parts[0] = KEBAB.get(root, root)
+        path = ".".join(parts)
+        is_canonical = root == parts[0]
+        if path in original:
+            if canonical[path] != is_canonical:
+                if is_canonical:
+                    out[path], original[path], canonical[path] = value, key, True
+                continue
+            raise ValueError(f'auth file fields "{original[path]}" and "{key}" refer to the same field')
+        out[path], original[path], canonical[path] = value, key, is_canonical
+    return out
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 async def patch_fields(request: Request, state: SimState) -> Response:
+    """auth_files_fields.go PatchAuthFileFields, in its order of checks. Only `name` is taken out of
+    the body: every other key (even `auth_index`) is written into the file's metadata, as CPA does."""
     try:
         body = await read_json(request)
         if not isinstance(body, dict):
             raise ValueError
     except ValueError:
         return err(400, "invalid request body")
-    name = str(body.pop("name", "") or "").strip()
-    if not name:
+    raw_name = body.pop("name", None)
+    if not isinstance(raw_name, str) or not raw_name.strip():
         return err(400, "name is required")
-    body.pop("auth_index", None)
-    if not body:
-        return err(400, "no fields to update")
-    seen: dict[str, str] = {}
-    for key in body:
-        if not key.strip():
-            return err(400, "field name is required")
-        norm: str = KEBAB.get(str(key), str(key))
-        if norm in seen:
-            return err(400, f'auth file fields "{seen[norm]}" and "{key}" refer to the same field')
-        seen[norm] = key
-        root = norm.split(".", 1)[0]
-        if root in ("weight", "request_retry") and "." in norm:
-            return err(400, f"{root} does not support nested fields")
-        if (
-            norm == "weight"
-            and body[key] is not None
-            and (isinstance(body[key], bool) or not isinstance(body[key], int))
-        ):
-            return err(400, "weight must be an integer")
-        if (
-            norm == "request_retry"
-            and body[key] is not None
-            and (isinstance(body[key], bool) or not isinstance(body[key], int))
-        ):
+    try:
+        fields = _normalise_field_keys(body)
+    except ValueError as exc:
+        return err(400, str(exc))
+    for path, value in fields.items():
+        root = path.split(".", 1)[0].strip()
+        if root == "request_retry" and path != root:
+            return err(400, "request_retry does not support nested fields")
+        if path == "request_retry" and value is not None and not _is_int(value):
             return err(400, "request_retry must be an integer or null")
-    auth = state.auth_by_name(name)
+    auth = state.auth_by_name(raw_name.strip())
     if auth is None:
         return err(404, "auth file not found")
     md = auth.metadata
-    for key, value in body.items():
-        norm = KEBAB.get(str(key), str(key))
-        if norm == "headers" and isinstance(value, dict):
-            headers = dict(md.get("headers") or {})
+    for path, value in fields.items():
+        if not path.strip():
+            return err(400, "field name is required")
+        root = path.split(".", 1)[0].strip()
+        if path == "weight":
+            if value is None:
+                md.pop("weight", None)
+            elif not _is_int(value):
+                return err(400, "weight must be an integer")
+            else:
+                md["weight"] = value
+        elif root == "weight":
+            return err(400, "weight does not support nested fields")
+        elif path == "request_retry":
+            if value is None or value < 0:
+                md.pop("request_retry", None)
+            else:
+                md["request_retry"] = value
+        elif (
+            path == "headers" and isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+        ):
+            headers = {k: v for k, v in (md.get("headers") or {}).items()}
             for hk, hv in value.items():
-                if hv in ("", None):
-                    headers.pop(hk, None)
+                if not hk.strip():
+                    continue
+                if not hv.strip():
+                    headers.pop(hk.strip(), None)
                 else:
-                    headers[hk] = hv
-            md["headers"] = headers
-        elif norm == "weight" and value is None:
-            md.pop("weight", None)
-        elif norm == "request_retry" and (value is None or value < 0):
-            md.pop("request_retry", None)
-        elif "." in norm:
+                    headers[hk.strip()] = hv.strip()
+            if headers:
+                md["headers"] = headers
+            else:
+                md.pop("headers", None)
+        else:
+            parts = [p.strip() for p in path.split(".")]
+            if any(not p for p in parts):
+                return err(400, f"invalid field path: {path}")
             node = md
-            parts = norm.split(".")
             for part in parts[:-1]:
                 nxt = node.get(part)
                 if not isinstance(nxt, dict):
@@ -264,14 +302,15 @@ async def patch_fields(request: Request, state: SimState) -> Response:
                     node[part] = nxt
                 node = nxt
             node[parts[-1]] = value
-        else:
-            md[norm] = value
-    if isinstance(body.get("disabled"), bool):
-        auth.disabled = body["disabled"]
+    if not fields:
+        return err(400, "no fields to update")
+    if isinstance(fields.get("disabled"), bool):
+        auth.disabled = fields["disabled"]
         auth.status = "disabled" if auth.disabled else "active"
         auth.status_message = "disabled via management API" if auth.disabled else ""
+    auth.updated_at = state.now()
     auth.touch()
-    # Persist the whole in-memory record; the watcher then reloads it (§3, §12 trap).
+    # authManager.Update persists the whole in-memory record; the watcher then reloads it (§3, §12 trap).
     content = dict(md)
     content["disabled"] = auth.disabled
     state.write_file(auth.name, content)

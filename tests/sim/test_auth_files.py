@@ -275,14 +275,24 @@ async def test_patch_fields(sim: SimServer, client: httpx.AsyncClient) -> None:
         ({"name": a.name, "weight.x": 1}, "weight does not support nested fields"),
         ({"name": a.name, "request_retry": "x"}, "request_retry must be an integer or null"),
         (
-            {"name": a.name, "proxy-url": "a", "proxy_url": "b"},
-            'auth file fields "proxy-url" and "proxy_url" refer to the same field',
+            {"name": a.name, "note": "a", " note ": "b"},
+            'auth file fields "note" and " note " refer to the same field',
         ),
     ]:
         r = await client.patch("/auth-files/fields", json=body)
         assert (r.status_code, r.json()) == (400, {"error": msg})
     r = await client.patch("/auth-files/fields", json={"name": "none.json", "note": "x"})
     assert (r.status_code, r.json()) == (404, {"error": "auth file not found"})
+    r = await client.patch(
+        "/auth-files/fields", json={"name": a.name, "proxy-url": "alias", "proxy_url": "canon"}
+    )
+    assert r.json() == {"status": "ok"}  # the canonical spelling wins silently
+    r = await client.patch("/auth-files/fields", json={"name": a.name, "auth_index": a.auth_index})
+    assert r.json() == {"status": "ok"}
+    raw = (await client.get("/auth-files/download", params={"name": a.name})).json()
+    assert (raw["proxy_url"], raw["auth_index"]) == ("canon", a.auth_index)  # CPA stores it as a field
+    r = await client.patch("/auth-files/status", json={"name": a.name, "disabled": "true"})
+    assert (r.status_code, r.json()) == (400, {"error": "invalid request body"})
 
 
 async def test_download_upload_delete(sim: SimServer, client: httpx.AsyncClient) -> None:
