@@ -239,7 +239,7 @@ async def test_patch_status(sim: SimServer, client: httpx.AsyncClient) -> None:
         ({"name": "nope.json", "disabled": True}, 404, "auth file not found"),
         ({"disabled": True}, 400, "name is required"),
         ({"name": a.name}, 400, "disabled is required"),
-        ({"name": a.name, "disabled": "true"}, 400, "disabled is required"),
+        ({"name": a.name, "disabled": "true"}, 400, "invalid request body"),
     ]:
         r = await client.patch("/auth-files/status", json=body)
         assert (r.status_code, r.json()) == (code, {"error": msg})
