@@ -141,3 +141,28 @@ async def test_silent_revocation_publishes_nothing(sim: SimServer) -> None:
     await r.send("QUIT")
     assert await r.reply() == "+OK"
     await r.close()
+
+
+async def test_subscribe_usage_takes_records_instead_of_queue() -> None:
+    """§7: with a `usage` subscriber connected, records go to it and not to the pop queue."""
+    async with SimServer(KEY, usage_statistics=True) as sim:
+        auth = sim.state.add_credential("kimi")
+        r = await Resp.open(sim)
+        await r.send("AUTH", KEY)
+        await r.reply()
+        await r.send("SUBSCRIBE", "usage")
+        assert await r.reply() == ["subscribe", "usage", 1]
+        assert sim.state.simulate_request(auth.name).status == 200
+        message = await r.reply()
+        assert isinstance(message, list)
+        record = json.loads(message[2])
+        assert (record["auth_index"], record["failed"], record["fail"]) == (
+            auth.auth_index,
+            False,
+            {"status_code": 200, "body": ""},
+        )
+        assert list(sim.state.usage_queue) == []
+        await r.close()
+        await asyncio.sleep(0.05)
+        sim.state.simulate_request(auth.name)
+        assert len(sim.state.usage_queue) == 1
