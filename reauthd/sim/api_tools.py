@@ -15,10 +15,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from reauthd.sim.auths import AUTH_DIR
+from reauthd.sim.credentials import vertex_file_name
 from reauthd.sim.responses import err, gin_json, read_form, read_json
 from reauthd.sim.scenarios import refresh
 from reauthd.sim.state import SimState
-from reauthd.sim.upstream import TokenRecord, vertex_file_name
+from reauthd.sim.upstream import TokenRecord
 
 PROBE_HOSTS = {
     "chatgpt.com": "codex",

@@ -17,7 +17,8 @@ from functools import lru_cache
 from typing import Any
 
 from reauthd.sim.clock import DEFAULT_TZ, go_time
-from reauthd.sim.upstream import codex_claims, dumps
+from reauthd.sim.credentials import codex_claims
+from reauthd.sim.upstream import dumps
 
 AUTH_DIR = "/sim/auths"
 BUCKET_SECONDS = 600

@@ -9,8 +9,6 @@ Bodies are the ones quoted in shared/cpa-contract.md §2.3 and §9 (seen in the 
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import secrets
 from dataclasses import dataclass, field
@@ -460,59 +458,3 @@ def probe_ok_body(provider: str, acct: UpstreamAccount, url: str, now: datetime)
             }
         )
     return "{}"
-
-
-# -- identities and files --------------------------------------------------------------------------
-
-
-def codex_id_token(email: str, account_id: str, plan: str, now: datetime) -> str:
-    """An unsigned JWT with the claims CPA parses (contract §8: the signature is not verified)."""
-
-    def b64(obj: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(dumps(obj).encode()).rstrip(b"=").decode()
-
-    claims = {
-        "email": email,
-        "iat": int(now.timestamp()),
-        "exp": int(now.timestamp()) + 3600,
-        "https://api.openai.com/auth": {
-            "chatgpt_account_id": account_id,
-            "chatgpt_plan_type": plan,
-            "chatgpt_subscription_active_start": (now - timedelta(days=20)).isoformat(),
-            "chatgpt_subscription_active_until": (now + timedelta(days=10)).isoformat(),
-        },
-    }
-    return b64({"alg": "RS256", "typ": "JWT"}) + "." + b64(claims) + "." + "c2lt"
-
-
-def codex_claims(id_token: str) -> dict[str, Any] | None:
-    """The `id_token` object of a codex listing entry (contract §2.1)."""
-    try:
-        part = id_token.split(".")[1]
-        raw = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    except (IndexError, ValueError):
-        return None
-    auth = raw.get("https://api.openai.com/auth") or {}
-    return {
-        "chatgpt_account_id": auth.get("chatgpt_account_id", ""),
-        "plan_type": auth.get("chatgpt_plan_type", ""),
-        "chatgpt_subscription_active_start": auth.get("chatgpt_subscription_active_start"),
-        "chatgpt_subscription_active_until": auth.get("chatgpt_subscription_active_until"),
-    }
-
-
-def codex_file_name(email: str, account_id: str, plan: str) -> str:
-    """internal/auth/codex/filename.go: codex-<sha256(account_id)[:8]>-<email>-<plan>.json."""
-    plan_part = "-".join(plan.lower().split())
-    parts = ["codex"]
-    if account_id:
-        parts.append(hashlib.sha256(account_id.encode()).hexdigest()[:8])
-    parts.append(email)
-    if plan_part:
-        parts.append(plan_part)
-    return "-".join(parts) + ".json"
-
-
-def vertex_file_name(project_id: str) -> str:
-    safe = project_id.replace("/", "_").replace("\\", "_").replace(":", "_").replace(" ", "-")
-    return f"vertex-{safe}.json"
