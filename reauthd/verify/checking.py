@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import structlog
 
 from reauthd.core.model import Credential
@@ -107,7 +109,7 @@ class VerifyPhase(RunBase):
             inline += 1
             if ver.attempts >= self.config.verify_max_attempts:
                 return self.gave_up(judgement.detail)
-            if inline >= self.config.verify_inline_attempts:
+            if inline >= self.inline_attempts:
                 return self.retry_later(judgement.detail)
             self.save()
             await self.runner.sleep(self.config.verify_inline_delay_s)
@@ -128,9 +130,9 @@ class VerifyPhase(RunBase):
         self.save()
         return Next.CONTINUE
 
-    def retry_later(self, detail: str) -> Next:
+    def retry_later(self, detail: str, *, after: timedelta | None = None) -> Next:
         ver = self.flow.verification
-        ver.next_attempt_at = self.clock() + self.config.verify_retry_after
+        ver.next_attempt_at = self.clock() + (self.config.verify_retry_after if after is None else after)
         self.flow.last_error = detail
         self.save(verification=f"not verified yet: {detail}")
         return Next.WAIT
@@ -249,7 +251,6 @@ class VerifyPhase(RunBase):
     async def public_request(self, api: PublicAPI, new: NewCredential, pub: PublicCheck) -> Next | None:
         """Send the one test request; None when a verdict (or a reason to stop) is recorded."""
         ver = self.flow.verification
-        not_routed = 0
         inline = 0
         while True:
             try:
@@ -259,8 +260,13 @@ class VerifyPhase(RunBase):
                 judgement = None
                 detail = str(exc)
             if judgement is not None and judgement.result is CheckResult.NOT_ROUTED:
-                not_routed += 1
-                if not_routed <= self.config.not_routed_retries:
+                # CPA routes the prefix once it re-registered the auth after the PATCH: not an attempt yet.
+                ver.not_routed += 1
+                if ver.not_routed <= self.config.not_routed_retries:
+                    if not self.wait:
+                        after = timedelta(seconds=self.config.not_routed_delay_s)
+                        return self.retry_later(judgement.detail, after=after)
+                    self.save()
                     await self.runner.sleep(self.config.not_routed_delay_s)
                     continue
             ver.attempts += 1
@@ -285,7 +291,7 @@ class VerifyPhase(RunBase):
                 ver.result = "gave_up"
                 self.save()
                 return None
-            if inline >= self.config.verify_inline_attempts:
+            if inline >= self.inline_attempts:
                 return self.retry_later(detail)
             self.save()
             await self.runner.sleep(self.config.verify_inline_delay_s)

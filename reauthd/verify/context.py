@@ -116,7 +116,7 @@ class RunBase:
         self.client = client
         self.clock = clock
         self.inline_started = clock()
-        self.wait = wait  # may this call poll CPA for a while (find phase), or look once and return
+        self.wait = wait  # may this call poll CPA for a while, or look once and return (the daemon's tick)
 
     # ---------------------------------------------------------------------------------- plumbing
 
@@ -159,6 +159,11 @@ class RunBase:
         self.transition(S.AWAITING_OPERATOR, reason)
         log.info("verify.awaiting_operator", task_id=self.task.id, reason=reason)
         return Next.STOP
+
+    @property
+    def inline_attempts(self) -> int:
+        """Test requests one call may make (with short sleeps) before handing back to the next tick."""
+        return self.config.verify_inline_attempts if self.wait else 1
 
     @property
     def old(self) -> OldCredential:

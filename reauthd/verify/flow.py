@@ -79,6 +79,7 @@ class PublicCheck:
 class Verification:
     method: str = ""  # "probe" | "public_api"
     attempts: int = 0
+    not_routed: int = 0  # public API answers "unknown model" while CPA has not routed the prefix yet
     next_attempt_at: datetime | None = None
     result: str = ""  # "" (not yet), "ok", "refused"
     detail: str = ""
@@ -147,6 +148,7 @@ class Flow:
             verification=Verification(
                 method=ver.get("method", ""),
                 attempts=int(ver.get("attempts", 0)),
+                not_routed=int(ver.get("not_routed", 0)),
                 next_attempt_at=_dt(ver.get("next_attempt_at")),
                 result=ver.get("result", ""),
                 detail=ver.get("detail", ""),

@@ -103,12 +103,13 @@ class CompletionRunner:
 
     # ------------------------------------------------------------------------------------- entry point
 
-    async def advance(self, task_id: str, now: datetime, *, wait: bool = True) -> ReauthTask:
+    async def advance(self, task_id: str, now: datetime, *, wait: bool = False) -> ReauthTask:
         """Continue the task from its persisted progress; return it as it stands afterwards.
 
-        With `wait` (the login page, right after CPA said ok) the call keeps polling CPA's listing for up
-        to `find_inline_budget_s` while the new file is not registered yet; without it (the daemon's
-        tick) it looks once and returns. Never raises for what CPA does: errors are recorded and retried
+        Without `wait` (the default: the daemon's 2-second tick, the login page's hand-over) each step looks
+        once and returns when it would have to wait, so a tick never blocks on one task. With `wait` the
+        call polls CPA's listing for up to `find_inline_budget_s` while the new file is not registered
+        yet and makes up to `verify_inline_attempts` test requests (the CLI, tests). Never raises for what CPA does: errors are recorded and retried
         on a later call. A refused management key (KeyProblem) is recorded and left to the key gate.
         """
         async with self._lock(task_id):
@@ -137,7 +138,7 @@ class CompletionRunner:
 
     async def advance_all(self, now: datetime) -> list[ReauthTask]:
         """One pass over every task in `verifying` or `retiring` (the daemon calls this on each tick)."""
-        return [await self.advance(task.id, now, wait=False) for task in self.store.list_tasks(ACTIVE_STATES)]
+        return [await self.advance(task.id, now) for task in self.store.list_tasks(ACTIVE_STATES)]
 
     # ------------------------------------------------------------------------------------- the record
 

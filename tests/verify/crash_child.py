@@ -46,7 +46,7 @@ async def main(base_url: str, db: str, task_id: str, point: str) -> None:
     runner = CompletionRunner(
         store, {"main": client}, config=CompletionConfig(find_inline_budget_s=8, find_poll_interval_s=0.2)
     )
-    await runner.advance(task_id, datetime.now(UTC))
+    await runner.advance(task_id, datetime.now(UTC), wait=True)
     # Reaching this line means the kill point was never hit: the parent test fails on exit code 3.
     sys.exit(3)
 

@@ -52,7 +52,7 @@ async def test_codex_legacy_name_new_file_settings_copied_then_old_disabled_and_
     assert new_name != old.name and new_name.startswith("codex-")
 
     runner = world.runner()
-    result = await runner.advance(task.id, utcnow())
+    result = await runner.advance(task.id, utcnow(), wait=True)
 
     assert result.state is S.DONE, result.history[-1].reason
     assert result.new_auth_name == new_name
@@ -86,7 +86,7 @@ async def test_codex_legacy_name_new_file_settings_copied_then_old_disabled_and_
 
     # Nothing left to do: advancing a finished task changes nothing and sends nothing.
     before = len(world.mgmt_ops())
-    again = await runner.advance(task.id, utcnow())
+    again = await runner.advance(task.id, utcnow(), wait=True)
     assert again.state is S.DONE and len(world.mgmt_ops()) == before
 
 
@@ -98,7 +98,7 @@ async def test_same_name_relogin_overwrites_in_place_and_retires_nothing(world: 
     name = relogin(state, identity_of(old))
     assert name == old.name
 
-    result = await world.runner().advance(task.id, utcnow())
+    result = await world.runner().advance(task.id, utcnow(), wait=True)
 
     assert result.state is S.DONE, result.history[-1].reason
     assert result.new_auth_name == old.name and result.new_auth_index == old.auth_index
@@ -118,7 +118,7 @@ async def test_same_name_relogin_of_a_file_a_person_had_disabled_tells_the_opera
     task = world.task_for(old, disabled_by_person=True)
     relogin(state, identity_of(old))
 
-    result = await world.runner().advance(task.id, utcnow())
+    result = await world.runner().advance(task.id, utcnow(), wait=True)
 
     assert result.state is S.DONE
     assert result.disabled_by_person
@@ -134,7 +134,7 @@ async def test_kimi_login_writes_a_new_file_which_replaces_the_old_one(world: Wo
     new_name = relogin(state, Identity("kimi", ""))
     assert new_name != old.name
 
-    result = await world.runner().advance(task.id, utcnow())
+    result = await world.runner().advance(task.id, utcnow(), wait=True)
 
     assert result.state is S.DONE, result.history[-1].reason
     assert result.new_auth_name == new_name
@@ -154,7 +154,7 @@ async def test_verification_failure_leaves_the_old_credential_exactly_as_it_was(
     new_auth_token = state.disk[new_name].content["access_token"]
     state.upstream.access[new_auth_token].probe_override = (401, '{"error":{"message":"nope"}}')
 
-    result = await world.runner().advance(task.id, utcnow())
+    result = await world.runner().advance(task.id, utcnow(), wait=True)
 
     assert result.state is S.OPENED  # the page offers to log in again
     assert "did not work" in result.history[-1].reason

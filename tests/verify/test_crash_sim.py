@@ -78,13 +78,13 @@ async def test_stopped_between_persisted_steps_resumes_and_completes(world: Worl
         store.crash_when = POINTS[point]
         runner = CompletionRunner(store, {"main": world.client}, config=_fast())
         with pytest.raises(Crash):
-            await runner.advance(world_task.id, utcnow())
+            await runner.advance(world_task.id, utcnow(), wait=True)
         assert store.get_task(world_task.id).state in (S.VERIFYING, S.RETIRING)
 
     # Restart: a new process opens the same state and a new runner continues from it.
     with Store.open(path) as store:
         runner = CompletionRunner(store, {"main": world.client}, config=_fast())
-        result = await runner.advance(world_task.id, utcnow())
+        result = await runner.advance(world_task.id, utcnow(), wait=True)
         assert result.state is S.DONE, result.history[-1].reason
         new_index = world.state.auths[new_name].auth_index
         assert old.name not in world.state.auths
@@ -136,9 +136,8 @@ async def test_sigkill_between_steps_then_restart_completes(world: World, point:
         assert mid.state in (S.VERIFYING, S.RETIRING)
         if point == "disabled":
             assert world.state.auths[old.name].disabled
-        result = await CompletionRunner(store, {"main": world.client}, config=_fast()).advance(
-            task.id, utcnow()
-        )
+        runner = CompletionRunner(store, {"main": world.client}, config=_fast())
+        result = await runner.advance(task.id, utcnow(), wait=True)
         assert result.state is S.DONE, result.history[-1].reason
     assert old.name not in world.state.auths
     new_index = world.state.auths[new_name].auth_index

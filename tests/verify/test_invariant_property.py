@@ -136,7 +136,7 @@ async def _run(plan: Plan, tmp: Path) -> None:
             for round_ in range(12):
                 runner = CompletionRunner(store, {"main": client}, config=config)  # a restart every round
                 try:
-                    result = await runner.advance(task.id, utcnow())
+                    result = await runner.advance(task.id, utcnow(), wait=True)
                 except Crash:
                     continue
                 if round_ == 0 and plan.meanwhile:

@@ -33,7 +33,7 @@ async def test_vertex_is_verified_through_the_public_api_with_a_temporary_prefix
     task_id, old_name, new_name = await _vertex_world(world)
     runner = world.runner(public=True, verify_models={"vertex": "gemini-2.5-flash"})
     try:
-        result = await runner.advance(task_id, utcnow())
+        result = await runner.advance(task_id, utcnow(), wait=True)
     finally:
         await runner.aclose()
 
@@ -60,7 +60,7 @@ async def test_vertex_is_verified_through_the_public_api_with_a_temporary_prefix
 
 async def test_no_verification_path_waits_for_the_operator_and_retires_nothing(world: World) -> None:
     task_id, old_name, _ = await _vertex_world(world)
-    result = await world.runner().advance(task_id, utcnow())  # no proxy key, no verify model
+    result = await world.runner().advance(task_id, utcnow(), wait=True)  # no proxy key, no verify model
 
     assert result.state is S.AWAITING_OPERATOR
     assert "no way to test vertex" in result.history[-1].reason
@@ -73,7 +73,7 @@ async def test_a_dead_vertex_replacement_is_refused_and_the_prefix_is_restored(w
     world.state.upstream.access["key-new-1"].dead_kind = "vertex_key_deleted"  # the key was deleted
     runner = world.runner(public=True, verify_models={"vertex": "gemini-2.5-flash"})
     try:
-        result = await runner.advance(task_id, utcnow())
+        result = await runner.advance(task_id, utcnow(), wait=True)
     finally:
         await runner.aclose()
 
@@ -95,7 +95,7 @@ async def test_two_candidates_for_the_new_file_go_to_the_operator(world: World) 
     second = relogin(state, ident)
     assert first != second
 
-    result = await world.runner().advance(task.id, utcnow())
+    result = await world.runner().advance(task.id, utcnow(), wait=True)
 
     assert result.state is S.AWAITING_OPERATOR
     reason = result.history[-1].reason
@@ -120,7 +120,7 @@ async def test_name_collision_keeps_the_existing_files_own_settings(world: World
     landed = relogin(state, ident)
     assert landed == existing.name  # the login overwrote the existing hashed file in place
 
-    result = await world.runner().advance(task.id, utcnow())
+    result = await world.runner().advance(task.id, utcnow(), wait=True)
 
     assert result.state is S.DONE, result.history[-1].reason
     content = state.disk[existing.name].content
@@ -140,7 +140,7 @@ async def _verified_then_stalled(world: World, provider: str = "codex") -> tuple
     task = world.task_for(old)
     new_name = relogin(state, identity_of(old))
     scenarios.inject_fault(state, "status", path="/auth-files/fields", method="PATCH", status=500, count=1)
-    result = await world.runner().advance(task.id, utcnow())
+    result = await world.runner().advance(task.id, utcnow(), wait=True)
     assert result.state is S.RETIRING
     assert result.details["completion"]["verification"]["result"] == "ok"
     return task.id, old.name, new_name
@@ -149,7 +149,7 @@ async def _verified_then_stalled(world: World, provider: str = "codex") -> tuple
 async def test_old_file_deleted_by_someone_meanwhile_is_left_alone(world: World) -> None:
     task_id, old_name, new_name = await _verified_then_stalled(world)
     await world.client.delete_auth_file(old_name)  # another tool or a person
-    result = await world.runner().advance(task_id, utcnow())
+    result = await world.runner().advance(task_id, utcnow(), wait=True)
 
     assert result.state is S.DONE
     assert "removed from CPA by someone else" in result.history[-1].reason
@@ -162,7 +162,7 @@ async def test_old_file_replaced_by_someone_meanwhile_is_left_alone(world: World
     # Someone uploads a different kind of credential under the old name: another auth_index (§2.1).
     other = {"type": "claude", "access_token": "x", "refresh_token": "y", "email": "o@example.com"}
     await world.client.upload_auth_file(old_name, json.dumps(other).encode())
-    result = await world.runner().advance(task_id, utcnow())
+    result = await world.runner().advance(task_id, utcnow(), wait=True)
 
     assert result.state is S.DONE
     assert "changed by someone else" in result.history[-1].reason
@@ -177,7 +177,7 @@ async def test_old_file_healthy_again_meanwhile_is_left_alone(world: World) -> N
     await world.client.reset_quota(state.auths[old_name].auth_index)  # and CPA shows it active again
     assert state.auths[old_name].status == "active"
 
-    result = await world.runner().advance(task_id, utcnow())
+    result = await world.runner().advance(task_id, utcnow(), wait=True)
 
     assert result.state is S.DONE
     assert "works again" in result.history[-1].reason
@@ -195,15 +195,15 @@ async def test_cpa_down_in_the_middle_of_retiring_then_resume(world: World) -> N
     scenarios.inject_fault(state, "drop", path="/auth-files", method="DELETE", count=2)
 
     runner = world.runner()
-    first = await runner.advance(task.id, utcnow())
+    first = await runner.advance(task.id, utcnow(), wait=True)
     assert first.state is S.RETIRING
     flow = first.details["completion"]
     assert flow["steps"] == {"copy_settings": "done", "disable_old": "done", "delete_old": "sent"}
     assert state.auths[old.name].disabled  # disabled: out of routing while CPA is unreachable
     assert any("no answer" in outcome for _, _, outcome in world.audit(task.id))
 
-    second = await runner.advance(task.id, utcnow())
-    second = second if second.state is S.DONE else await runner.advance(task.id, utcnow())
+    second = await runner.advance(task.id, utcnow(), wait=True)
+    second = second if second.state is S.DONE else await runner.advance(task.id, utcnow(), wait=True)
     assert second.state is S.DONE, second.history[-1].reason
     assert old.name not in state.auths
     assert "disabled and deleted" in second.history[-1].reason
@@ -217,6 +217,6 @@ async def test_kimi_replacement_without_old_identity_is_still_found(world: World
     task = world.task_for(old)
     await world.client.delete_auth_file(old.name)  # gone before the runner even looks
     relogin(state, Identity("kimi", ""))
-    result = await world.runner().advance(task.id, utcnow())
+    result = await world.runner().advance(task.id, utcnow(), wait=True)
     assert result.state is S.DONE, result.history[-1].reason
     assert "removed from CPA by someone else" in result.history[-1].reason

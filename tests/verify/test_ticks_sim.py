@@ -53,7 +53,7 @@ async def test_no_new_file_within_the_bounded_wait_goes_to_the_operator(world: W
     task = world.task_for(old)
     runner = world.runner(find_timeout=timedelta(seconds=1), find_inline_budget_s=3.0)
 
-    result = await runner.advance(task.id, utcnow())
+    result = await runner.advance(task.id, utcnow(), wait=True)
 
     assert result.state is S.AWAITING_OPERATOR
     assert "did not show the new credential within" in result.history[-1].reason
@@ -70,14 +70,14 @@ async def test_a_refused_management_key_is_recorded_and_the_task_resumes_later(w
     await asyncio.sleep(1.2)
     wrong = CPAClient("main", world.sim.base_url, "not-the-key", retry=RetryPolicy(attempts=1))
     try:
-        stuck = await CompletionRunner(world.store, {"main": wrong}).advance(task.id, utcnow())
+        stuck = await CompletionRunner(world.store, {"main": wrong}).advance(task.id, utcnow(), wait=True)
     finally:
         await wrong.aclose()
     assert stuck.state is S.VERIFYING
     assert "rejected the management key" in stuck.details["completion"]["last_error"]
     assert "not-the-key" not in json.dumps(stuck.details)
 
-    done = await world.runner().advance(task.id, utcnow())
+    done = await world.runner().advance(task.id, utcnow(), wait=True)
     assert done.state is S.DONE, done.history[-1].reason
 
 
@@ -113,7 +113,7 @@ async def test_the_proxy_api_key_never_reaches_logs_errors_or_the_store(
                 public_apis={"main": api},
                 verify_models={"main": {"vertex": "gemini-2.5-flash"}},
             )
-            result = await runner.advance(task.id, utcnow())
+            result = await runner.advance(task.id, utcnow(), wait=True)
             assert result.state is S.DONE, result.history[-1].reason
             everything = json.dumps([a.outcome for a in store.audit_for()]) + json.dumps(result.details)
             everything += " ".join(e.reason for e in result.history)
@@ -134,3 +134,25 @@ async def test_the_proxy_api_key_never_reaches_logs_errors_or_the_store(
     out = capsys.readouterr()
     assert CANARY not in out.out + out.err
     assert CANARY not in caplog.text
+
+
+async def test_daemon_ticks_carry_a_vertex_public_api_check_to_the_end(world: World) -> None:
+    state = world.state
+    old = scenarios.add_credential(state, "vertex", project_id="proj-t", email="sa@proj-t.iam")
+    scenarios.revoke(state, old.name, live=True)
+    task = world.task_for(old)
+    sa = service_account("proj-u", "sa@proj-u.iam", "key-u-1")
+    imported = await world.client.vertex_import(json.dumps(sa).encode(), "us-central1")
+    world.store.update_task_fields(task.id, utcnow(), new_auth_name=posixpath.basename(imported.auth_file))
+    runner = world.runner(public=True, verify_models={"vertex": "gemini-2.5-flash"})
+    try:
+        for _ in range(30):  # the daemon wakes every 2 s; here a little faster
+            (current,) = [t for t in await runner.advance_all(utcnow()) if t.id == task.id] or [None]
+            if current is None or current.state not in (S.VERIFYING, S.RETIRING):
+                break
+            await asyncio.sleep(0.25)
+    finally:
+        await runner.aclose()
+    final = world.store.get_task(task.id)
+    assert final.state is S.DONE, final.history[-1].reason
+    assert old.name not in state.auths
