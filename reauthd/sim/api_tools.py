@@ -111,6 +111,14 @@ async def api_call(request: Request, state: SimState) -> Response:
     }
     if provider == "antigravity" and auth is not None:
         auth.touch()
+    # For the operation log: what the provider answered and whose token was actually sent.
+    sent_token = sent.strip()
+    request.state.oplog_extra = {
+        "upstream_status": ans.status,
+        "probed_auth_indexes": [
+            a.auth_index for a in state.auths.values() if sent_token and a.access_token == sent_token
+        ],
+    }
     return gin_json(200, {"status_code": ans.status, "header": resp_headers, "body": ans.body})
 
 

@@ -156,8 +156,15 @@ class SimApp:
         return resp
 
     def _log(self, request: Request, body: Any, status: int, ip: str) -> None:
+        extra = getattr(request.state, "oplog_extra", None)
         self.state.log_operation(
-            request.method, request.url.path, list(request.query_params.keys()), body, status, ip
+            request.method,
+            request.url.path,
+            list(request.query_params.keys()),
+            body,
+            status,
+            ip,
+            extra=extra if isinstance(extra, dict) else None,
         )
 
     def version_headers(self) -> dict[str, str]:

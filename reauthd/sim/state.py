@@ -343,11 +343,21 @@ class SimState:
         return None
 
     def log_operation(
-        self, method: str, path: str, query: list[str], body: Any, status: int, client_ip: str
+        self,
+        method: str,
+        path: str,
+        query: list[str],
+        body: Any,
+        status: int,
+        client_ip: str,
+        *,
+        extra: dict[str, Any] | None = None,
     ) -> None:
+        """Append one management request (status 0: the connection was dropped by a fault)."""
         now = self.now()
         self.oplog.append(
-            {
+            (extra or {})
+            | {
                 "seq": len(self.oplog) + 1,
                 "time": go_time(now),
                 "ts": now.timestamp(),

@@ -144,6 +144,7 @@ async def test_operation_log_orders_and_redacts(
     assert "SECRETCODE" not in dumped
     assert a.access_token not in dumped
     assert log[0]["seq"] < log[1]["seq"] < log[2]["seq"]
+    assert (log[0]["upstream_status"], log[0]["probed_auth_indexes"]) == (200, [a.auth_index])
 
 
 async def test_faults(
