@@ -34,21 +34,24 @@ class DropConnection(Exception):
     """Raised after the response started: uvicorn then closes the connection mid-response."""
 
 
+def _forwarded(header: str) -> str | None:
+    """gin's validateHeader with every proxy trusted: all entries must be IPs; the leftmost wins."""
+    items = [item.strip() for item in header.split(",")]
+    try:
+        parsed = [ipaddress.ip_address(item) for item in items]
+    except ValueError:
+        return None
+    return str(parsed[0]) if parsed else None
+
+
 def client_ip(request: Request) -> str:
-    """gin's c.ClientIP() with every proxy trusted: X-Forwarded-For's first entry, X-Real-IP, peer."""
-    xff = request.headers.get("x-forwarded-for", "")
-    if xff:
-        first = xff.split(",")[0].strip()
-        try:
-            return str(ipaddress.ip_address(first))
-        except ValueError:
-            pass
-    real = request.headers.get("x-real-ip", "").strip()
-    if real:
-        try:
-            return str(ipaddress.ip_address(real))
-        except ValueError:
-            pass
+    """gin's c.ClientIP() with every proxy trusted: X-Forwarded-For, then X-Real-IP, then the peer."""
+    for name in ("x-forwarded-for", "x-real-ip"):
+        value = request.headers.get(name, "")
+        if value:
+            found = _forwarded(value)
+            if found is not None:
+                return found
     return request.client.host if request.client else ""
 
 

@@ -66,6 +66,28 @@ async def handle(request: Request, state: SimState) -> Response:
         return bad(str(exc))
 
 
+CONTROL_ROUTES = [
+    "POST /_sim/credentials {provider, email?, plan?, account_id?, project_id?, name?, disabled?, prefix?, "
+    "note?, priority?, runtime_only?, expires_in?|expired?, extra?}",
+    "POST /_sim/credentials/bulk {count, providers?, failing_fraction?, seed?, live?}",
+    "GET  /_sim/credentials/{name|auth_index}/file",
+    "POST /_sim/credentials/{name}/revoke {kind?, live?}  kinds: token_invalidated, refresh_token_reused, "
+    "claude_revoked, invalid_grant, xai_bad_credentials, unauthorized, vertex_key_deleted",
+    "POST /_sim/credentials/{name}/condition {condition: ok|quota|deactivated|cloudflare|transient, live?}",
+    "POST /_sim/credentials/{name}/request {model?, no_model?}",
+    "POST /_sim/credentials/{name}/auto-refresh",
+    "POST /_sim/credentials/{name}/probe {status|null, body}",
+    "POST /_sim/credentials/{name}/relogin-as {plan?, exchange_fails?}",
+    "POST /_sim/next-login {provider?, email?, plan?, account_id?, project_id?, exchange_fails?}",
+    "POST /_sim/oauth/{state}/login {email?, plan?, account_id?, deny?} -> {callback_url}",
+    "POST /_sim/oauth/{state}/approve {email?}",
+    "POST /_sim/faults {kind, path?, method?, count?|null, status?, body?, delay?}   DELETE /_sim/faults",
+    "POST /_sim/clock/advance {seconds}   GET /_sim/clock",
+    "POST /_sim/timing {watcher_delay?, exchange_delay?, device_poll_interval?, auto_refresh?}",
+    "GET  /_sim/oplog   GET /_sim/counters   POST /_sim/reset",
+]
+
+
 def dispatch(method: str, path: str, body: dict[str, Any], state: SimState) -> Response:
     parts = [p for p in path.split("/") if p]
     if method == "POST" and parts == ["credentials"]:
@@ -119,6 +141,20 @@ def dispatch(method: str, path: str, body: dict[str, Any], state: SimState) -> R
         else:
             return bad("not found", 404)
         return ok(summary(state, name))
+    if len(parts) == 3 and parts[0] == "oauth" and method == "POST":
+        if parts[2] == "login":  # a person signing in at the provider page, without a browser
+            url = state.provider_login(
+                parts[1],
+                email=body.get("email"),
+                plan=str(body.get("plan", "")),
+                account_id=str(body.get("account_id", "")),
+                deny=bool(body.get("deny", False)),
+            )
+            return ok({"status": "ok", "callback_url": url})
+        if parts[2] == "approve":  # a person approving a device code
+            return ok({"status": "ok", "approved": state.approve_device(parts[1], email=body.get("email"))})
+    if parts == [] and method == "GET":
+        return ok({"routes": CONTROL_ROUTES})
     if parts == ["faults"] and method == "POST":
         scenarios.inject_fault(state, str(body.pop("kind", "")), **body)
         return ok()

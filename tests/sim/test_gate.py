@@ -112,3 +112,19 @@ async def test_cors_preflight_and_unknown_route(anon: httpx.AsyncClient, client:
         assert (await client.get(removed)).status_code == 404
     r = await anon.get("/v0/management/iflow-auth-url", headers={"Authorization": "Bearer bad"})
     assert r.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("headers", "local"),
+    [
+        ({"X-Forwarded-For": "127.0.0.1"}, True),
+        ({"X-Forwarded-For": "127.0.0.1, 10.0.0.1"}, True),  # leftmost wins: every proxy is trusted
+        ({"X-Forwarded-For": "10.0.0.1, 127.0.0.1"}, False),
+        ({"X-Forwarded-For": "10.0.0.1, junk", "X-Real-IP": "::1"}, True),  # invalid header → next one
+        ({"X-Real-IP": "192.0.2.1"}, False),
+    ],
+)
+async def test_client_ip_like_gin(anon: httpx.AsyncClient, headers: dict[str, str], local: bool) -> None:
+    """§1: c.ClientIP() with trusted proxies decides "local" for the remote-management check."""
+    r = await anon.get("/v0/management/auth-files", headers={**headers, "Authorization": f"Bearer {KEY}"})
+    assert r.status_code == (200 if local else 403)

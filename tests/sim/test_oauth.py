@@ -391,3 +391,25 @@ async def test_callback_for_device_flow_is_accepted_and_ignored(
     assert r.json() == {"status": "ok"}
     sim.state.advance(2)
     assert await status(client, body["state"]) == {"status": "wait"}
+
+
+async def test_browserless_login_over_control_http(
+    sim: SimServer, client: httpx.AsyncClient, anon: httpx.AsyncClient
+) -> None:
+    """Control API: sign in or approve over HTTP (for scripts); the result is the real localhost URL."""
+    body = await start(client, "antigravity")
+    r = await anon.post(f"/_sim/oauth/{body['state']}/login", json={"email": "ag@x.com"})
+    url = r.json()["callback_url"]
+    assert url.startswith("http://localhost:51121/oauth-callback?code=")
+    await client.post("/oauth-callback", json={"provider": "anti-gravity", "redirect_url": url})
+    device = await start(client, "xai")
+    assert (await anon.post(f"/_sim/oauth/{device['state']}/approve", json={"email": "x@x.com"})).json()[
+        "approved"
+    ] is True
+    sim.state.advance(2)
+    assert await status(client, body["state"]) == {"status": "ok"}
+    assert await status(client, device["state"]) == {"status": "ok"}
+    sim.state.advance(1.1)
+    names = sorted(f["name"] for f in (await client.get("/auth-files")).json()["files"])
+    assert names == ["antigravity-ag@x.com.json", "xai-x@x.com.json"]
+    assert "routes" in (await anon.get("/_sim/")).json()
