@@ -95,10 +95,25 @@ def written_since(entry: Credential, since: datetime) -> bool:
     return _newer(entry.modtime, since) or _newer(entry.last_refresh, since)
 
 
+def name_carries_email(name: str, email: str | None) -> bool:
+    """Does a CPA file name embed this e-mail as one of its dash-separated parts (§4.4 naming)?
+
+    `codex-[<hash8>-]<email>[-<plan>].json`, `claude-<email>.json`, `antigravity-<email>.json`,
+    `xai-<email>.json`: the e-mail sits after a dash and before a dash or `.json`.
+    """
+    if not email:
+        return False
+    lowered, mail = name.casefold(), email.strip().casefold()
+    return f"-{mail}-" in lowered or lowered.endswith(f"-{mail}.json")
+
+
 def same_account(old: OldCredential, entry: Credential) -> bool:
     """Is `entry` (a different file name) a login of the same account as `old`? Provider rules of §4.4."""
     if entry.provider != old.provider:
         return False
+    if not old.email and name_carries_email(old.name, entry.email):
+        # The old file is no longer listed (deleted meanwhile): its name still says whose it was.
+        old = OldCredential(old.name, old.auth_index, old.provider, entry.email, old.account_id)
     provider = old.provider
     if provider == "kimi":
         # Kimi files carry no account identity at all; "appeared after the login started" is all we have.

@@ -112,6 +112,23 @@ def test_kimi_name_time() -> None:
             cred("antigravity-2.json", "antigravity"),
             False,
         ),
+        # The old file is gone from the listing (no e-mail known): its name still says whose it was.
+        (OldCredential("codex-u@x.com-plus.json", "i", "codex"), replace(HASHED_NEW, account_id=None), True),
+        (OldCredential(f"codex-{H}-u@x.com-plus.json", "i", "codex"), HASHED_NEW, True),
+        (
+            OldCredential("claude-a@b.c.json", "i", "claude"),
+            cred("claude-z.json", "claude", email="a@b.c"),
+            True,
+        ),
+        # ... as a whole part of the name, not a substring of a longer address.
+        (OldCredential("codex-u@x.com-plus.json", "i", "codex"), replace(HASHED_NEW, email="u@x.co"), False),
+        (OldCredential("codex-au@x.com-plus.json", "i", "codex"), HASHED_NEW, False),
+        # The name-derived e-mail still needs the workspace to agree.
+        (
+            OldCredential(f"codex-{H}-u@x.com-plus.json", "i", "codex"),
+            replace(HASHED_NEW, account_id=OTHER_ACCOUNT),
+            False,
+        ),
     ],
 )
 def test_same_account(old: OldCredential, entry: Credential, expected: bool) -> None:

@@ -220,3 +220,18 @@ async def test_kimi_replacement_without_old_identity_is_still_found(world: World
     result = await world.runner().advance(task.id, utcnow(), wait=True)
     assert result.state is S.DONE, result.history[-1].reason
     assert "removed from CPA by someone else" in result.history[-1].reason
+
+
+async def test_codex_old_file_deleted_before_the_runner_looks_is_matched_by_its_name(world: World) -> None:
+    state = world.state
+    old = scenarios.add_credential(
+        state, "codex", email="g@example.com", plan="plus", name="codex-g@example.com-plus.json"
+    )
+    scenarios.revoke(state, old.name, live=True)
+    task = world.task_for(old)
+    await world.client.delete_auth_file(old.name)
+    new_name = relogin(state, identity_of(old))
+    result = await world.runner().advance(task.id, utcnow(), wait=True)
+    assert result.state is S.DONE, result.history[-1].reason
+    assert result.new_auth_name == new_name
+    assert "removed from CPA by someone else" in result.history[-1].reason
