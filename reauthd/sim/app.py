@@ -151,6 +151,14 @@ class SimApp:
                 route = route_for(request.method, sub, state)
                 resp = await route(request, state) if route is not None else Response(b"", 404)
             resp.headers.update(headers)
+        if fault is not None and fault.kind == "drop_after":
+            # The worst case for idempotency: CPA carried the request out, the client never hears.
+            request.state.oplog_extra = {
+                **(getattr(request.state, "oplog_extra", None) or {}),
+                "dropped": True,
+            }
+            self._log(request, body_for_log, resp.status_code, ip)
+            return _Dropping()
         if fault is not None and resp.status_code == 200:
             resp = _shape_fault(fault.kind, resp)
             resp.headers.update(headers)

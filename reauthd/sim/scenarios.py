@@ -445,6 +445,7 @@ def inject_fault(
         "missing_fields",
         "unknown_status",
         "huge_body",
+        "drop_after",
     }
     if kind not in kinds:
         raise ValueError(f"unknown fault {kind!r}; one of {sorted(kinds)}")

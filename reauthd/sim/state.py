@@ -69,7 +69,7 @@ class BanEntry:
 class Fault:
     """A misbehaviour of the management API for the next `remaining` matching requests (None: until cleared)."""
 
-    kind: str  # status, slow, drop, outage, malformed_json, missing_fields, unknown_status, huge_body
+    kind: str  # status, slow, drop, drop_after, outage, malformed_json, missing_fields, unknown_status, huge_body
     path: str = ""  # path prefix under /v0/management; "" = every management route
     method: str = ""
     remaining: int | None = 1

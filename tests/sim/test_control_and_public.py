@@ -183,6 +183,16 @@ async def test_faults(
     assert loop.time() - t0 >= 0.2
 
 
+async def test_drop_after_carries_the_request_out(sim: SimServer, client: httpx.AsyncClient) -> None:
+    """Control API: `drop_after` runs the operation, then resets the connection; the op log says so."""
+    a = sim.state.add_credential("claude", email="d@x.com")
+    sim.state.inject_fault("drop_after", path="/auth-files/status", method="PATCH")
+    with pytest.raises(httpx.RemoteProtocolError):
+        await client.patch("/auth-files/status", json={"name": a.name, "disabled": True})
+    assert a.disabled is True
+    assert (sim.state.oplog[-1]["status"], sim.state.oplog[-1]["dropped"]) == (200, True)
+
+
 async def test_huge_body_fault(sim: SimServer, client: httpx.AsyncClient) -> None:
     """Control API: a 50 MB listing body."""
     sim.state.inject_fault("huge_body", path="/auth-files")
