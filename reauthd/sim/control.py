@@ -82,6 +82,7 @@ CONTROL_ROUTES = [
     "POST /_sim/oauth/{state}/login {email?, plan?, account_id?, deny?} -> {callback_url}",
     "POST /_sim/oauth/{state}/approve {email?}",
     "POST /_sim/faults {kind, path?, method?, count?|null, status?, body?, delay?}   DELETE /_sim/faults",
+    "POST /_sim/resp/disconnect  (close every RESP connection)",
     "POST /_sim/clock/advance {seconds}   GET /_sim/clock",
     "POST /_sim/timing {watcher_delay?, exchange_delay?, device_poll_interval?, auto_refresh?}",
     "GET  /_sim/oplog   GET /_sim/counters   POST /_sim/reset",
@@ -158,6 +159,8 @@ def dispatch(method: str, path: str, body: dict[str, Any], state: SimState) -> R
     if parts == ["faults"] and method == "POST":
         scenarios.inject_fault(state, str(body.pop("kind", "")), **body)
         return ok()
+    if parts == ["resp", "disconnect"] and method == "POST":
+        return ok({"status": "ok", "closed": state.disconnect_resp()})
     if parts == ["faults"] and method == "DELETE":
         state.faults.clear()
         return ok()

@@ -93,6 +93,7 @@ class RespConnection(asyncio.Protocol):
         self.channel_name = ""
         self.buf = b""
         self.closed = False
+        state.resp_closers[id(self)] = self.close
 
     def write(self, data: bytes) -> None:
         if not self.closed:
@@ -102,6 +103,7 @@ class RespConnection(asyncio.Protocol):
         self.write(b"-" + message.encode() + b"\r\n")
 
     def close(self) -> None:
+        self.state.resp_closers.pop(id(self), None)
         if self.channel:
             self.state.subscribers[self.channel].discard(self.deliver)
             self.channel = ""
@@ -113,6 +115,7 @@ class RespConnection(asyncio.Protocol):
         self.write(array(bulk(b"message"), bulk(self.channel.encode()), bulk(payload)))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.state.resp_closers.pop(id(self), None)
         if self.channel:
             self.state.subscribers[self.channel].discard(self.deliver)
             self.channel = ""

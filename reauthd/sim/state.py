@@ -119,6 +119,8 @@ class SimState:
 
     def reset(self) -> None:
         """Forget every credential, session, ban, fault, log line and counter (settings stay)."""
+        if hasattr(self, "resp_closers"):
+            self.disconnect_resp()  # like a CPA restart: streams end, clients reconnect
         self.upstream = Upstream()
         self.disk: dict[str, DiskFile] = {}
         self.auths: dict[str, SimAuth] = {}
@@ -134,6 +136,7 @@ class SimState:
         self.faults: list[Fault] = []
         self.subscribers: dict[str, set[Callable[[bytes], None]]] = {"errors": set(), "usage": set()}
         self.usage_queue: deque[bytes] = deque(maxlen=100_000)
+        self.resp_closers: dict[int, Callable[[], None]] = {}  # open RESP connections, by id
         self.next_login: dict[str, LoginPlan] = {}
         self._refresh_loop_generation = getattr(self, "_refresh_loop_generation", 0) + 1
         if self.settings.auto_refresh:
@@ -447,6 +450,13 @@ class SimState:
         from reauthd.sim import scenarios
 
         scenarios.relogin_as(self, name, plan=plan, exchange_fails=exchange_fails)
+
+    def disconnect_resp(self) -> int:
+        """Close every open RESP connection (an error-stream outage); returns how many were open."""
+        closers = list(self.resp_closers.values())
+        for close in closers:
+            close()
+        return len(closers)
 
     def clear_faults(self) -> None:
         self.faults.clear()

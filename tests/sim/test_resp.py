@@ -166,3 +166,17 @@ async def test_subscribe_usage_takes_records_instead_of_queue() -> None:
         await asyncio.sleep(0.05)
         sim.state.simulate_request(auth.name)
         assert len(sim.state.usage_queue) == 1
+
+
+async def test_disconnect_resp_closes_subscribers(sim: SimServer) -> None:
+    """Control API: an error-stream outage closes every RESP connection (clients must reconnect)."""
+    r = await Resp.open(sim)
+    await r.send("AUTH", KEY)
+    await r.reply()
+    await r.send("SUBSCRIBE", "errors")
+    await r.reply()
+    async with httpx.AsyncClient(base_url=sim.base_url) as c:
+        assert (await c.post("/_sim/resp/disconnect")).json() == {"status": "ok", "closed": 1}
+    assert await asyncio.wait_for(r.reader.read(), 5) == b""
+    assert sim.state.subscribers["errors"] == set()
+    await r.close()
