@@ -85,8 +85,11 @@ class CPAConfig(_Section):
     # provider -> model used for the public-API verification of that provider (e.g. vertex = "gemini-2.5-flash").
     verify_models: dict[str, str] = Field(default_factory=dict)
     # After CPA refused the key (401) or banned us (403), wait at least this long before trying again
-    # unless the key changes. CPA bans an IP for 30 minutes after 5 failures (contract §1).
-    key_rejected_pause_s: Annotated[float, Field(ge=60)] = 3600.0
+    # unless the key changes. CPA bans an IP for 30 minutes after 5 failures and forgets failures only
+    # after 2 h without one (purged hourly, contract §1): 3 h between tries never adds up to a ban.
+    key_rejected_pause_s: Annotated[float, Field(ge=60)] = 3 * 3600.0
+    # Verify CPA's TLS certificate (https base_url): true, false, or the path of a CA bundle.
+    tls_verify: bool | Path = True
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 30.0
     # Ask CPA for OAuth URLs in web-UI mode (CPA forwards the localhost callback itself): only when the
     # browser runs on the same machine as CPA (contract §4.1).

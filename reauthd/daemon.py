@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -26,7 +26,7 @@ from reauthd.cli.common import EXIT_ATTENTION, EXIT_LOCKED, EXIT_OK
 from reauthd.config import ConfigError, Settings, load_config, secret_values
 from reauthd.core.model import TaskState, VerdictKind
 from reauthd.cpa import CPAClient
-from reauthd.cpa.gate import GateSnapshot
+from reauthd.cpa.factory import client_from_config, load_gate, save_gate
 from reauthd.detect.cpamp import CPAMPSource
 from reauthd.detect.engine import DetectionEngine
 from reauthd.logging import REDACTOR
@@ -206,17 +206,7 @@ class Daemon:
             self.sd.status("connecting to CPA")
             clients = {}
             for cpa in settings.cpa:
-                snapshot = store.get_key_gate(cpa.name)
-                gate = GateSnapshot.from_dict(dict(snapshot.snapshot)) if snapshot is not None else None
-                client = CPAClient(
-                    cpa.name,
-                    cpa.base_url,
-                    cpa.key,
-                    timeout=cpa.timeout_s,
-                    pause_after_rejection=timedelta(seconds=cpa.key_rejected_pause_s),
-                    gate_snapshot=gate,
-                    clock=self.clock,
-                )
+                client = client_from_config(cpa, gate_snapshot=load_gate(store, cpa.name), clock=self.clock)
                 stack.push_async_callback(client.aclose)
                 clients[cpa.name] = client
 
@@ -382,9 +372,8 @@ class Daemon:
         if state != self._last_state_export:
             self.store.put_kv(DETECTION_STATE_KEY, state, now)
             self._last_state_export = state
-        for name, client in graph.clients.items():
-            snapshot = client.gate.snapshot()
-            self.store.save_key_gate(name, snapshot.key_fingerprint, snapshot.to_dict(), now)
+        for client in graph.clients.values():
+            save_gate(self.store, client, now)
 
     def _observe_clients(self, graph: _Graph) -> None:
         for name, client in graph.clients.items():

@@ -10,11 +10,13 @@ import asyncio
 import contextlib
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 
 from reauthd.config import Settings
 from reauthd.core.model import VerdictKind
 from reauthd.core.sanitize import mask_email, short_text
 from reauthd.cpa.client import CPAClient
+from reauthd.cpa.factory import client_from_config, load_gate, save_gate, shared_state
 from reauthd.detect.engine import CredentialVerdict, DetectionEngine, needs_attention
 
 EXIT_HEALTHY = 0
@@ -91,16 +93,20 @@ def _row(view: CredentialVerdict, include_disabled: bool) -> ScanRow:
 async def scan(settings: Settings, *, probe: bool) -> ScanReport:
     """List every CPA once; with `probe`, confirm failures and suspects with a probe now."""
     async with contextlib.AsyncExitStack() as stack:
+        # Start from the key gate the daemon saved (a refused key stays refused here too), save ours back.
+        state = stack.enter_context(shared_state(settings))
         clients: dict[str, CPAClient] = {}
         for cpa in settings.cpa:
-            clients[cpa.name] = await stack.enter_async_context(
-                CPAClient(cpa.name, cpa.base_url, cpa.key, timeout=cpa.timeout_s)
-            )
+            gate = load_gate(state, cpa.name) if state is not None else None
+            clients[cpa.name] = await stack.enter_async_context(client_from_config(cpa, gate_snapshot=gate))
         engine = DetectionEngine(clients, settings.detect, probes_enabled=probe)
         try:
             views = await engine.cycle(wait_for_probes=probe)
         finally:
             await engine.aclose()
+            if state is not None:
+                for client in clients.values():
+                    save_gate(state, client, datetime.now(UTC))
         # A probe may have replaced a verdict after the cycle returned: read the latest.
         latest = {(v.ref.cpa, v.ref.auth_index): v for v in engine.latest()}
         views = [latest.get((v.ref.cpa, v.ref.auth_index), v) for v in views]

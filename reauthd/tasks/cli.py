@@ -162,12 +162,19 @@ def _cancel(args: argparse.Namespace) -> int:
 
 async def _look_up(settings: Settings, cpa_name: str, auth_name: str) -> dict[str, str]:
     """Find the auth file in CPA (`GET /auth-files?name=`, contract §2) for its auth_index, provider, e-mail."""
-    from reauthd.cpa import CPAClient, CPAError
+    from reauthd.cpa import CPAError
+    from reauthd.cpa.factory import client_from_config, load_gate, save_gate, shared_state
 
     cpa = settings.cpa_by_name(cpa_name)
     try:
-        async with CPAClient(cpa.name, cpa.base_url, cpa.key, timeout=cpa.timeout_s) as client:
-            files = await client.list_auth_files(name=auth_name)
+        with shared_state(settings) as state:
+            gate = load_gate(state, cpa.name) if state is not None else None
+            async with client_from_config(cpa, gate_snapshot=gate) as client:
+                try:
+                    files = await client.list_auth_files(name=auth_name)
+                finally:
+                    if state is not None:
+                        save_gate(state, client, _now())
     except CPAError as exc:
         fail(f"cannot look up {auth_name} in CPA {cpa_name}: {exc}")
     match = [f for f in files if f.name == auth_name]
