@@ -85,7 +85,7 @@ CONTROL_ROUTES = [
     "POST /_sim/resp/disconnect  (close every RESP connection)",
     "POST /_sim/clock/advance {seconds}   GET /_sim/clock",
     "POST /_sim/timing {watcher_delay?, exchange_delay?, device_poll_interval?, auto_refresh?}",
-    "GET  /_sim/oplog   GET /_sim/counters   POST /_sim/reset",
+    "GET  /_sim/oplog   GET /_sim/counters   POST /_sim/restart (CPA restart)   POST /_sim/reset",
 ]
 
 
@@ -182,6 +182,9 @@ def dispatch(method: str, path: str, body: dict[str, Any], state: SimState) -> R
         return ok(state.oplog)
     if parts == ["counters"] and method == "GET":
         return ok(scenarios.counters(state))
+    if parts == ["restart"] and method == "POST":
+        state.restart()
+        return ok()
     if parts == ["reset"] and method == "POST":
         state.reset()
         return ok()

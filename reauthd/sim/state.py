@@ -451,6 +451,25 @@ class SimState:
 
         scenarios.relogin_as(self, name, plan=plan, exchange_fails=exchange_fails)
 
+    def restart(self) -> None:
+        """A CPA restart: runtime state (status, cooldowns, counters, bans, OAuth sessions, queue)
+        is lost; every file auth is loaded again from disk, `active` or `disabled` (§2.2)."""
+        self.disconnect_resp()
+        self.auths.clear()
+        self.by_index.clear()
+        self._sorted = None
+        self.bans.clear()
+        self.sessions = OAuthSessions()
+        self.codes.clear()
+        self.timers.clear()
+        self.pending_reloads.clear()
+        self.usage_queue.clear()
+        for name, disk in sorted(self.disk.items()):
+            if str(disk.content.get("type", "")).lower() not in ("", "gemini", "gemini-cli"):
+                self.register(name, disk.content)
+        if self.settings.auto_refresh:
+            self.enable_auto_refresh(True)
+
     def disconnect_resp(self) -> int:
         """Close every open RESP connection (an error-stream outage); returns how many were open."""
         closers = list(self.resp_closers.values())

@@ -449,3 +449,23 @@ async def test_disabled_file_at_load_and_account_kind(sim: SimServer, client: ht
     assert e["account_type"] == "oauth"
     assert "account" not in e
     assert "email" not in e
+
+
+async def test_restart_forgets_runtime_state(
+    sim: SimServer, client: httpx.AsyncClient, anon: httpx.AsyncClient
+) -> None:
+    """§2.2/§2.3 C: after a CPA restart every file auth starts active (or disabled), counters reset,
+    auth_index unchanged; the dead token is still dead upstream."""
+    a = sim.state.add_credential("codex", email="rs@x.com")
+    off = sim.state.add_credential("claude", email="off@x.com", disabled=True)
+    sim.state.revoke(a.name, live=True)
+    assert (await anon.post("/_sim/restart")).json() == {"status": "ok"}
+    files = {f["name"]: f for f in (await client.get("/auth-files")).json()["files"]}
+    assert (files[a.name]["status"], files[a.name]["status_message"], files[a.name]["failed"]) == (
+        "active",
+        "",
+        0,
+    )
+    assert files[a.name]["auth_index"] == a.auth_index
+    assert files[off.name]["status"] == "disabled"
+    assert sim.state.simulate_request(a.name).status == 401
