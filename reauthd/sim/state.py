@@ -18,13 +18,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from reauthd.sim.auths import AUTH_DIR, SimAuth, content_hash
-from reauthd.sim.clock import SimClock, go_duration_seconds, go_time
+from reauthd.sim.bans import BanTable
+from reauthd.sim.clock import SimClock, go_time
 from reauthd.sim.credentials import Identity
 from reauthd.sim.oauth import OAuthSessions
 from reauthd.sim.upstream import Upstream, dumps
 
-MAX_FAILURES = 5
-BAN_DURATION = timedelta(minutes=30)
 SECRET_KEYS = frozenset(
     {
         "access_token",
@@ -56,13 +55,6 @@ class DiskFile:
     content: dict[str, Any]
     raw: bytes
     mtime: datetime
-
-
-@dataclass(slots=True)
-class BanEntry:
-    failures: int = 0
-    blocked_until: datetime | None = None
-    last_activity: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -126,7 +118,7 @@ class SimState:
         self.auths: dict[str, SimAuth] = {}
         self.by_index: dict[str, SimAuth] = {}
         self._sorted: list[SimAuth] | None = None
-        self.bans: dict[str, BanEntry] = {}
+        self.bans = BanTable()
         self.sessions = OAuthSessions()
         self.codes: dict[str, tuple[str, Identity, bool]] = {}  # code → (state, identity, exchange fails)
         self.timers: list[tuple[datetime, int, Callable[[], None]]] = []
@@ -172,35 +164,18 @@ class SimState:
     # -- management key and bans (handler.go AuthenticateManagementKey, contract §1) ---------------
 
     def authenticate(self, ip: str, local: bool, provided: str) -> tuple[bool, int, str]:
-        now = self.now()
-        entry = self.bans.get(ip)
-        if entry is not None and entry.blocked_until is not None:
-            if now < entry.blocked_until:
-                left = go_duration_seconds((entry.blocked_until - now).total_seconds())
-                return False, 403, f"IP banned due to too many failed attempts. Try again in {left}"
-            entry.blocked_until = None
-            entry.failures = 0
-        if not local and not self.settings.allow_remote:
-            return False, 403, "remote management disabled"
-        if not self.settings.management_key:
-            return False, 403, "remote management key not set"
-        if not provided:
-            self._fail(ip, now)
-            return False, 401, "missing management key"
-        if provided != self.settings.management_key:
-            self._fail(ip, now)
-            return False, 401, "invalid management key"
-        self.bans.pop(ip, None)
-        return True, 200, ""
-
-    def _fail(self, ip: str, now: datetime) -> None:
-        self.counters.failed_key_attempts[ip] = self.counters.failed_key_attempts.get(ip, 0) + 1
-        entry = self.bans.setdefault(ip, BanEntry())
-        entry.failures += 1
-        entry.last_activity = now
-        if entry.failures >= MAX_FAILURES:
-            entry.blocked_until = now + BAN_DURATION
-            entry.failures = 0
+        """Check a management key for a client IP, counting failures toward the ban (§1)."""
+        result = self.bans.check(
+            ip,
+            local,
+            provided,
+            secret=self.settings.management_key,
+            allow_remote=self.settings.allow_remote,
+            now=self.now(),
+        )
+        if result.status == 401:
+            self.counters.failed_key_attempts[ip] = self.counters.failed_key_attempts.get(ip, 0) + 1
+        return result.allowed, result.status, result.error
 
     # -- disk and the watcher --------------------------------------------------------------------
 
@@ -547,10 +522,7 @@ class SimState:
         return True
 
     def ban_remaining(self, ip: str) -> float:
-        entry = self.bans.get(ip)
-        if entry is None or entry.blocked_until is None:
-            return 0.0
-        return max(0.0, (entry.blocked_until - self.now()).total_seconds())
+        return self.bans.remaining(ip, self.now())
 
 
 def redact(body: Any) -> Any:

@@ -125,3 +125,40 @@ def test_valid_state(state: str, ok: bool) -> None:
 )
 def test_normalize_provider(given: str, want: str | None) -> None:
     assert normalize_provider(given) == want
+
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("attempts", "then_key", "at", "want"),
+    [
+        (4, "right", 0, (True, 200, "")),
+        (5, "right", 0, (False, 403, "IP banned due to too many failed attempts. Try again in 30m0s")),
+        (5, "right", 1, (False, 403, "IP banned due to too many failed attempts. Try again in 29m59s")),
+        (5, "right", 1800, (True, 200, "")),  # the ban expired: the counter starts again
+        (5, "", 1800, (False, 401, "missing management key")),
+    ],
+)
+def test_ban_table(attempts: int, then_key: str, at: float, want: tuple[bool, int, str]) -> None:
+    """§1: five failures → 401s then a 30-minute ban that refuses even the right key."""
+    from reauthd.sim.bans import BanTable
+
+    table = BanTable()
+    for _ in range(attempts):
+        assert table.check("1.2.3.4", True, "bad", secret="right", allow_remote=False, now=T0).status == 401
+    got = table.check(
+        "1.2.3.4", True, then_key, secret="right", allow_remote=False, now=T0 + timedelta(seconds=at)
+    )
+    assert (got.allowed, got.status, got.error) == want
+
+
+def test_ban_table_remote_checks_do_not_count() -> None:
+    """§1: only 401 cases count; remote-disabled answers 403 and leaves the counter alone."""
+    from reauthd.sim.bans import BanTable
+
+    table = BanTable()
+    for _ in range(10):
+        got = table.check("10.0.0.1", False, "bad", secret="right", allow_remote=False, now=T0)
+        assert (got.status, got.error) == (403, "remote management disabled")
+    assert "10.0.0.1" not in table
