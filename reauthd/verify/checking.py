@@ -198,7 +198,7 @@ class VerifyPhase(RunBase):
             ver.public = PublicCheck(temporary_prefix(self.task.id, self.flow.attempt), original, model)
             self.save()
         pub = ver.public
-        if pub.stage in (PublicStage.PLANNED, PublicStage.PREFIX_SENT):
+        if pub.stage in (PublicStage.PLANNED, PublicStage.PREFIX_SENT) and not ver.result:
             pub.stage = PublicStage.PREFIX_SENT
             self.save()
             try:
@@ -207,16 +207,28 @@ class VerifyPhase(RunBase):
                 raise
             except CPAError as exc:
                 self.audit("patch-fields prefix (temporary)", new, f"failed: {exc.sentence}")
-                return self.retry_later(f"could not set a temporary prefix: {exc.sentence}")
-            self.audit("patch-fields prefix (temporary)", new, f"set {pub.prefix} to test the credential: ok")
-            pub.stage = PublicStage.PREFIX_SET
-            self.save()
+                ver.attempts += 1
+                ver.detail = f"could not set a temporary prefix: {exc.sentence}"
+                if ver.attempts < self.config.verify_max_attempts:
+                    return self.retry_later(ver.detail)
+                ver.result = "gave_up"  # and put the prefix back below, in case the PATCH did land
+                self.save()
+            else:
+                self.audit(
+                    "patch-fields prefix (temporary)", new, f"set {pub.prefix} to test the credential: ok"
+                )
+                pub.stage = PublicStage.PREFIX_SET
+                self.save()
         if pub.stage is PublicStage.PREFIX_SET and not ver.result:
             outcome = await self.public_request(api, new, pub)
             if outcome is not None:
                 return outcome
         # A verdict exists (or we give up): put the prefix back before anything else.
-        if pub.stage in (PublicStage.PREFIX_SET, PublicStage.RESTORE_SENT):
+        if ver.result and pub.stage in (
+            PublicStage.PREFIX_SENT,
+            PublicStage.PREFIX_SET,
+            PublicStage.RESTORE_SENT,
+        ):
             pub.stage = PublicStage.RESTORE_SENT
             self.save()
             restore = pub.original_prefix if pub.original_prefix is not None else ""

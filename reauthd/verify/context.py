@@ -51,8 +51,10 @@ class CompletionConfig:
     not_routed_delay_s: float = 1.0
     # provider -> model for the public-API verification (`[[cpa]] verify_models`).
     verify_models: Mapping[str, str] = field(default_factory=dict)
-    # Retire steps that keep failing (CPA down) are retried on every tick; after this many, a person looks.
-    max_retire_errors: int = 50
+    # Retire steps that fail (CPA down) are retried with backoff; after this many failures a person looks.
+    max_retire_errors: int = 30
+    retire_backoff_s: float = 2.0
+    retire_backoff_max_s: float = 300.0
 
 
 class Next(Enum):

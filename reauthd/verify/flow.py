@@ -104,6 +104,7 @@ class Flow:
     we_disabled: bool = False
     old_disabled_by_someone: bool = False
     retire_errors: int = 0
+    retire_after: datetime | None = None  # backoff after a failed retire step (CPA down)
     last_error: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -164,6 +165,7 @@ class Flow:
             we_disabled=bool(raw.get("we_disabled", False)),
             old_disabled_by_someone=bool(raw.get("old_disabled_by_someone", False)),
             retire_errors=int(raw.get("retire_errors", 0)),
+            retire_after=_dt(raw.get("retire_after")),
             last_error=raw.get("last_error", ""),
             notes=list(raw.get("notes", [])),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -41,6 +42,8 @@ class RetirePhase(RunBase):
         if new is None or not self.flow.verified:
             # Defence in depth: the invariant is "no retiring without a recorded successful test".
             return self.to_operator("internal check: retiring was reached without a verified new credential")
+        if self.flow.retire_after is not None and self.clock() < self.flow.retire_after:
+            return Next.WAIT
         plan = retire_plan(self.config.policy, new.same_name)
         if (
             self.task.state is S.VERIFYING
@@ -127,6 +130,12 @@ class RetirePhase(RunBase):
     def retire_error(self, detail: str) -> Next:
         self.flow.retire_errors += 1
         self.flow.last_error = detail
+        # Bounded exponential backoff: CPA restarting or briefly unreachable is retried without a flood.
+        delay = min(
+            self.config.retire_backoff_max_s,
+            self.config.retire_backoff_s * 2 ** (self.flow.retire_errors - 1),
+        )
+        self.flow.retire_after = self.clock() + timedelta(seconds=delay)
         self.save()
         log.info("verify.retire_wait", task_id=self.task.id, error=detail)
         return Next.WAIT

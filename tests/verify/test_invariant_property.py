@@ -131,7 +131,7 @@ async def _run(plan: Plan, tmp: Path) -> None:
             config = CompletionConfig(
                 policy=plan.policy,  # type: ignore[arg-type]
                 find_inline_budget_s=2, find_poll_interval_s=0.05, verify_inline_delay_s=0.01,
-                verify_retry_after=timedelta(0), verify_max_attempts=4, max_retire_errors=6,
+                verify_retry_after=timedelta(0), verify_max_attempts=4, max_retire_errors=6, retire_backoff_s=0.0,
             )  # fmt: skip
             for round_ in range(12):
                 runner = CompletionRunner(store, {"main": client}, config=config)  # a restart every round

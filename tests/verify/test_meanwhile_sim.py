@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from datetime import timedelta
 
 from verify_world import World, identity_of, relogin, utcnow
 
@@ -235,3 +236,24 @@ async def test_codex_old_file_deleted_before_the_runner_looks_is_matched_by_its_
     assert result.state is S.DONE, result.history[-1].reason
     assert result.new_auth_name == new_name
     assert "removed from CPA by someone else" in result.history[-1].reason
+
+
+async def test_a_failed_retire_step_backs_off_before_trying_again(world: World) -> None:
+    state = world.state
+    old = scenarios.add_credential(state, "codex", email="b@example.com", name="codex-b@example.com.json")
+    scenarios.revoke(state, old.name, live=True)
+    task = world.task_for(old)
+    relogin(state, identity_of(old))
+    scenarios.inject_fault(state, "status", path="/auth-files/status", method="PATCH", status=500, count=1)
+    runner = world.runner(retire_backoff_s=60.0)
+    now = utcnow()
+    first = await runner.advance(task.id, now, wait=True)
+    assert first.state is S.RETIRING
+    sent = len(world.mgmt_ops())
+
+    too_soon = await runner.advance(task.id, now)  # within the backoff: no request at all
+    assert too_soon.state is S.RETIRING and len(world.mgmt_ops()) == sent
+
+    later = await runner.advance(task.id, now + timedelta(seconds=90))
+    assert later.state is S.DONE, later.history[-1].reason
+    assert old.name not in state.auths

@@ -75,6 +75,7 @@ class World:
             "verify_inline_delay_s": 0.05,
             "not_routed_delay_s": 0.2,
             "verify_retry_after": timedelta(0),
+            "retire_backoff_s": 0.0,
         }
         public = overrides.pop("public", False)
         verify_models = overrides.pop("verify_models", {})
