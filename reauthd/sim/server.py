@@ -89,6 +89,7 @@ class SimServer:
         watcher_delay: float = 1.0,
         plugin_providers: tuple[str, ...] = (),
         auto_refresh: bool = False,
+        public_url: str | None = None,
         clock: SimClock | None = None,
     ) -> None:
         settings = Settings(
@@ -105,6 +106,7 @@ class SimServer:
         self.state = SimState(settings, clock)
         self.host = host
         self.port = port
+        self.public_url = public_url.rstrip("/") if public_url else None
         self.config = uvicorn.Config(
             SimApp(self.state, self._abort_peer),
             proxy_headers=False,
@@ -129,14 +131,17 @@ class SimServer:
 
     @property
     def base_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        """Where clients reach the simulator (a wildcard bind is reached on loopback)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Mux(self), self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
-        self.state.settings.base_url = self.base_url
+        # Auth URLs point browsers at the fake provider pages under this address.
+        self.state.settings.base_url = self.public_url or self.base_url
         self._refresh_date()
         self._ticker = asyncio.create_task(self._tick())
 
