@@ -111,11 +111,11 @@ def refresh(state: SimState, auth: SimAuth) -> UpstreamAnswer:
 def execute(state: SimState, auth: SimAuth, model: str | None) -> UpstreamAnswer:
     """A proxied request served by this auth: refresh once on 401, then MarkResult (§2.3 A)."""
     now = state.now()
-    status, body = classify(
-        auth.provider, state.upstream.request(auth.provider, token_of(auth), model or "", now)
-    )
-    retry_after = None
+    first = state.upstream.request(auth.provider, token_of(auth), model or "", now)
+    status, body = classify(auth.provider, first)
+    retry_after = first.retry_after_s
     if status == 401 and auth.metadata.get("refresh_token"):
+        # tryRefreshAfterUnauthorized: one refresh, one retry; only a 401 refresh failure is visible.
         ref = refresh(state, auth)
         if ref.status == 200:
             ans = state.upstream.request(auth.provider, token_of(auth), model or "", now)
@@ -125,9 +125,6 @@ def execute(state: SimState, auth: SimAuth, model: str | None) -> UpstreamAnswer
             auth.mark_refresh_unauthorized(ref.body)
         else:
             auth.next_refresh_after = now + timedelta(minutes=5)
-    else:
-        ans = state.upstream.request(auth.provider, token_of(auth), model or "", now)
-        retry_after = ans.retry_after_s
     if status == 200:
         auth.mark_success(model, now)
         _usage(state, auth, model, 200, "")
