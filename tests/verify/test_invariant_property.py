@@ -58,6 +58,7 @@ class Plan:
     drop_count: int
     meanwhile: str  # "" | "delete" | "rewrite" | "revive"
     second_candidate: bool
+    collision: bool  # the login lands on an existing file of the same account (overwritten in place)
     crash_after: int | None
     policy: str
 
@@ -71,6 +72,7 @@ plans = st.builds(
     drop_count=st.integers(1, 4),
     meanwhile=st.sampled_from(["", "", "delete", "rewrite", "revive"]),
     second_candidate=st.sampled_from([False, False, False, True]),
+    collision=st.booleans(),
     crash_after=st.one_of(st.none(), st.integers(1, 8)),
     policy=st.sampled_from(["delete", "delete", "disable", "keep"]),
 )
@@ -110,6 +112,10 @@ async def _run(plan: Plan, tmp: Path) -> None:
             for to in (S.OPENED, S.LOGIN_STARTED, S.VERIFYING):
                 store.apply_transition(task.id, to, to.value, utcnow())
             ident = identity_of(old)
+            if plan.collision:
+                scenarios.add_credential(
+                    state, "codex", email=ident.email, plan="plus", account_id=ident.account_id, prefix="mine"
+                )
             new_name = relogin(state, ident)
             if plan.second_candidate:
                 ident.plan = "pro"
@@ -226,7 +232,7 @@ def test_the_order_checks_catch_a_violation() -> None:
     raise AssertionError("audit violation not caught")
 
 
-@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(plan=plans)
 def test_old_file_changes_only_after_a_successful_probe_of_the_new_credential(plan: Plan) -> None:
     with tempfile.TemporaryDirectory() as tmp:
