@@ -6,6 +6,7 @@ callback with the exact order of checks of contract §4.3 (oauth_callback.go).
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -81,10 +82,14 @@ async def oauth_callback(request: Request, state: SimState) -> Response:
         redirect = ""
     if redirect:
         try:
+            # Go's url.Parse: control characters, a bad port or a bad %-escape in the path fail;
+            # the query is not validated (Query() ignores malformed pairs).
             parts = urlsplit(redirect)
-            if any(c in redirect for c in " \x7f") or any(ord(c) < 0x20 for c in redirect):
+            if any(ord(c) < 0x20 or c == "\x7f" for c in redirect):
                 raise ValueError("control character in URL")
             _ = parts.port
+            if re.search(r"%(?![0-9A-Fa-f]{2})", parts.path):
+                raise ValueError("invalid URL escape")
         except ValueError:
             return gin_json(400, {"status": "error", "error": "invalid redirect_url"})
         from urllib.parse import parse_qs

@@ -177,6 +177,8 @@ async def test_callback_error_precedence(
     cases: list[tuple[Any, int, str]] = [
         ("not json", 400, "invalid body"),
         ({"redirect_url": "http://[::1"}, 400, "invalid redirect_url"),
+        ({"redirect_url": "http://localhost:1455/a%zz?state=x"}, 400, "invalid redirect_url"),
+        ({"redirect_url": "http://localhost:1455/cb?code=a b"}, 400, "state is required"),  # spaces parse
         ({"code": "c"}, 400, "state is required"),
         ({"state": "bad/state", "code": "c"}, 400, "invalid state"),
         ({"state": pending}, 400, "code or error is required"),
