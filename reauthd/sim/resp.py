@@ -112,7 +112,7 @@ class RespConnection(asyncio.Protocol):
             self.transport.close()
 
     def deliver(self, payload: bytes) -> None:
-        self.write(array(bulk(b"message"), bulk(self.channel.encode()), bulk(payload)))
+        self.write(array(bulk(b"message"), bulk(self.channel_name.encode()), bulk(payload)))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.resp_closers.pop(id(self), None)
@@ -175,10 +175,10 @@ class RespConnection(asyncio.Protocol):
             if channel.lower() not in ("usage", "errors"):
                 self.error(f"ERR unsupported channel '{channel}'")
                 return
-            self.channel = channel.lower()
+            # Replies and messages echo the channel as the client spelled it (redis_queue_protocol.go).
+            self.channel, self.channel_name = channel.lower(), channel
             self.state.subscribers[self.channel].add(self.deliver)
             self.write(array(bulk(b"subscribe"), bulk(channel.encode()), b":1\r\n"))
-            self.channel_name = channel
         elif cmd in ("LPOP", "RPOP"):
             self.pop(cmd, args)
         else:
