@@ -103,6 +103,9 @@ class LoginFlow:
         self._pollers: dict[str, asyncio.Task[None]] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # Logins this process has seen CPA answer for: an unknown state on the very first answer after a
+        # restart may be a completion nobody polled in time (see poll_once).
+        self._answered: set[str] = set()
         self._closed = False
 
     # ------------------------------------------------------------------------------------ helpers
@@ -293,6 +296,11 @@ class LoginFlow:
                 where = check_location(location)
             except ServiceAccountRejected as exc:
                 return Notice(str(exc), NextStep.FIX_FILE)
+            # LOGIN_STARTED is recorded before the upload: verification only accepts files written after
+            # the latest login began (verify/context.py login_started), and a re-upload keeps the file name.
+            self.store.apply_transition(
+                task_id, S.LOGIN_STARTED, "uploading a new service-account key", now, expect=S.OPENED
+            )
             try:
                 result = await self._client(task).vertex_import(data, where)
             except CPAError as exc:
@@ -300,7 +308,11 @@ class LoginFlow:
                     task, "vertex-import", f"refused ({getattr(exc, 'status', type(exc).__name__)})", now
                 )
                 log.warning("CPA refused the Vertex key", task_id=task_id, error=str(exc))
-                return _notice(explain_vertex_answer(exc))
+                explanation = explain_vertex_answer(exc)
+                self.store.apply_transition(
+                    task_id, S.OPENED, explanation.sentence, now, expect=S.LOGIN_STARTED
+                )
+                return _notice(explanation)
             file_name = posixpath.basename(result.auth_file.replace("\\", "/"))
             self._audit(task, "vertex-import", f"saved {file_name}", now)
             vertex = {
@@ -309,9 +321,6 @@ class LoginFlow:
                 "location": result.location or where,
                 "file_name": file_name,
             }
-            self.store.apply_transition(
-                task_id, S.LOGIN_STARTED, "a new service-account key was uploaded", now, expect=S.OPENED
-            )
             self.store.apply_transition(
                 task_id,
                 S.VERIFYING,
@@ -345,6 +354,7 @@ class LoginFlow:
                     return self._end(task, explain_cpa_problem(exc).sentence, now)
                 return PollOutcome.WAITING
             if status.status == "wait":
+                self._answered.add(task_id)
                 if now > session.expires_at + POLL_GIVE_UP_AFTER:
                     with contextlib.suppress(CPAError):
                         await self._client(task).cancel_oauth_session(session.oauth_state)
@@ -353,9 +363,15 @@ class LoginFlow:
             if status.status == "ok":
                 return self._completed(task, "The proxy server saved the new login; testing it now.", now)
             error = (status.error or "").strip()
-            if task.state is S.CALLBACK_RECEIVED and error.lower() == "unknown or expired state":
-                # CPA accepted our callback, then forgot the state: it completed more than 60 s ago
-                # (contract §4.2) — e.g. the daemon was down. Verification looks for the new file.
+            first_answer = task_id not in self._answered
+            self._answered.add(task_id)
+            if error.lower() == "unknown or expired state" and (
+                task.state is S.CALLBACK_RECEIVED or first_answer
+            ):
+                # CPA forgets a completed state after 60 s (contract §4.2). Either it accepted our callback,
+                # or this is the first answer since reauthd (re)started — the login may have finished
+                # while nobody polled. Verification looks for a file written since the login began and
+                # asks the operator if there is none; guessing "failed" could throw a good login away.
                 return self._completed(
                     task,
                     "The proxy server no longer reports the finished sign-in; looking for the new login.",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from reauthd.cpa.errors import CPAError, CPARequestError
+from reauthd.cpa.errors import CPAError, CPARequestError, FeatureMissing
 
 
 class NextStep(StrEnum):
@@ -133,6 +133,12 @@ def explain_vertex_answer(exc: CPAError) -> Explanation:
 
 def explain_start_problem(exc: CPAError) -> Explanation:
     """Asking CPA for an authorize URL / device code failed (contract §4.1)."""
+    if isinstance(exc, FeatureMissing):  # 404 on /<plugin>-auth-url: the plugin is not installed
+        return Explanation(
+            "This proxy server has no sign-in for this provider (its plugin may be missing). "
+            "The operator needs to look at it.",
+            NextStep.TRY_LATER,
+        )
     if isinstance(exc, CPARequestError):
         if exc.status == 404:
             return Explanation(

@@ -4,7 +4,9 @@ web server on loopback — what `reauthd demo` shows and what the web and browse
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +19,7 @@ from reauthd.core.tasks import mask_account
 from reauthd.cpa.client import CPAClient
 from reauthd.login.flow import LoginFlow
 from reauthd.login.ports import CompletionRunner
+from reauthd.login.providers import UnsupportedProvider, login_for_provider
 from reauthd.sim import SimServer
 from reauthd.store import Store
 from reauthd.web.app import create_app
@@ -24,6 +27,7 @@ from reauthd.web.security import RateLimits
 from reauthd.web.server import WebServer
 
 SIM_KEY = "sim-key"
+SIM_PROXY_KEY = "sim-proxy-key"
 CPA_NAME = "local"
 
 
@@ -61,6 +65,8 @@ class WebSandbox:
         poll_interval_s: float = 0.5,
         limits: RateLimits | None = None,
         watcher_delay: float = 0.3,
+        verify: bool = False,
+        tick_s: float = 1.0,
     ) -> None:
         self.state_dir = state_dir
         self.path_prefix = path_prefix.rstrip("/")
@@ -68,6 +74,8 @@ class WebSandbox:
         self.completion = completion
         self.poll_interval_s = poll_interval_s
         self.limits = limits
+        self.verify = verify
+        self.tick_s = tick_s
         self.clock = SandboxClock()
         self.sim = SimServer(SIM_KEY, watcher_delay=watcher_delay)
         self._stack = contextlib.AsyncExitStack()
@@ -79,6 +87,8 @@ class WebSandbox:
         stack.callback(self.store.close)
         self.cpa = CPAClient(CPA_NAME, self.sim.base_url, SIM_KEY, timeout=10)
         stack.push_async_callback(self.cpa.aclose)
+        if self.verify and self.completion is None:
+            self.completion = await self._real_completion()
         self.flow = LoginFlow(
             self.store,
             {CPA_NAME: self.cpa},
@@ -101,6 +111,37 @@ class WebSandbox:
         stack.push_async_callback(self.web.stop)
         return self
 
+    async def _real_completion(self) -> CompletionRunner:
+        """The verify package's runner against the simulator, plus the daemon's tick that drives it."""
+        from reauthd.verify.public_api import PublicAPI
+        from reauthd.verify.runner import CompletionConfig
+        from reauthd.verify.runner import CompletionRunner as VerifyRunner
+
+        public = PublicAPI(self.sim.base_url, SecretStr(SIM_PROXY_KEY), timeout=10)
+        runner = VerifyRunner(
+            self.store,
+            {CPA_NAME: self.cpa},
+            config=CompletionConfig(verify_models={"vertex": "gemini-2.5-flash"}),
+            public_apis={CPA_NAME: public},
+        )
+        self._stack.push_async_callback(runner.aclose)
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(self.tick_s)
+                with contextlib.suppress(Exception):
+                    await runner.advance_all(self.clock())
+
+        ticker = asyncio.get_running_loop().create_task(tick(), name="sandbox-tick")
+
+        async def stop_ticker() -> None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+        self._stack.push_async_callback(stop_ticker)
+        return runner
+
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
@@ -114,17 +155,34 @@ class WebSandbox:
         return f"{self.base_url}{path}"
 
     def add_task(self, provider: str, *, email: str | None = None, reason: str | None = None) -> SandboxTask:
-        """A revoked credential in the simulator and its open task with a fresh link."""
-        auth = self.sim.state.add_credential(provider, email=email)
+        """A revoked credential in the simulator and its open task with a fresh link.
+
+        The simulated provider's next sign-in for this provider is the same account, as when the real
+        person logs in again (a different account would be a different credential, contract §4.4).
+        """
+        tag = secrets.token_hex(3)
+        email = email or f"{provider}-{tag}@example.com"
+        account_id = secrets.token_hex(8)
+        plan = "plus" if provider == "codex" else None
+        project = f"proj-{tag}" if provider == "vertex" else None
+        auth = self.sim.state.add_credential(
+            provider, email=email, account_id=account_id, plan=plan, project_id=project
+        )
         self.sim.state.revoke(auth.name, live=True)
+        try:
+            route = login_for_provider(provider).auth_url_provider or provider
+        except UnsupportedProvider:
+            route = provider
+        self.sim.state.set_next_login(
+            route, email=email, account_id=account_id, plan=plan, project_id=project
+        )
         now = self.clock()
-        account = auth.metadata.get("email") or auth.metadata.get("client_email") or auth.name
         task = self.store.create_task(
             cpa=CPA_NAME,
             auth_name=auth.name,
             auth_index=auth.auth_index,
             provider=provider,
-            account_masked=mask_account(str(account)),
+            account_masked=mask_account(email),
             reason=reason or "The provider revoked this login (token invalidated).",
             now=now,
             deadline=now + timedelta(days=7),

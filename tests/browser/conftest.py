@@ -1,17 +1,15 @@
-"""Fixtures for the browser tests: Debian's Chromium via Playwright, a WebSandbox, and step screenshots."""
+"""Fixtures for the browser tests: Debian's Chromium via Playwright, a WebSandbox with the real verify runner,
+and step screenshots."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reauthd.core.model import TaskState
 from reauthd.web.sandbox import WebSandbox
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -28,32 +26,10 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 
 
-class FinishingRunner:
-    """Stands in for the verify package's runner: verifying → retiring → done, slowly enough to watch."""
-
-    def __init__(self, box_ref: list[WebSandbox], step_s: float = 2.5) -> None:
-        self.box_ref = box_ref
-        self.step_s = step_s
-        self.calls: list[str] = []
-
-    async def advance(self, task_id: str, now: datetime) -> None:
-        self.calls.append(task_id)
-        box = self.box_ref[0]
-        await asyncio.sleep(self.step_s)
-        box.store.apply_transition(
-            task_id, TaskState.RETIRING, "The new login works; removing the old one.", box.clock()
-        )
-        await asyncio.sleep(self.step_s)
-        box.store.apply_transition(
-            task_id, TaskState.DONE, "The new login works and the old one was removed.", box.clock()
-        )
-
-
 @pytest.fixture
 async def box(tmp_path: Path) -> AsyncIterator[WebSandbox]:
-    ref: list[WebSandbox] = []
-    async with WebSandbox(tmp_path, completion=FinishingRunner(ref), poll_interval_s=0.5) as sandbox:
-        ref.append(sandbox)
+    # The real verify-and-retire runner against the simulator, driven like the daemon's tick.
+    async with WebSandbox(tmp_path, verify=True, poll_interval_s=0.5) as sandbox:
         yield sandbox
 
 

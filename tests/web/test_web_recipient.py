@@ -465,3 +465,40 @@ async def test_other_methods_refused(box: WebSandbox, http: httpx.AsyncClient, m
     answer = await http.request(method, task.link)
     assert answer.status_code == 405
     assert box.state_of(task.task_id) is S.OPEN
+
+
+@pytest.mark.parametrize("provider", ["codex", "claude", "xai", "kimi", "vertex"])
+async def test_end_to_end_with_the_real_verifier(tmp_path: Path, provider: str) -> None:
+    """Login on the page, then the verify package finds, tests and keeps the new credential: done."""
+    async with (
+        WebSandbox(tmp_path, verify=True, poll_interval_s=0.2) as sb,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        task = sb.add_task(provider)
+        page = await start(http, sb, task.task_id, await open_link(http, task.link))
+        if provider in ("codex", "claude"):
+            address = await sign_in_at_provider(http, sb, task.task_id)
+            sent = await http.post(
+                sb.url(f"/t/{task.task_id}/callback"),
+                data={"csrf": csrf_of(page.text), "callback_url": address},
+            )
+            assert sent.status_code == 303
+        elif provider == "vertex":
+            auth = sb.sim.state.auth_by_name(task.auth_name)
+            assert auth is not None
+            sent = await http.post(
+                sb.url(f"/t/{task.task_id}/vertex"),
+                data={"csrf": csrf_of(page.text)},
+                files={"file": ("key.json", service_account(auth.metadata["project_id"]))},
+            )
+            assert sent.status_code == 303
+        else:
+            hop = await http.get(sb.url(f"/t/{task.task_id}/signin"))
+            session = sb.store.get_login_session(task.task_id)
+            assert session is not None
+            await http.post(
+                hop.headers["location"], data={"user_code": session.user_code, "action": "approve"}
+            )
+        await wait_for_state(sb, task.task_id, S.DONE, timeout=30)
+        done = await http.get(sb.url(f"/t/{task.task_id}"))
+        assert "All done" in done.text and "Verified the new credential" in done.text
