@@ -13,16 +13,19 @@ DEFAULT_TZ = timezone(timedelta(hours=8))
 class SimClock:
     """Wall time plus an offset that tests move forward instead of sleeping."""
 
-    def __init__(self, tz: timezone = DEFAULT_TZ) -> None:
+    def __init__(self, tz: timezone = DEFAULT_TZ, *, frozen: bool = False) -> None:
+        """`frozen`: time stands still except for advance() — deterministic tests on a busy machine."""
         self.tz = tz
         self._offset = timedelta()
         self._lock = threading.Lock()
+        self._frozen_at = datetime.now(UTC) if frozen else None
 
     def now(self) -> datetime:
         """The current simulated time, timezone-aware in the server's zone."""
         with self._lock:
             offset = self._offset
-        return (datetime.now(UTC) + offset).astimezone(self.tz)
+        base = self._frozen_at if self._frozen_at is not None else datetime.now(UTC)
+        return (base + offset).astimezone(self.tz)
 
     def advance(self, seconds: float) -> datetime:
         """Move simulated time forward (never backwards) and return the new now."""

@@ -113,7 +113,7 @@ def _poll_device(state: SimState, st: str) -> None:
             state.sessions.set_error(st, "Authentication failed: access_denied", now)
         elif s.approved is not None:
             _save(state, s, s.approved)
-        elif s.device_expires_at is not None and now >= s.device_expires_at:
+        elif s.device_expires_at is not None and now > s.device_expires_at:
             state.sessions.set_error(st, "Authentication failed: device code expired", now)
         else:
             _poll_device(state, st)

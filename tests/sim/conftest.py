@@ -8,13 +8,16 @@ import httpx
 import pytest
 
 from reauthd.sim import SimServer
+from reauthd.sim.clock import SimClock
 
 KEY = "sim-key"
 
 
 @pytest.fixture
 async def sim() -> AsyncIterator[SimServer]:
-    async with SimServer(KEY, watcher_delay=1.0) as server:
+    """A simulator whose clock only moves with `state.advance()`: windows are crossed exactly, and a
+    slow, busy machine cannot make a "not yet" assertion late."""
+    async with SimServer(KEY, watcher_delay=1.0, clock=SimClock(frozen=True)) as server:
         yield server
 
 
