@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -264,9 +263,9 @@ class SimApp:
         return gin_json(
             200,
             {
-                "id": f"chatcmpl-sim{int(time.time())}",
+                "id": f"chatcmpl-sim{int(self.state.now().timestamp())}",
                 "object": "chat.completion",
-                "created": int(time.time()),
+                "created": int(self.state.now().timestamp()),
                 "model": bare,
                 "choices": [
                     {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}

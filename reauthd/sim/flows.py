@@ -7,8 +7,8 @@ the 5-minute callback timeout and the device-code polling (contract §4).
 
 from __future__ import annotations
 
+import itertools
 import secrets
-import time
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -30,6 +30,7 @@ MESSAGES = {
     ),
     "antigravity": ("Authentication failed", "Failed to exchange token", "Failed to save token to file"),
 }
+_NANO_TIEBREAK = itertools.count()
 TIMEOUT = {
     "anthropic": "Timeout waiting for OAuth callback",
     "codex": "Timeout waiting for OAuth callback",
@@ -79,7 +80,8 @@ def start_device_flow(state: SimState, provider: str) -> dict[str, object]:
     """kimi/xai device flow: state `kmi-<nanos>`/`xai-<nanos>`, user_code, expires_in."""
     now = state.now()
     prefix, expires_in = DEVICE_PROVIDERS[provider]
-    st = f"{prefix}{time.time_ns()}"
+    # `<unix nanos>` from the simulated clock; the counter keeps states unique when it stands still.
+    st = f"{prefix}{int(now.timestamp()) * 1_000_000_000 + now.microsecond * 1000 + next(_NANO_TIEBREAK)}"
     user_code = f"{secrets.token_hex(2).upper()}-{secrets.token_hex(2).upper()}"
     session = OAuthSession(
         st,
