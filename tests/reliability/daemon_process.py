@@ -56,6 +56,7 @@ class DaemonConfig:
     probe_rate_per_s: float = 2.0
     group_window_s: float = 1
     operator_token: str | None = None
+    cpa_timeout_s: float = 10
     extra: str = ""
 
     @property
@@ -77,7 +78,7 @@ path = "{self.state_path}"
 name = "sim"
 base_url = "{self.sim_url}"
 management_key = "{self.key}"
-timeout_s = 10
+timeout_s = {self.cpa_timeout_s}
 [detect]
 poll_interval_s = {self.poll_interval_s}
 probe_interval_s = {self.probe_interval_s}
