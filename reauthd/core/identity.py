@@ -141,9 +141,11 @@ def _registered(entry: Credential, same_name: bool, since: datetime, unchanged_f
         # The listing is built from CPA's in-memory auths: a new name shows up only once it is registered.
         return True
     # Same name: `modtime` comes from os.Stat and moves as soon as the file is written, before the reload
-    # (auth_files.go L377-379). `last_refresh` comes from the loaded auth, so a fresh one proves the reload.
-    if _newer(entry.last_refresh, since):
-        return True
+    # (auth_files.go L377-379). `last_refresh` comes from the loaded auth, so a fresh one proves the reload;
+    # a provider that writes it (codex, claude, xai: contract §8) must show a fresh one, however long that
+    # takes. Only files without it (antigravity, vertex) fall back to "unchanged for a few seconds".
+    if entry.last_refresh is not None:
+        return _newer(entry.last_refresh, since)
     return unchanged_for >= SAME_NAME_SETTLE
 
 

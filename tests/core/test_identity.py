@@ -159,6 +159,8 @@ def test_same_name_overwritten_in_place_with_fresh_last_refresh_is_found() -> No
         ({"modtime": AFTER, "last_refresh": None}, SAME_NAME_SETTLE, MatchKind.FOUND),
         # Fresh last_refresh comes from the loaded auth: registered.
         ({"modtime": AFTER, "last_refresh": AFTER}, timedelta(0), MatchKind.FOUND),
+        # A provider that writes last_refresh: the stale one means "not reloaded yet", however long.
+        ({"modtime": AFTER, "last_refresh": BEFORE}, timedelta(minutes=5), MatchKind.REGISTERING),
         # Nothing written since the login started: not a candidate at all.
         ({"modtime": BEFORE, "last_refresh": BEFORE}, timedelta(minutes=5), MatchKind.WAITING),
         # Disabled after re-login? CPA forces disabled=false (§4.4); a disabled one is not ready.
