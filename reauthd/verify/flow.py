@@ -2,8 +2,9 @@
 
 Every side effect in CPA is bracketed by two writes of this record: the intent ("sent") before the
 request and the result after it. A crash in between leaves "sent", and the runner then re-checks CPA
-before repeating the step (each step is idempotent). The record holds no secrets and no e-mail address:
-names, auth indexes, timestamps, states and plain-language notes only.
+before repeating the step (each step is idempotent). The record holds no secrets: file names (which embed
+an e-mail where CPA names files that way, like the task's own `auth_name`), auth indexes, timestamps,
+states and plain-language notes only — never a token, a key, a setting's value or a downloaded file.
 """
 
 from __future__ import annotations

@@ -166,3 +166,26 @@ async def test_verification_failure_leaves_the_old_credential_exactly_as_it_was(
     mutations = [(m, p) for m, p, _, _ in _ops(world) if m in ("PATCH", "DELETE")]
     assert mutations == []
     assert [a for a, _, _ in world.audit(task.id)] == ["verify-probe"]
+
+
+async def test_an_old_file_a_person_had_disabled_is_retired_and_the_operator_is_told(world: World) -> None:
+    state = world.state
+    old = scenarios.add_credential(
+        state,
+        "codex",
+        email="h@example.com",
+        plan="plus",
+        name="codex-h@example.com-plus.json",
+        disabled=True,
+    )
+    task = world.task_for(old)
+    relogin(state, identity_of(old))
+
+    result = await world.runner().advance(task.id, utcnow(), wait=True)
+
+    assert result.state is S.DONE, result.history[-1].reason
+    assert result.disabled_by_person
+    assert "disabled by someone else" in result.history[-1].reason
+    # Already disabled: reauthd did not disable it again, it only deleted it (policy delete).
+    assert not [op for op in world.mgmt_ops() if op["path"].endswith("/auth-files/status")]
+    assert old.name not in state.auths
