@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
 from pydantic import SecretStr
+from starlette.routing import BaseRoute
 
 from reauthd.core.model import TaskState
 from reauthd.core.tasks import mask_account
@@ -67,6 +69,7 @@ class WebSandbox:
         watcher_delay: float = 0.3,
         verify: bool = False,
         tick_s: float = 1.0,
+        extra_routes: Sequence[BaseRoute] = (),
     ) -> None:
         self.state_dir = state_dir
         self.path_prefix = path_prefix.rstrip("/")
@@ -75,6 +78,7 @@ class WebSandbox:
         self.poll_interval_s = poll_interval_s
         self.limits = limits
         self.verify = verify
+        self.extra_routes = extra_routes
         self.tick_s = tick_s
         self.clock = SandboxClock()
         self.sim = SimServer(SIM_KEY, watcher_delay=watcher_delay)
@@ -105,6 +109,7 @@ class WebSandbox:
             operator_token=SecretStr(self.operator_token) if self.operator_token else None,
             clock=self.clock,
             limits=self.limits,
+            extra_routes=self.extra_routes,
         )
         self.web = WebServer(self.app, "127.0.0.1", 0)
         await self.web.start()

@@ -502,3 +502,20 @@ async def test_end_to_end_with_the_real_verifier(tmp_path: Path, provider: str) 
         await wait_for_state(sb, task.task_id, S.DONE, timeout=30)
         done = await http.get(sb.url(f"/t/{task.task_id}"))
         assert "All done" in done.text and "Verified the new credential" in done.text
+
+
+async def test_ops_routes_are_mounted_with_the_same_headers(tmp_path: Path) -> None:
+    from reauthd.ops.health import Health, health_routes
+    from reauthd.ops.metrics import Metrics
+
+    routes = health_routes(Health(cpas=["local"]), Metrics(cpas=["local"]))
+    async with (
+        WebSandbox(tmp_path, path_prefix="/reauth", extra_routes=routes) as sb,
+        httpx.AsyncClient() as http,
+    ):
+        for path in ("/livez", "/readyz", "/metrics"):
+            for url in (sb.url(path), sb.web.url + path):  # behind a proxy that keeps or strips the prefix
+                answer = await http.get(url)
+                assert answer.status_code in (200, 503), url
+                assert answer.headers["x-frame-options"] == "DENY"
+                assert answer.headers["cache-control"] == "no-store"
