@@ -257,3 +257,30 @@ async def test_a_failed_retire_step_backs_off_before_trying_again(world: World) 
     later = await runner.advance(task.id, now + timedelta(seconds=90))
     assert later.state is S.DONE, later.history[-1].reason
     assert old.name not in state.auths
+
+
+async def test_retiring_that_keeps_failing_goes_to_the_operator_who_can_send_it_back(world: World) -> None:
+    state = world.state
+    old = scenarios.add_credential(state, "codex", email="r@example.com", name="codex-r@example.com.json")
+    scenarios.revoke(state, old.name, live=True)
+    task = world.task_for(old)
+    relogin(state, identity_of(old))
+    scenarios.inject_fault(state, "status", path="/auth-files/status", method="PATCH", status=500, count=None)
+    runner = world.runner(max_retire_errors=3)
+    result = await runner.advance(task.id, utcnow(), wait=True)
+    for _ in range(3):
+        if result.state is S.AWAITING_OPERATOR:
+            break
+        result = await runner.advance(task.id, utcnow())
+    assert result.state is S.AWAITING_OPERATOR
+    assert "kept failing" in result.history[-1].reason
+    assert not state.auths[old.name].disabled
+
+    state.faults.clear()
+    world.store.apply_transition(task.id, S.RETIRING, "operator: CPA is fixed, carry on", utcnow())
+    done = await runner.advance(task.id, utcnow())
+    assert done.state is S.DONE, done.history[-1].reason
+    assert old.name not in state.auths
+    # The new credential's verification was recorded once and was not repeated.
+    probes = [op for op in world.mgmt_ops() if op["path"].endswith("/api-call")]
+    assert len(probes) == 1
