@@ -284,3 +284,27 @@ async def test_retiring_that_keeps_failing_goes_to_the_operator_who_can_send_it_
     # The new credential's verification was recorded once and was not repeated.
     probes = [op for op in world.mgmt_ops() if op["path"].endswith("/api-call")]
     assert len(probes) == 1
+
+
+async def test_the_operator_resolves_an_ambiguity_by_naming_the_new_file(world: World) -> None:
+    state = world.state
+    old = scenarios.add_credential(
+        state, "codex", email="q@example.com", plan="plus", name="codex-q@example.com.json"
+    )
+    scenarios.revoke(state, old.name, live=True)
+    task = world.task_for(old)
+    ident = identity_of(old)
+    first = relogin(state, ident)
+    ident.plan = "pro"
+    relogin(state, ident)
+    runner = world.runner()
+    stuck = await runner.advance(task.id, utcnow(), wait=True)
+    assert stuck.state is S.AWAITING_OPERATOR
+
+    world.store.apply_transition(
+        task.id, S.VERIFYING, "operator: the plus file is the one", utcnow(), new_auth_name=first
+    )
+    done = await runner.advance(task.id, utcnow(), wait=True)
+    assert done.state is S.DONE, done.history[-1].reason
+    assert done.new_auth_name == first
+    assert old.name not in state.auths
