@@ -1,7 +1,7 @@
 """POST /api-call against offline fake providers, POST /vertex/import and GET /usage-queue (api_tools.go).
 
-api_tools.go and friends: POST /api-call against the offline fake providers (§5), POST
-/vertex/import (§6) and GET /usage-queue (§7).
+Mirrors api_tools.go (§5), vertex_import.go (§6) and usage.go (§7); the sim has no internet, so
+only the providers' probe URLs answer.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """The simulator's ASGI app: dispatches to management, control, provider pages, /v1 and callbacks.
 
-The simulator's ASGI app: routes a request to the management API (with CPA's middleware order:
-availability → CORS → key gate → route), the control API, the fake provider pages, the public `/v1`
-API and the main-port OAuth callbacks.
+Management requests pass CPA's middleware order: availability → CORS → key gate → route.
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
 """CPA's runtime auth records: MarkResult bookkeeping, the `/auth-files` entry and auth_index.
 
-CPA's runtime auth records: status bookkeeping (MarkResult), the `/auth-files` entry, auth_index.
-
 Mirrors sdk/cliproxy/auth/conductor_cooldown.go (MarkResult, applyAuthFailureState,
 updateAggregatedAvailability) and internal/api/handlers/management/auth_files.go
 (buildAuthFileEntryLocked) as described in shared/cpa-contract.md §2.

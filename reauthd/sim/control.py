@@ -1,7 +1,6 @@
 """The simulator's control API under `/_sim/` and the fake provider login pages.
 
-The simulator's own control API under `/_sim/` (unauthenticated, for tests and demos) and the fake
-provider login pages the auth URLs point to.
+Unauthenticated and clearly apart from CPA's routes; every operation is also a method of SimState.
 """
 
 from __future__ import annotations

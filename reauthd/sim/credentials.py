@@ -1,7 +1,5 @@
 """What a provider login writes: the account identity, the auth file's name and its JSON.
 
-What a provider login writes: the identity of the account, the auth file's name and its JSON.
-
 File names follow shared/cpa-contract.md §4.4, contents §8.
 """
 

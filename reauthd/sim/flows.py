@@ -1,8 +1,7 @@
 """OAuth login flows as CPA runs them: auth URLs, callbacks, code exchange, saving, timeouts, devices.
 
-OAuth login flows as CPA runs them (auth_files_provider_oauth.go): auth URLs pointing at the fake
-provider pages, the callback file the waiter picks up, the code exchange, saving with re-login merge,
-the 5-minute callback timeout and the device-code polling (contract §4).
+Mirrors auth_files_provider_oauth.go (contract §4): the callback file the waiter picks up, the code
+exchange, saving with the re-login merge, the 5-minute timeout and device-code polling.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """The auth-file routes of `/v0/management` and the route table, answering exactly as CPA does.
 
-The `/v0/management/*` routes of the simulated CPA, answering exactly as shared/cpa-contract.md
-§1-§7 describes (status codes, error strings, ordering of checks).
+Status codes, error strings and the order of checks follow shared/cpa-contract.md §2-§3.
 """
 
 from __future__ import annotations

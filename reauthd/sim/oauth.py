@@ -1,7 +1,5 @@
 """CPA's OAuth session store with its lifetimes (oauth_sessions.go, contract §4.2).
 
-CPA's OAuth session store (internal/api/handlers/management/oauth_sessions.go, contract §4.2).
-
 Lifetimes: pending 30 min from creation, completed 60 s, errored 30 min from the error.
 """
 

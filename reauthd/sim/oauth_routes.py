@@ -1,7 +1,6 @@
 """The OAuth management routes: auth URLs, get-auth-status, cancel and the oauth-callback checks.
 
-The OAuth management routes: auth URLs, get-auth-status, cancel, and the unauthenticated
-callback with the exact order of checks of contract §4.3 (oauth_callback.go).
+The callback is unauthenticated and checks in the exact order of contract §4.3 (oauth_callback.go).
 """
 
 from __future__ import annotations

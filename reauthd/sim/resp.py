@@ -1,7 +1,7 @@
 """The Redis RESP side of CPA's port: AUTH with the shared ban table, pops and subscriptions.
 
-The Redis RESP side of CPA's port (internal/api/redis_queue_protocol.go, contract §7): AUTH with the
-management ban table, LPOP/RPOP usage, SUBSCRIBE usage|errors with PING/UNSUBSCRIBE/QUIT.
+Mirrors internal/api/redis_queue_protocol.go (contract §7): LPOP/RPOP usage, SUBSCRIBE usage|errors
+with PING/UNSUBSCRIBE/QUIT, and commands before AUTH counted as failed key attempts.
 """
 
 from __future__ import annotations

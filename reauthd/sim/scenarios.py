@@ -1,8 +1,5 @@
 """What happens to credentials: proxied requests, refreshes, and the control operations on them.
 
-What happens to credentials: requests through one (refresh-on-401, reshaping, MarkResult), background
-refresh, and the control operations tests use to stage a world (add, bulk, revoke, quota, faults).
-
 Request path per shared/cpa-contract.md §2.3 A/B and §9.
 """
 

@@ -1,7 +1,6 @@
 """The simulator's server: one loopback port for HTTP and RESP, plus a thread runner for sync code.
 
-The simulator's server: one loopback port that speaks HTTP (via uvicorn's h11 protocol) and RESP,
-the first byte of each connection deciding which (contract §7), plus a thread runner for sync code.
+HTTP goes to uvicorn's h11 protocol, RESP to resp.py; the first byte of a connection decides (§7).
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
 """The simulator's in-memory world: disk, runtime auths, watcher, bans, sessions, timers, faults, log.
 
-The simulator's whole in-memory world: files on "disk", CPA's runtime auths, the watcher, bans,
-OAuth sessions, timers on the injected clock, the pub/sub channels, faults and the operation log.
-
 HTTP handlers (management.py, control.py) and the RESP handler only translate to and from this.
 """
 

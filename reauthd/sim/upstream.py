@@ -1,7 +1,5 @@
 """The fake upstream providers: accounts, token validity and the bodies their APIs answer with.
 
-The fake upstream providers: accounts, token validity, and the bodies their APIs really answer with.
-
 Token validity lives here, keyed by the token string, so a file's tokens stay dead after a re-login
 while the new file's tokens work; `/api-call` probes and simulated requests both ask this module.
 Bodies are the ones quoted in shared/cpa-contract.md §2.3 and §9 (seen in the wild, not CPA code).
