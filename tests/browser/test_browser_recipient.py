@@ -268,3 +268,19 @@ async def test_link_clicked_from_another_site(box: WebSandbox, browser: Any, sho
     await wait_heading(page, "again")
     assert await page.get_by_role("button", name="Start login").count() == 1
     await shot(page, "landed-from-mail")
+
+
+async def test_without_javascript_a_refresh_works(box: WebSandbox, browser: Any, shot: Shot) -> None:
+    task = box.add_task("codex")
+    page = await (await browser.new_context(java_script_enabled=False)).new_page()
+    await open_and_start(page, box, task.link, shot)
+    await wait_heading(page, "Sign in to")
+    address = await sign_in_and_copy_address(page, shot)
+    await paste_and_send(page, address, shot)
+    for _ in range(60):  # the person reloads now and then
+        if "All done" in await heading(page):
+            break
+        await asyncio.sleep(0.5)
+        await page.reload()
+    assert "All done" in await heading(page)
+    await shot(page, "done-after-reload")

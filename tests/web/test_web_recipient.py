@@ -6,7 +6,7 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -321,9 +321,13 @@ async def test_vertex_upload(box: WebSandbox, http: httpx.AsyncClient, runner: R
     big = await http.post(url, data={"csrf": csrf}, files={"file": ("k.json", b" " * 300_000)})
     assert big.status_code == 413
     assert not [op for op in box.sim.state.oplog if op["path"].endswith("/vertex/import")]
-    good = await http.post(
-        url, data={"csrf": csrf, "location": "europe-west4"}, files={"file": ("key.json", service_account())}
-    )
+    with capture_logs() as logs:
+        good = await http.post(
+            url,
+            data={"csrf": csrf, "location": "europe-west4"},
+            files={"file": ("key.json", service_account())},
+        )
+    assert "MIIEvQ" not in json.dumps(logs, default=str)
     assert good.status_code == 303, good.text
     assert box.state_of(task.task_id) is S.VERIFYING
     shown = await http.get(box.url(f"/t/{task.task_id}"))
@@ -519,3 +523,29 @@ async def test_ops_routes_are_mounted_with_the_same_headers(tmp_path: Path) -> N
                 assert answer.status_code in (200, 503), url
                 assert answer.headers["x-frame-options"] == "DENY"
                 assert answer.headers["cache-control"] == "no-store"
+
+
+async def test_cookie_attributes_under_https(tmp_path: Path) -> None:
+    """Behind an https public URL the session cookie is Secure, HttpOnly, SameSite=Strict, scoped to its task."""
+    from reauthd.login.flow import LoginFlow
+    from reauthd.store import Store
+    from reauthd.web.app import create_app
+
+    with Store.open(tmp_path / "state.db") as store:
+        now = datetime.now(UTC)
+        task = store.create_task(
+            cpa="main", auth_name="codex-a.json", auth_index="0" * 16, provider="codex",
+            account_masked="a***@example.com", reason="revoked", now=now, deadline=now + timedelta(days=1),
+        )  # fmt: skip
+        token = store.issue_link_token(task.id, now + timedelta(days=1), now)
+        flow = LoginFlow(store, {}, clock=lambda: datetime.now(UTC))
+        app = create_app(store=store, login=flow, public_url="https://reauth.example.org/r4")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://reauth.example.org") as http:
+            answer = await http.get(f"/r4/r/{token}")
+        await flow.aclose()
+    assert answer.status_code == 200
+    cookie = answer.headers["set-cookie"].lower()
+    for part in ("secure", "httponly", "samesite=strict", f"path=/r4/t/{task.id}"):
+        assert part in cookie
+    assert token not in answer.text and token not in cookie
