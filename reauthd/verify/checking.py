@@ -36,6 +36,8 @@ log = structlog.get_logger(__name__)
 
 
 class VerifyPhase(RunBase):
+    """One low-cost test request with the NEW credential; the old one is untouched whatever it says."""
+
     async def verify(self) -> Next:
         new = self.flow.new
         assert new is not None

@@ -25,6 +25,8 @@ log = structlog.get_logger(__name__)
 
 
 class FindPhase(RunBase):
+    """Find the file the login wrote; wait (bounded) until CPA's watcher registered it; never guess."""
+
     async def find(self) -> Next:
         while True:
             try:

@@ -37,6 +37,8 @@ log = structlog.get_logger(__name__)
 
 
 class RetirePhase(RunBase):
+    """Copy settings, then disable and delete the old file per policy, re-checking it before each change."""
+
     async def retire(self) -> Next:
         new = self.flow.new
         if new is None or not self.flow.verified:
