@@ -28,7 +28,8 @@ from reauthd.core.model import ReauthTask, TaskState
 from reauthd.login.flow import LoginFlow
 from reauthd.store.records import AuditEntry, LoginSession
 from reauthd.web.operator import OperatorPages
-from reauthd.web.recipient import RecipientPages, SiteLinks, message_page
+from reauthd.web.pages import SiteLinks, message_page
+from reauthd.web.recipient import RecipientPages
 from reauthd.web.security import CookieSigner, RateLimits, SecurityHeaders
 
 log = structlog.get_logger(__name__)

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from reauthd.core.model import ReauthTask, TaskState
 from reauthd.store.records import AuditEntry
-from reauthd.web.recipient import SiteLinks, message_page, page
+from reauthd.web.pages import SiteLinks, message_page, page
 from reauthd.web.render import Markup, escape, join
 from reauthd.web.security import (
     BodyTooLarge,

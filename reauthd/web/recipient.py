@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 from urllib.parse import parse_qsl
@@ -23,17 +22,17 @@ from urllib.parse import parse_qsl
 import structlog
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from reauthd.core.model import ReauthTask
 from reauthd.login.flow import LoginFlow, Notice
-from reauthd.login.providers import UnsupportedProvider, login_for_provider
 from reauthd.login.vertex import MAX_SERVICE_ACCOUNT_BYTES
-from reauthd.login.view import LoginView, Phase, describe
+from reauthd.login.view import Phase, describe
 from reauthd.login.wording import NextStep
 from reauthd.store.records import LoginSession
-from reauthd.web.render import Markup, escape, join, render
+from reauthd.web.pages import SiteLinks, message_page, page, task_body
+from reauthd.web.render import Markup, escape, render
 from reauthd.web.security import (
     BodyTooLarge,
     CookieSigner,
@@ -52,7 +51,6 @@ SESSION_LIFETIME = timedelta(hours=12)
 MAX_FORM_BYTES = 16 * 1024
 MAX_UPLOAD_BYTES = 2 * MAX_SERVICE_ACCOUNT_BYTES
 _TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-EMPTY = Markup("")
 
 
 class RecipientStore(Protocol):
@@ -61,64 +59,6 @@ class RecipientStore(Protocol):
     def get_task(self, task_id: str, *, with_history: bool = True) -> ReauthTask: ...
 
     def get_login_session(self, task_id: str) -> LoginSession | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class SiteLinks:
-    """Path-absolute URLs under the public URL's path prefix (works behind a reverse proxy)."""
-
-    prefix: str
-    secure: bool
-    origin: str
-
-    def url(self, path: str) -> str:
-        return f"{self.prefix}{path}"
-
-
-def page(
-    links: SiteLinks,
-    title: str,
-    body: Markup,
-    *,
-    status: int = 200,
-    phase: str = "",
-    state: str = "",
-    status_url: str = "",
-    head: Markup = EMPTY,
-    wide: bool = False,
-) -> HTMLResponse:
-    scripts = Markup(f'<script src="{escape(links.url("/static/reauthd.js"))}" defer></script>')
-    html = render(
-        "base.html",
-        title=title,
-        static=links.url("/static"),
-        phase=phase,
-        state=state,
-        status_url=status_url,
-        head=head,
-        main_class="card wide" if wide else "card",
-        body=body,
-        scripts=scripts,
-    )
-    return HTMLResponse(html, status_code=status)
-
-
-def message_page(
-    links: SiteLinks, status: int, headline: str, sentence: str, extra: Markup = EMPTY
-) -> Response:
-    return page(
-        links,
-        headline,
-        render("message.html", headline=headline, sentence=sentence, extra=extra),
-        status=status,
-    )
-
-
-def notice_box(notice: Notice | None) -> Markup:
-    if notice is None:
-        return Markup("")
-    tone = "bad" if notice.next_step in (NextStep.PASTE_AGAIN, NextStep.FIX_FILE, NextStep.TRY_LATER) else ""
-    return Markup(f'<p class="notice {tone}" role="alert">{escape(notice.sentence)}</p>')
 
 
 _NOTICE_STATUS = {
@@ -326,7 +266,7 @@ class RecipientPages:
         session = self.store.get_login_session(task_id)
         view = describe(task, session, now)
         csrf = self.signer.csrf_token(claim)
-        body = self._body(task, view, csrf, notice)
+        body = task_body(self.links, task, view, csrf, notice)
         live = view.phase in (Phase.CALLBACK, Phase.DEVICE, Phase.PROGRESS, Phase.OPERATOR)
         return page(
             self.links,
@@ -337,129 +277,6 @@ class RecipientPages:
             state=view.state.value,
             status_url=self.links.url(f"/t/{task_id}/status.json") if live else "",
         )
-
-    def _restart_form(self, task_id: str, csrf: str, *, primary: bool) -> Markup:
-        return render(
-            "restart.html",
-            restart_url=self.links.url(f"/t/{task_id}/restart"),
-            csrf=csrf,
-            button_class="primary" if primary else "",
-            label="Start again",
-        )
-
-    def _body(self, task: ReauthTask, view: LoginView, csrf: str, notice: Notice | None) -> Markup:
-        t = task.id
-        box = notice_box(notice)
-        if view.phase in (Phase.LANDING, Phase.READY):
-            try:
-                login = login_for_provider(task.provider)
-                redirect = login.redirect_hint
-            except UnsupportedProvider:
-                redirect = None
-            if task.provider == "vertex":
-                step_two = "Upload a new service-account key file for this Google Cloud project."
-            elif redirect:
-                step_two = f"Sign in at {view.provider_name}, then paste the address your browser lands on."
-            else:
-                step_two = f"Sign in at {view.provider_name} (you may be shown a code to confirm)."
-            return render(
-                "landing.html",
-                headline=view.headline,
-                account=task.account_masked,
-                provider=view.provider_name,
-                cpa=task.cpa,
-                reason=task.reason,
-                notice=box,
-                detail=view.detail,
-                step_two=step_two,
-                start_url=self.links.url(
-                    f"/t/{t}/start" if view.phase is Phase.LANDING else f"/t/{t}/restart"
-                ),
-                csrf=csrf,
-                button="Start login" if view.phase is Phase.LANDING else "Start login again",
-            )
-        if view.phase is Phase.CALLBACK:
-            if view.lapsed:
-                inner = join(
-                    [Markup(f"<p>{escape(view.detail)}</p>"), self._restart_form(t, csrf, primary=True)]
-                )
-            else:
-                try:
-                    hint = login_for_provider(task.provider).redirect_hint or "http://localhost"
-                except UnsupportedProvider:
-                    hint = "http://localhost"
-                inner = render(
-                    "callback_steps.html",
-                    seconds=view.seconds_left or 0,
-                    countdown=view.countdown or "",
-                    signin_url=self.links.url(f"/t/{t}/signin"),
-                    provider=view.provider_name,
-                    redirect_hint=hint.split("?")[0],
-                    callback_url=self.links.url(f"/t/{t}/callback"),
-                    csrf=csrf,
-                    restart=self._restart_form(t, csrf, primary=False),
-                )
-            return render(
-                "callback.html",
-                headline=view.headline,
-                account=task.account_masked,
-                provider=view.provider_name,
-                notice=box,
-                body=inner,
-            )
-        if view.phase is Phase.DEVICE:
-            if view.lapsed:
-                return render(
-                    "message.html",
-                    headline=view.headline,
-                    sentence=view.detail,
-                    extra=join([box, self._restart_form(t, csrf, primary=True)]),
-                )
-            return render(
-                "device.html",
-                headline=view.headline,
-                account=task.account_masked,
-                provider=view.provider_name,
-                notice=box,
-                detail=view.detail,
-                user_code=view.user_code or "",
-                seconds=view.seconds_left or 0,
-                countdown=view.countdown or "",
-                signin_url=self.links.url(f"/t/{t}/signin"),
-                restart=self._restart_form(t, csrf, primary=False),
-            )
-        if view.phase is Phase.VERTEX_FORM:
-            return render(
-                "vertex.html",
-                headline=view.headline,
-                account=task.account_masked,
-                provider=view.provider_name,
-                notice=box,
-                detail=view.detail,
-                vertex_url=self.links.url(f"/t/{t}/vertex"),
-                csrf=csrf,
-                max_kb=MAX_SERVICE_ACCOUNT_BYTES // 1024,
-            )
-        if view.phase in (Phase.PROGRESS, Phase.OPERATOR, Phase.DONE):
-            steps = join(
-                [Markup(f'<li class="step {s.status.value}">{escape(s.label)}</li>') for s in view.steps]
-            )
-            return render(
-                "progress.html",
-                headline=view.headline,
-                account=task.account_masked,
-                provider=view.provider_name,
-                notice=box,
-                detail=view.detail,
-                steps=steps,
-                vertex=_vertex_facts(task),
-            )
-        extra = join(
-            [box, Markup('<p class="hint">The operator has been told. You can close this page.</p>')]
-        )
-        return render("message.html", headline=view.headline, sentence=view.detail, extra=extra)
-
-    # ------------------------------------------------------------------------------------ actions
 
     async def start(self, request: Request) -> Response:
         return await self._action(request, "start")
@@ -542,20 +359,3 @@ class RecipientPages:
 _TOO_MANY = Notice(
     "Too many attempts in a short time. Wait a few minutes, then try again.", NextStep.TRY_LATER
 )
-
-
-def _vertex_facts(task: ReauthTask) -> Markup:
-    vertex = task.details.get("vertex") if isinstance(task.details, dict) else None
-    if not isinstance(vertex, dict):
-        return Markup("")
-    rows = [
-        ("Project", vertex.get("project_id")),
-        ("Service account", vertex.get("email")),
-        ("Location", vertex.get("location")),
-        ("File", vertex.get("file_name")),
-    ]
-    return Markup(
-        '<dl class="facts">'
-        + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in rows if v)
-        + "</dl>"
-    )
