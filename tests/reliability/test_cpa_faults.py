@@ -42,7 +42,8 @@ def test_cpa_trouble_raises_nothing_and_detection_recovers(
     clock moving 2 minutes each): no task, no message, the daemon stays alive and /readyz names the
     problem. Afterwards a live revocation is caught and announced as usual."""
     names = [
-        sim.call(lambda s, p=p: scenarios.add_credential(s, p).name) for p in ("codex", "claude", "xai", "kimi")
+        sim.call(lambda s, p=p: scenarios.add_credential(s, p).name)
+        for p in ("codex", "claude", "xai", "kimi")
     ]
     proc = daemon(poll_interval_s=5, cpa_timeout_s=2, probe_interval_s=60, probe_rate_per_s=5)
     proc.start()
@@ -53,7 +54,7 @@ def test_cpa_trouble_raises_nothing_and_detection_recovers(
         seen_before = sim.call(lambda s: s.counters.management_requests)
         started = time.monotonic()
         while time.monotonic() - started < 6:
-            status, text = readyz(proc.base)
+            status, _ = readyz(proc.base)
             unready += status == 503
             assert httpx.get(f"{proc.base}/livez", timeout=5).status_code == 200
             proc.sample_rss()
