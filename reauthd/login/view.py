@@ -77,19 +77,21 @@ class LoginView:
 
 
 _STEP_LABELS = ("Sign-in received", "Testing the new login", "Removing the old login", "Done")
+_VERTEX_STEP_LABELS = ("Key received", *_STEP_LABELS[1:])
 _STEP_INDEX = {S.CALLBACK_RECEIVED: 0, S.VERIFYING: 1, S.RETIRING: 2, S.DONE: 4}
 
 
-def progress_steps(state: TaskState) -> tuple[ProgressStep, ...]:
+def progress_steps(state: TaskState, *, vertex: bool = False) -> tuple[ProgressStep, ...]:
     current = _STEP_INDEX.get(state)
     if current is None:
         return ()
+    labels = _VERTEX_STEP_LABELS if vertex else _STEP_LABELS
     return tuple(
         ProgressStep(
             label,
             StepStatus.DONE if i < current else StepStatus.CURRENT if i == current else StepStatus.PENDING,
         )
-        for i, label in enumerate(_STEP_LABELS)
+        for i, label in enumerate(labels)
     )
 
 
@@ -123,15 +125,19 @@ def describe(task: ReauthTask, session: LoginSession | None, now: datetime) -> L
             "reauthd then tests the new login before it removes the old one.",
         )
     if state is S.OPENED:
+        # Back in `opened` after a login, an upload or a verification that did not work: say why.
+        ended = bool(task.history) and task.history[-1].from_state not in (None, S.OPEN, S.NOTIFIED)
         if vertex:
+            instruction = (
+                "Create a new JSON key for the service account in Google Cloud, then upload it here."
+            )
             return LoginView(
                 Phase.VERTEX_FORM,
                 state,
                 name,
                 "Upload a new service-account key",
-                "Create a new JSON key for the service account in Google Cloud, then upload it here.",
+                f"{latest_reason(task)} {instruction}" if ended else instruction,
             )
-        ended = task.history and task.history[-1].from_state not in (None, S.OPEN, S.NOTIFIED)
         return LoginView(
             Phase.READY,
             state,
@@ -177,7 +183,12 @@ def describe(task: ReauthTask, session: LoginSession | None, now: datetime) -> L
             S.RETIRING: "Removing the old login",
         }[state]
         return LoginView(
-            Phase.PROGRESS, state, name, headline, latest_reason(task), steps=progress_steps(state)
+            Phase.PROGRESS,
+            state,
+            name,
+            headline,
+            latest_reason(task),
+            steps=progress_steps(state, vertex=vertex),
         )
     if state is S.AWAITING_OPERATOR:
         return LoginView(
@@ -194,7 +205,7 @@ def describe(task: ReauthTask, session: LoginSession | None, now: datetime) -> L
             name,
             "All done — thank you",
             latest_reason(task),
-            steps=progress_steps(state),
+            steps=progress_steps(state, vertex=vertex),
         )
     headline = {
         S.FAILED: "This did not work",

@@ -85,8 +85,20 @@ def restart_form(links: SiteLinks, task_id: str, csrf: str, *, primary: bool) ->
     )
 
 
+WEBUI_NOTE = Markup(
+    '<p class="hint">This proxy server runs on the same computer as this browser: after you sign in it usually '
+    "receives the result by itself and this page moves on without a paste.</p>"
+)
+
+
 def task_body(
-    links: SiteLinks, task: ReauthTask, view: LoginView, csrf: str, notice: Notice | None
+    links: SiteLinks,
+    task: ReauthTask,
+    view: LoginView,
+    csrf: str,
+    notice: Notice | None,
+    *,
+    webui: bool = False,
 ) -> Markup:
     """The main part of the task page for its phase."""
     t = task.id
@@ -137,6 +149,7 @@ def task_body(
                 callback_url=links.url(f"/t/{t}/callback"),
                 csrf=csrf,
                 restart=restart_form(links, t, csrf, primary=False),
+                webui_note=WEBUI_NOTE if webui else EMPTY,
             )
         return render(
             "callback.html",

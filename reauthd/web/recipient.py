@@ -266,7 +266,7 @@ class RecipientPages:
         session = self.store.get_login_session(task_id)
         view = describe(task, session, now)
         csrf = self.signer.csrf_token(claim)
-        body = task_body(self.links, task, view, csrf, notice)
+        body = task_body(self.links, task, view, csrf, notice, webui=task.cpa in self.login.webui_cpas)
         live = view.phase in (Phase.CALLBACK, Phase.DEVICE, Phase.PROGRESS, Phase.OPERATOR)
         return page(
             self.links,

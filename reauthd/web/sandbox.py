@@ -70,6 +70,7 @@ class WebSandbox:
         verify: bool = False,
         tick_s: float = 1.0,
         extra_routes: Sequence[BaseRoute] = (),
+        webui: bool = False,
     ) -> None:
         self.state_dir = state_dir
         self.path_prefix = path_prefix.rstrip("/")
@@ -79,6 +80,7 @@ class WebSandbox:
         self.limits = limits
         self.verify = verify
         self.extra_routes = extra_routes
+        self.webui = webui
         self.tick_s = tick_s
         self.clock = SandboxClock()
         self.sim = SimServer(SIM_KEY, watcher_delay=watcher_delay)
@@ -99,6 +101,7 @@ class WebSandbox:
             clock=self.clock,
             completion=self.completion,
             poll_interval_s=self.poll_interval_s,
+            webui_cpas=frozenset({CPA_NAME}) if self.webui else frozenset(),
         )
         stack.push_async_callback(self.flow.aclose)
         self.app = create_app(

@@ -290,3 +290,14 @@ def test_view_device_countdown_and_ended_login() -> None:
         StepStatus.PENDING,
         StepStatus.PENDING,
     ]
+
+
+def test_vertex_form_says_why_after_a_failed_attempt() -> None:
+    task = _task(TaskState.OPENED, "vertex", last_from=TaskState.VERIFYING)
+    view = describe(task, None, T0)
+    assert view.phase is Phase.VERTEX_FORM
+    assert view.detail.startswith("The sign-in did not complete") and "upload it here" in view.detail
+    fresh = describe(_task(TaskState.OPENED, "vertex"), None, T0)
+    assert fresh.detail.startswith("Create a new JSON key")
+    steps = describe(_task(TaskState.VERIFYING, "vertex"), None, T0).steps
+    assert steps[0].label == "Key received"

@@ -549,3 +549,12 @@ async def test_cookie_attributes_under_https(tmp_path: Path) -> None:
     for part in ("secure", "httponly", "samesite=strict", f"path=/r4/t/{task.id}"):
         assert part in cookie
     assert token not in answer.text and token not in cookie
+
+
+async def test_is_webui_asks_cpa_for_a_forwarded_login(tmp_path: Path) -> None:
+    async with WebSandbox(tmp_path, webui=True) as sb, httpx.AsyncClient() as http:
+        task = sb.add_task("codex")
+        page = await start(http, sb, task.task_id, await open_link(http, task.link))
+        assert "same computer as this browser" in page.text
+        minted = [op for op in sb.sim.state.oplog if op["path"].endswith("/codex-auth-url")]
+        assert len(minted) == 1 and any("is_webui" in str(q) for q in minted[0]["query"])
