@@ -110,7 +110,9 @@ def check_callback_url(pasted: str, expected_state: str) -> AcceptedCallback:
         raise CallbackRejected(CallbackProblem.NO_STATE)
     if len(states) > 1:
         raise CallbackRejected(CallbackProblem.SEVERAL_STATES)
-    if not expected_state or not hmac.compare_digest(states[0].encode(), expected_state.encode()):
+    if not expected_state or not hmac.compare_digest(
+        states[0].encode("utf-8", "surrogatepass"), expected_state.encode("utf-8", "surrogatepass")
+    ):
         raise CallbackRejected(CallbackProblem.WRONG_STATE)
     values = {key: value.strip() for key, value in reversed(pairs)}  # first value wins, as Go's Get
     provider_error = bool(values.get("error") or values.get("error_description"))

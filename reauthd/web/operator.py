@@ -7,7 +7,6 @@ another purpose, so a recipient link never opens this view. Without a configured
 
 from __future__ import annotations
 
-import hmac
 import json
 import secrets
 from collections.abc import Callable, Iterable
@@ -30,6 +29,7 @@ from reauthd.web.security import (
     CookieSigner,
     RateLimits,
     client_address,
+    constant_time_equal,
     read_capped_body,
     same_origin,
 )
@@ -53,6 +53,18 @@ class OperatorStore(Protocol):
 
 def _when(value: datetime | None) -> str:
     return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _parse_form(raw: bytes) -> dict[str, str] | None:
+    """A small urlencoded form, first value per field; None when it is not one (too many fields, bad bytes)."""
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=5)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        form.setdefault(key, value)
+    return form
 
 
 class OperatorPages:
@@ -89,7 +101,7 @@ class OperatorPages:
     def _token_ok(self, offered: str | None) -> bool:
         if self.token is None or not offered:
             return False
-        return hmac.compare_digest(offered.encode(), self.token.get_secret_value().encode())
+        return constant_time_equal(offered, self.token.get_secret_value())
 
     def _authorised(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
@@ -149,12 +161,13 @@ class OperatorPages:
             raw = await read_capped_body(request, 4096)
         except BodyTooLarge:
             return self._login_page("That was too long.", 413)
-        form = dict(parse_qsl(raw.decode("utf-8", "replace"), max_num_fields=5))
+        form = _parse_form(raw)
         expected = request.cookies.get(CSRF_COOKIE, "")
         if (
-            not same_origin(request, self.links.origin)
+            form is None
+            or not same_origin(request, self.links.origin)
             or not expected
-            or not hmac.compare_digest(expected, form.get("csrf", ""))
+            or not constant_time_equal(expected, form.get("csrf", ""))
         ):
             return self._login_page("The form expired. Try again.", 403)
         if not self._token_ok(form.get("token")):
@@ -182,7 +195,7 @@ class OperatorPages:
             raw = await read_capped_body(request, 4096)
         except BodyTooLarge:
             raw = b""
-        form = dict(parse_qsl(raw.decode("utf-8", "replace"), max_num_fields=5))
+        form = _parse_form(raw) or {}
         if (
             claim is None
             or not same_origin(request, self.links.origin)

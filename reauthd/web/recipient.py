@@ -20,7 +20,6 @@ from typing import Protocol
 from urllib.parse import parse_qsl
 
 import structlog
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -42,6 +41,7 @@ from reauthd.web.security import (
     read_capped_body,
     same_origin,
 )
+from reauthd.web.uploads import FormPart, UploadUnreadable, parse_form_data
 
 log = structlog.get_logger(__name__)
 
@@ -323,7 +323,7 @@ class RecipientPages:
             return found
         task_id, claim = found
         try:
-            await read_capped_body(request, MAX_UPLOAD_BYTES)
+            body = await read_capped_body(request, MAX_UPLOAD_BYTES)
         except BodyTooLarge:
             too_big = Notice(
                 f"That file is larger than {MAX_SERVICE_ACCOUNT_BYTES // 1024} KB; a service-account key is a "
@@ -332,28 +332,31 @@ class RecipientPages:
             )
             return self._render_task(task_id, claim, too_big, status=413)
         try:
-            async with request.form(max_files=1, max_fields=4, max_part_size=MAX_UPLOAD_BYTES) as form:
-                csrf = form.get("csrf")
-                guard = await self._post_guard(request, {"csrf": csrf if isinstance(csrf, str) else ""})
-                if isinstance(guard, Response):
-                    return guard
-                upload = form.get("file")
-                location = form.get("location")
-                data = await upload.read() if isinstance(upload, UploadFile) else b""
-        except Exception:  # starlette's MultiPartException, a malformed multipart body
-            return self._render_task(
-                task_id,
-                claim,
-                Notice("The upload could not be read. Try again.", NextStep.FIX_FILE),
-                status=400,
-            )
+            parts = parse_form_data(body, request.headers.get("content-type", ""))
+        except UploadUnreadable:
+            parts = None
+        csrf = parts.get("csrf") if parts else None
+        guard = await self._post_guard(request, {"csrf": _text(csrf)})
+        if isinstance(guard, Response):
+            return guard
+        if parts is None:
+            unreadable = Notice("The upload could not be read. Try again.", NextStep.FIX_FILE)
+            return self._render_task(task_id, claim, unreadable, status=400)
+        upload = parts.get("file")
+        data = upload.data if upload is not None else b""
+        location = _text(parts.get("location")) or None
         now = self.clock()
         if not self.limits.start_per_task.hit(task_id, now):
             return self._render_task(task_id, claim, _TOO_MANY, status=429)
-        notice = await self.login.upload_vertex(
-            task_id, data, location if isinstance(location, str) else None, now
-        )
+        notice = await self.login.upload_vertex(task_id, data, location, now)
         return self._after(task_id, claim, notice)
+
+
+def _text(part: FormPart | None) -> str:
+    """A plain form field's value (a field the browser sends as text, never a file)."""
+    if part is None or part.filename is not None:
+        return ""
+    return part.data.decode("utf-8", "replace")
 
 
 _TOO_MANY = Notice(

@@ -96,7 +96,7 @@ class CookieSigner:
         subject, expires_text, nonce, mac = parts
         if not expires_text.isdigit():
             return None
-        if not hmac.compare_digest(mac, self._mac(kind, subject, expires_text, nonce)):
+        if not constant_time_equal(mac, self._mac(kind, subject, expires_text, nonce)):
             return None
         if int(expires_text) <= now.timestamp():
             return None
@@ -106,7 +106,15 @@ class CookieSigner:
         return self._mac("csrf", claim.subject, claim.nonce)
 
     def csrf_ok(self, claim: SessionClaim, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(str(token), self.csrf_token(claim))
+        return bool(token) and constant_time_equal(str(token), self.csrf_token(claim))
+
+
+def constant_time_equal(offered: str, expected: str) -> bool:
+    """hmac.compare_digest on UTF-8 bytes: on `str` it raises TypeError for anything non-ASCII, which a
+    client controls (found by tests/reliability/test_fuzz_forms.py)."""
+    return hmac.compare_digest(
+        offered.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 def same_origin(request: Request, public_origin: str) -> bool:

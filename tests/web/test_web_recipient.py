@@ -558,3 +558,29 @@ async def test_is_webui_asks_cpa_for_a_forwarded_login(tmp_path: Path) -> None:
         assert "same computer as this browser" in page.text
         minted = [op for op in sb.sim.state.oplog if op["path"].endswith("/codex-auth-url")]
         assert len(minted) == 1 and any("is_webui" in str(q) for q in minted[0]["query"])
+
+
+async def test_hostile_form_bodies_are_refused_not_500(box: WebSandbox, http: httpx.AsyncClient) -> None:
+    """Regressions from tests/reliability/test_fuzz_forms.py: non-ASCII csrf, too many fields, a cut upload."""
+    task = box.add_task("vertex")
+    page = await start(http, box, task.task_id, await open_link(http, task.link))
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    answer = await http.post(box.url(f"/t/{task.task_id}/restart"), content=b"csrf=%C2%80", headers=form)
+    assert answer.status_code == 403
+    await http.get(box.url("/operator/login"))
+    for body in (b"csrf=%C2%80&token=x", b"a=1&" * 6):
+        assert (await http.post(box.url("/operator/login"), content=body, headers=form)).status_code in (
+            401,
+            403,
+        )
+    cut = (
+        f'--XyZ\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n{csrf_of(page.text)}\r\n'
+        '--XyZ\r\nContent-Disposition: form-data; name="file"; filename="key.json"\r\n\r\n{}\r\n'
+    ).encode()
+    answer = await http.post(
+        box.url(f"/t/{task.task_id}/vertex"),
+        content=cut,
+        headers={"content-type": "multipart/form-data; boundary=XyZ"},
+    )
+    assert answer.status_code in (400, 403)
+    assert box.state_of(task.task_id) is S.OPENED
