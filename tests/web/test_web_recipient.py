@@ -220,13 +220,22 @@ async def test_wrong_state_garbage_and_oversize_send_nothing(
     await wait_for_state(box, task.task_id, S.VERIFYING)
 
 
-async def test_claude_uses_the_anthropic_route(box: WebSandbox, http: httpx.AsyncClient) -> None:
-    task = box.add_task("claude")
+@pytest.mark.parametrize(
+    ("provider", "route", "redirect"),
+    [
+        ("claude", "/anthropic-auth-url", "http://localhost:54545/callback"),
+        ("antigravity", "/antigravity-auth-url", "http://localhost:51121/oauth-callback"),
+    ],
+)
+async def test_other_callback_providers(
+    box: WebSandbox, http: httpx.AsyncClient, provider: str, route: str, redirect: str
+) -> None:
+    task = box.add_task(provider)
     page = await start(http, box, task.task_id, await open_link(http, task.link))
-    assert "http://localhost:54545/callback" in page.text
-    assert any(op["path"].endswith("/anthropic-auth-url") for op in box.sim.state.oplog)
+    assert redirect in page.text
+    assert any(op["path"].endswith(route) for op in box.sim.state.oplog)
     real = await sign_in_at_provider(http, box, task.task_id)
-    assert real.startswith("http://localhost:54545/callback?")
+    assert real.startswith(redirect + "?")
     answer = await http.post(
         box.url(f"/t/{task.task_id}/callback"), data={"csrf": csrf_of(page.text), "callback_url": real}
     )
