@@ -206,9 +206,19 @@ async def provider_page(request: Request, state: SimState, rest: str) -> Respons
 
 
 def _login_defaults(state: SimState, provider: str, file_type: str) -> Identity:
+    """Who the sign-in form proposes: the identity a test staged, else an account of this provider whose
+    sign-in is dead (a person re-authorizing signs back into the same account), else a fresh one."""
     plan = state.next_login.get(provider) or state.next_login.get("*")
     if plan is not None and plan.identity is not None:
         return plan.identity
+    for auth in sorted(state.auths.values(), key=lambda a: (a.status != "error", a.name)):
+        if auth.provider != file_type:
+            continue
+        access = state.upstream.access.get(scenarios.token_of(auth))
+        refresh = state.upstream.refresh.get(str(auth.metadata.get("refresh_token", "")))
+        dead = (access is not None and access.dead_kind) or (refresh is not None and refresh.dead_kind)
+        if dead or auth.status == "error":
+            return scenarios.identity_of(state, auth.name)
     return Identity.fresh(file_type)
 
 
