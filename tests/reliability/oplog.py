@@ -31,7 +31,8 @@ def step_of(entry: dict[str, Any], old_name: str) -> str | None:
     if entry.get("marker") == "upstream-probe":
         return "probe"
     path = str(entry.get("path", "")).removeprefix(MGMT)
-    body = entry.get("body") if isinstance(entry.get("body"), dict) else {}
+    raw = entry.get("body")
+    body: dict[str, Any] = raw if isinstance(raw, dict) else {}
     method = entry.get("method")
     if method == "PATCH" and path == "/auth-files/status" and body.get("name") == old_name:
         return "disable-old" if body.get("disabled") is True else "enable-old"

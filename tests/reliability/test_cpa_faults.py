@@ -4,11 +4,12 @@ so on /readyz, and catches a real revocation once CPA is back."""
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
-from conftest import DaemonFactory
+from conftest import DaemonFactory, add_credentials, revoke_live
 from daemon_process import wait_for
 from inbox import Inbox
 
@@ -41,15 +42,12 @@ def test_cpa_trouble_raises_nothing_and_detection_recovers(
     """Seven kinds of CPA trouble, one after another, each longer than a poll cycle (with the simulator's
     clock moving 2 minutes each): no task, no message, the daemon stays alive and /readyz names the
     problem. Afterwards a live revocation is caught and announced as usual."""
-    names = [
-        sim.call(lambda s, p=p: scenarios.add_credential(s, p).name)
-        for p in ("codex", "claude", "xai", "kimi")
-    ]
+    names = add_credentials(sim, "codex", "claude", "xai", "kimi")
     proc = daemon(poll_interval_s=5, cpa_timeout_s=2, probe_interval_s=60, probe_rate_per_s=5)
     proc.start()
     unready = 0
     for kind, options in FAULTS:
-        sim.call(lambda s, k=kind, o=options: scenarios.inject_fault(s, k, count=None, **o))
+        sim.call(partial(scenarios.inject_fault, kind=kind, count=None, **options))
         sim.call(lambda s: s.advance(120))
         seen_before = sim.call(lambda s: s.counters.management_requests)
         started = time.monotonic()
@@ -69,7 +67,7 @@ def test_cpa_trouble_raises_nothing_and_detection_recovers(
     assert proc.proc is not None and proc.proc.poll() is None, "the daemon died"
 
     wait_for(lambda: readyz(proc.base)[0] == 200, 30, "/readyz to recover")
-    sim.call(lambda s: scenarios.revoke(s, names[0], live=True))
+    revoke_live(sim, names[0])
     wait_for(lambda: inbox.messages("new"), 40, "the revocation after CPA came back")
     tasks = proc.tasks()
     assert [t["auth_name"] for t in tasks] == [names[0]], tasks

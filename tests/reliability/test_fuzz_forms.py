@@ -179,12 +179,12 @@ COOKIE_NOISE = st.one_of(
 async def _post(
     forms: Forms, path: str, body: bytes, content_type: str, cookie: str | None
 ) -> httpx.Response:
-    headers: dict[str, str | bytes] = {"content-type": content_type} if content_type else {}
+    headers: list[tuple[bytes, bytes]] = []
+    if content_type:
+        headers.append((b"content-type", content_type.encode("latin-1", "replace")))
     if cookie is not None:
         # Replaces the session cookies for this request: a forged or garbled cookie must fail cleanly.
-        return await forms.http.post(
-            path, content=body, headers={**headers, "cookie": cookie.encode("latin-1", "replace")}
-        )
+        headers.append((b"cookie", cookie.encode("latin-1", "replace")))
     return await forms.http.post(path, content=body, headers=headers)
 
 

@@ -7,12 +7,11 @@ import time
 
 import httpx
 import pytest
-from conftest import DaemonFactory
+from conftest import DaemonFactory, add_credentials, revoke_live
 from daemon_process import wait_for
 from inbox import Inbox
 from recipient import links_in
 
-from reauthd.sim import scenarios
 from reauthd.sim.server import SimThread
 
 pytestmark = pytest.mark.slow
@@ -25,12 +24,11 @@ def test_notifier_outage_retries_without_loss_or_duplicates(
     """Three revocations while the inbox answers 500: the digest fails, the daemon says so (log line and
     /healthz), is SIGKILLed and restarted, retries on its persisted schedule, and once the inbox works
     delivers one digest with three links — and nothing more afterwards."""
-    names = [sim.call(lambda s, p=p: scenarios.add_credential(s, p).name) for p in ("codex", "claude", "xai")]
+    names = add_credentials(sim, "codex", "claude", "xai")
     proc = daemon()
     proc.start()
     inbox.fail_with = 500
-    for name in names:
-        sim.call(lambda s, n=name: scenarios.revoke(s, n, live=True))
+    revoke_live(sim, *names)
     wait_for(lambda: len(proc.tasks()) == 3, 30, "three tasks")
     wait_for(lambda: inbox.refused >= 1, 30, "a refused delivery")
     health = httpx.get(f"{proc.base}/healthz", timeout=5).json()
