@@ -44,14 +44,16 @@ def test_notifier_outage_retries_without_loss_or_duplicates(
     assert all(t["state"] == "open" for t in proc.tasks())
     inbox.fail_with = None
 
-    wait_for(lambda: inbox.messages("new"), 60, "the digest after the outage")
+    wait_for(lambda: all(t["state"] == "notified" for t in proc.tasks()), 60, "every task announced")
     time.sleep(4.5)
-    assert inbox.kinds() == {"new": 1}, inbox.kinds()
-    digest = inbox.messages("new")[0]
-    assert digest["title"] == "Log in again: 3 accounts need a new login", digest["title"]
-    assert len(set(links_in(digest["message"], proc.base))) == 3
-    wait_for(lambda: all(t["state"] == "notified" for t in proc.tasks()), 10, "tasks marked notified")
+    # Each task's link arrives exactly once (the three revocations normally share one digest).
+    digests = inbox.messages("new")
+    links = [link for m in digests for link in links_in(m["message"], proc.base)]
+    assert len(links) == 3 and len(set(links)) == 3, links
+    assert inbox.kinds() == {"new": len(digests)}, inbox.kinds()
+    if len(digests) == 1:
+        assert digests[0]["title"] == "Log in again: 3 accounts need a new login", digests[0]["title"]
     rows = proc.deliveries()
-    assert [(r["kind"], r["status"]) for r in rows] == [("new", "sent")], rows
-    assert rows[0]["attempts"] == refused + 1, rows
+    assert {(r["kind"], r["status"]) for r in rows} == {("new", "sent")}, rows
+    assert rows[0]["attempts"] == refused + 1, rows  # the refused attempt(s), then the one that worked
     assert httpx.get(f"{proc.base}/healthz", timeout=5).json()["notifier"]["ok"] is True

@@ -4,6 +4,7 @@ no duplicate message, no lost or extra task, the same link keeps working, and th
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import pytest
 from conftest import DaemonFactory
@@ -88,7 +89,9 @@ def walk(proc: DaemonProcess, sim: SimThread, inbox: Inbox, browser: Recipient, 
 
     # callback_received: CPA accepted the address but is slow exchanging the code (and then its
     # watcher is slow registering the new file, which holds the next state).
-    sim.call(lambda s: s.set_timing(exchange_delay=8, watcher_delay=12))
+    sim.call(lambda s: s.set_timing(exchange_delay=8, watcher_delay=15))
+    # Already now (it touches nothing before retiring): CPA will refuse the delete, holding `retiring`.
+    sim.call(partial(scenarios.inject_fault, kind="status", path="/auth-files", method="DELETE", count=None))
     callback = browser.sign_in(task_id)
     pasted = browser.paste(task_id, page.text, callback)
     assert pasted.status_code in (200, 303), pasted.text[:2000]
@@ -102,7 +105,6 @@ def walk(proc: DaemonProcess, sim: SimThread, inbox: Inbox, browser: Recipient, 
     link_works(proc, link, task_id)
 
     # retiring: verified; disabling works but CPA refuses the delete for now.
-    sim.call(lambda s: scenarios.inject_fault(s, "status", path="/auth-files", method="DELETE", count=None))
     proc.wait_state(task_id, "retiring", timeout=40)
     wait_for(
         lambda: sim.call(lambda s: s.auths[OLD].disabled if OLD in s.auths else False),
