@@ -7,7 +7,6 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest import FAST_RETRY
 
 from reauthd.cpa import (
     AuthManagerUnavailable,
@@ -21,6 +20,7 @@ from reauthd.cpa import (
     UpstreamRequestFailed,
 )
 from reauthd.sim.server import SimServer
+from tests.cpa.conftest import FAST_RETRY
 
 KEY = "sim-mgmt-key-0123"
 

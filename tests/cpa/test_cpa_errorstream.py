@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from conftest import FAST_RETRY
 
 from reauthd.cpa import (
     ClientPaused,
@@ -25,6 +24,7 @@ from reauthd.cpa import (
     TransientCPAError,
 )
 from reauthd.sim.server import SimServer
+from tests.cpa.conftest import FAST_RETRY
 
 KEY = "sim-mgmt-key-0123"
 FAST_RECONNECT = ReconnectPolicy(base_delay_s=0.01, max_delay_s=0.02, max_consecutive_failures=3)
@@ -251,7 +251,7 @@ async def test_silent_peer_is_detected_by_ping() -> None:
 
 
 async def test_refused_connection_is_transient() -> None:
-    from conftest import closed_port
+    from tests.cpa.conftest import closed_port
 
     async with CPAClient("raw", f"http://127.0.0.1:{closed_port()}", KEY) as cpa:
         with pytest.raises(TransientCPAError, match="connection failed"):

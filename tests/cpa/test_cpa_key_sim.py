@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from conftest import FAST_RETRY
 
 from reauthd.cpa import (
     ClientPaused,
@@ -21,6 +20,7 @@ from reauthd.cpa import (
     RemoteManagementDisabled,
 )
 from reauthd.sim.server import SimServer
+from tests.cpa.conftest import FAST_RETRY
 
 KEY = "sim-mgmt-key-0123"
 

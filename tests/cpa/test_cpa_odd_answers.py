@@ -7,7 +7,6 @@ import json
 from collections.abc import AsyncIterator, Awaitable
 
 import pytest
-from conftest import FAST_RETRY, OddCPA, closed_port, serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -24,6 +23,7 @@ from reauthd.cpa import (
     TransientCPAError,
     UpstreamRequestFailed,
 )
+from tests.cpa.conftest import FAST_RETRY, OddCPA, closed_port, serve
 
 CPA_HEADERS = {"X-CPA-VERSION": "v7.2.140", "X-CPA-COMMIT": "a7e3596", "X-CPA-BUILD-DATE": "2026-08-22"}
 ENTRY = {

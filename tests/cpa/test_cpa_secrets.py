@@ -8,11 +8,11 @@ import traceback
 from typing import Any
 
 import pytest
-from conftest import FAST_RETRY
 from structlog.testing import capture_logs
 
 from reauthd.cpa import CPAClient, CPAError, ErrorStream, ReconnectPolicy
 from reauthd.sim.server import SimServer
+from tests.cpa.conftest import FAST_RETRY
 
 KEY = "canary-key-7f3a9c21"
 WRONG_KEY = "canary-wrong-key-55e1"

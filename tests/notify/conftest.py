@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from notify_loopback import Inbox, serve_inbox
+
+from tests.notify.notify_loopback import Inbox, serve_inbox
 
 
 @pytest.fixture

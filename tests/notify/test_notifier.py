@@ -8,10 +8,10 @@ from typing import Any
 
 import apprise
 from apprise.decorators import notify as apprise_plugin
-from notify_loopback import Inbox, make_settings
 
 from reauthd.notify.notifier import Notifier
 from reauthd.notify.templates import Message
+from tests.notify.notify_loopback import Inbox, make_settings
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 MSG = Message(title="Log in again", text="plain *body*\n", markdown="**markdown** body\n")

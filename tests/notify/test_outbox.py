@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from notify_loopback import Inbox, make_settings
 
 from reauthd.config import Settings
 from reauthd.core.model import TaskState
 from reauthd.notify.notifier import Notifier
 from reauthd.notify.outbox import Outbox
 from reauthd.store import DeliveryKind, DeliveryStatus, Store
+from tests.notify.notify_loopback import Inbox, make_settings
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 S = TaskState

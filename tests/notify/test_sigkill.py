@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from notify_loopback import Inbox
 
 from reauthd.core.model import TaskState
 from reauthd.store import Store
+from tests.notify.notify_loopback import Inbox
 
 CHILD = r"""
 import asyncio, os, signal, sys

@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from verify_world import KEY, PROXY_KEY, World
 
 from reauthd.cpa.client import CPAClient
 from reauthd.cpa.wire import RetryPolicy
 from reauthd.sim import SimServer
 from reauthd.store.sqlite import Store
+from tests.verify.verify_world import KEY, PROXY_KEY, World
 
 
 @pytest.fixture

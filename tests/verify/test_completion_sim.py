@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from verify_world import World, identity_of, relogin, utcnow
-
 from reauthd.core.model import TaskState
 from reauthd.sim import scenarios
 from reauthd.sim.credentials import Identity
+from tests.verify.verify_world import World, identity_of, relogin, utcnow
 
 S = TaskState
 

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from verify_world import World, identity_of, relogin, utcnow
 
 from reauthd.core.model import ReauthTask, TaskState
 from reauthd.sim import scenarios
 from reauthd.sim.auths import SimAuth
 from reauthd.store.sqlite import Store
 from reauthd.verify.runner import CompletionConfig, CompletionRunner
+from tests.verify.verify_world import World, identity_of, relogin, utcnow
 
 S = TaskState
 CHILD = Path(__file__).with_name("crash_child.py")

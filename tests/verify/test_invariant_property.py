@@ -17,7 +17,6 @@ from typing import Any
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from verify_world import KEY, identity_of, relogin, utcnow
 
 from reauthd.core.model import ReauthTask, TaskState
 from reauthd.cpa.client import CPAClient
@@ -27,6 +26,7 @@ from reauthd.sim.state import SimState
 from reauthd.sim.upstream import UpstreamAnswer
 from reauthd.store.sqlite import Store
 from reauthd.verify.runner import CompletionConfig, CompletionRunner
+from tests.verify.verify_world import KEY, identity_of, relogin, utcnow
 
 S = TaskState
 STOPPED = {S.DONE, S.FAILED, S.OPENED, S.AWAITING_OPERATOR, S.CANCELLED, S.EXPIRED}

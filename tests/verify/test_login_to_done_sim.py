@@ -9,7 +9,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
-from verify_world import World, utcnow
 
 from reauthd.config import Settings
 from reauthd.core.model import TaskState
@@ -17,6 +16,7 @@ from reauthd.login.flow import LoginFlow
 from reauthd.sim import scenarios
 from reauthd.store.sqlite import Store
 from reauthd.verify.runner import CompletionRunner
+from tests.verify.verify_world import World, utcnow
 
 S = TaskState
 

@@ -7,11 +7,10 @@ import json
 import posixpath
 from datetime import timedelta
 
-from verify_world import World, identity_of, relogin, utcnow
-
 from reauthd.core.model import TaskState
 from reauthd.sim import scenarios
 from reauthd.sim.credentials import Identity, service_account
+from tests.verify.verify_world import World, identity_of, relogin, utcnow
 
 S = TaskState
 

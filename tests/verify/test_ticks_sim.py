@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from verify_world import World, identity_of, relogin, utcnow
 
 from reauthd.core.model import TaskState
 from reauthd.cpa.client import CPAClient
@@ -22,6 +21,7 @@ from reauthd.sim.credentials import service_account
 from reauthd.store.sqlite import Store
 from reauthd.verify.public_api import PublicAPI, PublicAPIUnreachable
 from reauthd.verify.runner import CompletionConfig, CompletionRunner
+from tests.verify.verify_world import World, identity_of, relogin, utcnow
 
 S = TaskState
 
