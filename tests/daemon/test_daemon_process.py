@@ -185,3 +185,64 @@ def test_wrong_key_is_tried_once_across_poll_cycles(sim: SimThread, inbox: Inbox
     finally:
         assert stop(proc) == 0
     assert "wrong-key-CANARY" not in log.read_text()
+
+
+def test_systemd_ready_after_cpa_answered_and_stopping_on_sigterm(
+    sim: SimThread, inbox: Inbox, tmp_path: Path
+) -> None:
+    """Type=notify: READY=1 comes once the store is open and the CPA answered; STOPPING=1 on SIGTERM."""
+    sock_path = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(sock_path))
+    listener.settimeout(30)
+    port = free_port()
+    config = write_config(tmp_path, sim.base_url, inbox, port=port)
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "reauthd", "run", "--config", str(config)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "NOTIFY_SOCKET": str(sock_path)},
+        )
+    try:
+        messages: list[str] = []
+        while not any("READY=1" in m for m in messages):
+            messages.append(listener.recv(4096).decode())
+        counters = httpx.get(f"{sim.base_url}/_sim/counters", timeout=5).json()
+        assert counters["list_requests"] >= 1  # the CPA answered before readiness was declared
+        assert ready(f"http://127.0.0.1:{port}")
+        proc.send_signal(signal.SIGTERM)
+        while not any("STOPPING=1" in m for m in messages):
+            messages.append(listener.recv(4096).decode())
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        listener.close()
+    assert any(m.startswith("STATUS=") or "\nSTATUS=" in m for m in messages)
+
+
+def test_sighup_reloads_and_a_broken_file_keeps_the_running_configuration(
+    sim: SimThread, inbox: Inbox, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path, sim.base_url, inbox, port=port)
+    proc, log = start(config, tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: ready(base), 30, "ready")
+        good = config.read_text()
+        config.write_text(good + "\n[tasks]\nbogus = 1\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "daemon.reload_failed" in log.read_text(), 20, "reload refused")
+        assert ready(base)
+        config.write_text(good.replace("poll_interval_s = 5", "poll_interval_s = 7"))
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "daemon.reloaded" in log.read_text(), 20, "reloaded")
+        wait_for(lambda: ready(base), 30, "ready again after the reload")
+    finally:
+        assert stop(proc) == 0, log.read_text()
+    text = log.read_text()
+    assert "unknown key 'bogus' in [tasks]" in text
+    assert "Traceback" not in text
