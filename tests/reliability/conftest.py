@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_process import KEY, DaemonConfig, DaemonProcess
-from inbox import Inbox, serve_inbox
 
-from reauthd.sim import scenarios
 from reauthd.sim.server import SimThread, run_sim_in_thread
-
-# An Apprise URL token that must never be printed (json://host:port/<token>).
-APPRISE_TOKEN = "apprise-CANARY-5c1e88d0b2"
-
-
-def add_credentials(sim: SimThread, *providers: str) -> list[str]:
-    """One fresh, healthy credential per provider; returns their file names."""
-    return sim.call(lambda s: [scenarios.add_credential(s, p).name for p in providers])
-
-
-def revoke_live(sim: SimThread, *names: str) -> None:
-    """Revoke upstream and send one request through each, so CPA itself sees the failure."""
-    sim.call(lambda s: [scenarios.revoke(s, n, live=True) for n in names])
+from tests.reliability.daemon_process import KEY, DaemonConfig, DaemonProcess
+from tests.reliability.inbox import Inbox, serve_inbox
+from tests.reliability.staging import APPRISE_TOKEN, DaemonFactory
 
 
 @pytest.fixture
@@ -40,9 +27,6 @@ def sim() -> Iterator[SimThread]:
 def inbox() -> Iterator[Inbox]:
     with serve_inbox(APPRISE_TOKEN) as box:
         yield box
-
-
-DaemonFactory = Callable[..., DaemonProcess]
 
 
 @pytest.fixture

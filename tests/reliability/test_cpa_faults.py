@@ -9,12 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import DaemonFactory, add_credentials, revoke_live
-from daemon_process import wait_for
-from inbox import Inbox
 
 from reauthd.sim import scenarios
 from reauthd.sim.server import SimThread
+from tests.reliability.daemon_process import wait_for
+from tests.reliability.inbox import Inbox
+from tests.reliability.staging import DaemonFactory, add_credentials, revoke_live
 
 pytestmark = pytest.mark.slow
 

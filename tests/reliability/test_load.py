@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import APPRISE_TOKEN
-from daemon_process import KEY, DaemonConfig, DaemonProcess, wait_for
-from inbox import serve_inbox
-from recipient import links_in
 
 from reauthd.sim import scenarios
 from reauthd.sim.server import run_sim_in_thread
 from reauthd.sim.state import SimState
+from tests.reliability.daemon_process import KEY, DaemonConfig, DaemonProcess, wait_for
+from tests.reliability.inbox import serve_inbox
+from tests.reliability.recipient import links_in
+from tests.reliability.staging import APPRISE_TOKEN
 
 pytestmark = pytest.mark.slow
 

@@ -7,12 +7,12 @@ import time
 
 import httpx
 import pytest
-from conftest import DaemonFactory, add_credentials, revoke_live
-from daemon_process import wait_for
-from inbox import Inbox
-from recipient import links_in
 
 from reauthd.sim.server import SimThread
+from tests.reliability.daemon_process import wait_for
+from tests.reliability.inbox import Inbox
+from tests.reliability.recipient import links_in
+from tests.reliability.staging import DaemonFactory, add_credentials, revoke_live
 
 pytestmark = pytest.mark.slow
 

@@ -7,14 +7,14 @@ import time
 from functools import partial
 
 import pytest
-from conftest import DaemonFactory
-from daemon_process import DaemonProcess, wait_for
-from inbox import Inbox
-from oplog import record_probes, retire_before_verify, step_of
-from recipient import Recipient, links_in
 
 from reauthd.sim import scenarios
 from reauthd.sim.server import SimThread
+from tests.reliability.daemon_process import DaemonProcess, wait_for
+from tests.reliability.inbox import Inbox
+from tests.reliability.oplog import record_probes, retire_before_verify, step_of
+from tests.reliability.recipient import Recipient, links_in
+from tests.reliability.staging import DaemonFactory
 
 pytestmark = pytest.mark.slow
 
