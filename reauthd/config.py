@@ -400,7 +400,13 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
                     f"environment variable {ENV_PREFIX}{'__'.join(parts)} cannot override [{section}]"
                 )
         for key in keys[:-1]:
-            node = node.setdefault(key, {})
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(
+                    f"environment variable {ENV_PREFIX}{'__'.join(parts)} sets a key below {key!r}, "
+                    "which is a value, not a table"
+                )
+            node = child
         node[keys[-1]] = value
 
 
@@ -465,10 +471,22 @@ def _describe(error: Mapping[str, Any], data: Mapping[str, Any]) -> str:
     return f"{where}: {message}"
 
 
+def _one_line(text: str) -> str:
+    # Keys and values the operator typed may hold control characters; the sentence must stay one line.
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text)
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
     """Read, merge and validate the configuration. Raises ConfigError with one clear sentence."""
+    try:
+        return _load_config(path, environ)
+    except ConfigError as exc:
+        raise ConfigError(_one_line(str(exc))) from None
+
+
+def _load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None) -> Settings:
     env = os.environ if environ is None else environ
     config_path = resolve_config_path(path)
     # pydantic-settings silently ignores a missing TOML file; an operator must hear about it.
@@ -524,6 +542,22 @@ def effective_config(settings: Settings) -> dict[str, Any]:
     return masked
 
 
+def _apprise_url_secrets(url: str) -> list[str]:
+    """An Apprise URL and the parts of it that may be tokens: a library logging only its path (urllib3
+    logs `POST /<token>`), host (`tgram://<bot token>/...`) or credentials must not leak them either."""
+    parts = urlsplit(url)
+    found = [url]
+    try:
+        candidates = [parts.username or "", parts.password or "", parts.hostname or ""]
+    except ValueError:
+        candidates = []
+    candidates += [segment for segment in parts.path.split("/") if segment]
+    candidates += [value for pair in parts.query.split("&") for value in pair.split("=")[1:]]
+    # Short parts ("hook", "json", an IP's octets) are not secrets and would blank out ordinary words.
+    found += [c for c in candidates if len(c) >= 12 and c not in ("localhost", "127.0.0.1")]
+    return found
+
+
 def secret_values(settings: Settings) -> list[str]:
     """Every configured secret value, for the log redactor (never logged themselves)."""
     values: list[str] = []
@@ -534,11 +568,13 @@ def secret_values(settings: Settings) -> list[str]:
     for cpamp in settings.cpamp:
         if cpamp.admin_key is not None:
             values.append(cpamp.admin_key.get_secret_value())
-    values.extend(url.get_secret_value() for url in settings.notify.urls)
+    urls = [*settings.notify.urls]
     for route in settings.notify.routes:
-        values.extend(url.get_secret_value() for url in route.urls)
+        urls.extend(route.urls)
     if settings.notify.escalation is not None:
-        values.extend(url.get_secret_value() for url in settings.notify.escalation.urls)
+        urls.extend(settings.notify.escalation.urls)
+    for url in urls:
+        values.extend(_apprise_url_secrets(url.get_secret_value()))
     if settings.web.operator_token is not None:
         values.append(settings.web.operator_token.get_secret_value())
     return [v for v in values if len(v) >= 4]

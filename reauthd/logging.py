@@ -173,6 +173,8 @@ _NOISY_LOGGERS = {
     "httpcore": logging.WARNING,
     "apscheduler": logging.WARNING,
     "apprise": logging.WARNING,
+    # urllib3 (under Apprise) logs request lines at DEBUG: "POST /<apprise token>".
+    "urllib3": logging.WARNING,
     "uvicorn.access": logging.WARNING,
     "uvicorn.error": logging.INFO,
     "asyncio": logging.WARNING,

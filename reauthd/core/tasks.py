@@ -136,12 +136,28 @@ def mask_account(account: str | None) -> str:
     return f"{account[0]}***" if len(account) > 1 else "***"
 
 
+# CPA file names carry the account's e-mail after a provider prefix (contract §4.4); keep the prefix so a
+# reader can tell `codex-1a2b3c4d-c***@example.com-plus.json` from the legacy `codex-c***@example.com-plus.json`.
+_FILE_PREFIX = re.compile(
+    r"^((?:codex|claude|xai|antigravity|kimi|vertex|gemini|iflow|qwen)-(?:[0-9a-f]{8}-)?)(.+)$"
+)
+
+
+def _mask_email_in_text(match: re.Match[str]) -> str:
+    local, domain = match.group(1), match.group(2)
+    prefix = ""
+    in_file_name = _FILE_PREFIX.match(local)
+    if in_file_name is not None:
+        prefix, local = in_file_name.group(1), in_file_name.group(2)
+    return f"{prefix}{mask_account(f'{local}@{domain}')}"
+
+
 def sanitise_text(text: str) -> str:
     """Make free text safe to store and show: no URLs, tokens, OAuth codes/states, keys or full emails."""
     clean = text.replace("\r", " ").replace("\n", " ").strip()
     for pattern, substitute in _PATTERNS:
         clean = pattern.sub(substitute, clean)
-    clean = _EMAIL.sub(lambda m: mask_account(m.group(0)), clean)
+    clean = _EMAIL.sub(_mask_email_in_text, clean)
     if len(clean) > MAX_TEXT:
         clean = clean[: MAX_TEXT - 1] + "…"
     return clean

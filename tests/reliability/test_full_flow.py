@@ -171,30 +171,17 @@ def test_no_secret_leaks_anywhere(journey: Journey, where: str) -> None:
         for what, value in journey.secrets.items():
             if what == "oauth state" and label.endswith("/signin"):
                 continue
-            if what == "apprise token" and label == "log":
-                continue  # a known leak at debug level: test_apprise_token_stays_out_of_debug_logs
             assert value not in text, f"{what} leaked into {label}"
     if where in ("metrics", "notifications"):
         assert EMAIL not in " ".join(t for _, t in haystacks), f"the full e-mail address is in the {where}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: at log.level=debug urllib3's connection-pool line 'POST /<token>' reaches the log; the "
-    "redactor knows only whole Apprise URLs (reauthd/config.py secret_values), not their path/token parts",
-)
 def test_apprise_token_stays_out_of_debug_logs(journey: Journey) -> None:
     """The token inside an Apprise URL (json://host/<token>) is as secret as the URL: the daemon runs
     at debug level in this journey and must still never print it."""
     assert APPRISE_TOKEN not in journey.logs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the resolved message masks file names like e-mail addresses, so "
-    "'codex-<hash8>-alice@…-plus.json' and the legacy 'codex-alice@…-plus.json' both read "
-    "'c***@example.com-plus.json' (notify/templates.py _closing_reason → sanitise_text)",
-)
 def test_resolved_message_tells_the_new_file_from_the_old(journey: Journey) -> None:
     """Issue 6: the resolved notification names the new file. Masking the e-mail inside it is fine, but
     the reader must still tell the new file from the retired one."""

@@ -164,11 +164,6 @@ def test_load_config_gives_settings_or_one_line_config_error(document: str, envi
     assert isinstance(result, Settings)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: reauthd/config.py _apply_env (line ~404) assigns into whatever the parent key holds: "
-    'REAUTHD_LOG__LEVEL__X=1 over [log] level = "info" raises TypeError instead of ConfigError',
-)
 def test_env_override_below_a_scalar_is_a_config_error(tmp_path: Path) -> None:
     """An environment override that nests below a plain value is refused with one sentence."""
     path = tmp_path / "config.toml"
@@ -179,11 +174,6 @@ def test_env_override_below_a_scalar_is_a_config_error(tmp_path: Path) -> None:
     assert "\n" not in str(refused.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: reauthd/config.py _location renders user-written dict keys with str(), so a key holding a "
-    'newline (verify_models = {"a\\nb" = 1}) splits the one-line ConfigError over two lines',
-)
 def test_error_about_an_odd_dict_key_stays_on_one_line(tmp_path: Path) -> None:
     """A ConfigError is one line even when the offending key itself contains a line break."""
     path = tmp_path / "config.toml"
