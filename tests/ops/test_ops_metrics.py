@@ -219,7 +219,7 @@ def test_the_documented_metrics_list_matches_what_is_exported() -> None:
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "deploy" / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     documented = set(re.findall(r"^\| `(reauthd_[a-z_]+)` \|", readme, flags=re.MULTILINE))
     exported: set[str] = set()
     for family in text_string_to_metric_families(Metrics(cpas=["main"]).render()[0].decode()):
