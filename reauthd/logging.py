@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-REDACTED = "[redacted]"
+from reauthd.core.sanitize import BEARER, JWT, REDACTED
 
 # Keys whose values are secrets whatever they hold. Matched on the lower-cased key, as a substring for the
 # long names and exactly for the short ones ("code" and "state" would be too greedy as substrings).
@@ -35,7 +35,7 @@ _SECRET_KEYS_EXACT = frozenset({"code", "state", "key", "auth", "session", "csrf
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Authorization header values.
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}"), r"\1 " + REDACTED),
+    (BEARER, r"\1 " + REDACTED),
     # OAuth and token parameters in URLs and form bodies: code=, state=, *token=, key=, secret=.
     (
         re.compile(
@@ -44,7 +44,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         r"\1\2" + REDACTED,
     ),
     # JWT-shaped strings (id_token, access tokens).
-    (re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), REDACTED),
+    (JWT, REDACTED),
     # Provider key shapes.
     (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), REDACTED),
     # Any localhost callback address as a whole: its query is the OAuth code and state.

@@ -1,8 +1,10 @@
-"""Making evidence text safe to store and show: mask emails, scrub tokens and OAuth secrets, truncate.
+"""Making text safe to store and show: mask e-mails and accounts, scrub tokens and OAuth secrets, truncate.
 
 Upstream error bodies reach reauthd verbatim (contract §2.3: `status_message` is the raw body; §7: the
 `errors` event carries it too). They can echo JWTs, Bearer values, refresh tokens, `code=`/`state=`
 query values and account emails. Everything that leaves detection passes through `sanitize_text`.
+Task reasons, history and message texts pass through the stricter one-line `sanitize_line`. The log
+redactor (reauthd/logging.py) shares the token shapes defined here.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ SHORT_MAX_CHARS = 160
 
 REDACTED = "[redacted]"
 
-_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
+_EMAIL = re.compile(r"([A-Za-z0-9._%+-]+)@([A-Za-z0-9.-]+\.[A-Za-z0-9-]+)")
 # A JWT: three base64url segments, the first two starting with the base64 of '{"'.
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=$-]{4,}")
+JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+# An Authorization header value; group 1 is the scheme, kept so a reader sees what kind of secret it was.
+BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=$-]{4,}")
 # JSON or form fields whose value is a secret: "access_token":"...", refresh_token=..., api_key: ...
 _SECRET_FIELD = re.compile(
     r"(?i)([\"']?(?:access_token|refresh_token|id_token|accesstoken|refreshtoken|idtoken|token|api[_-]?key"
@@ -33,6 +36,17 @@ _API_KEY = re.compile(r"\b(sk-[A-Za-z0-9_-]{8,}|sk-ant-[A-Za-z0-9_-]{8,}|xai-[A-
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+# CPA file names carry the account's e-mail after a provider prefix (contract §4.4); keep the prefix so a
+# reader can tell `codex-1a2b3c4d-c***@example.com-plus.json` from the legacy `codex-c***@example.com-plus.json`.
+_FILE_PREFIX = re.compile(
+    r"^((?:codex|claude|xai|antigravity|kimi|vertex|gemini|iflow|qwen)-(?:[0-9a-f]{8}-)?)(.+)$"
+)
+
+
+def _masked_address(local: str, domain: str) -> str:
+    return f"{local[0]}***@{domain}"
+
+
 def mask_email(email: str | None) -> str:
     """`alice@example.com` → `a***@example.com`; anything without an `@` → `***` (never echoed)."""
     if not email:
@@ -40,11 +54,37 @@ def mask_email(email: str | None) -> str:
     local, sep, domain = email.strip().rpartition("@")
     if not sep or not local or not domain:
         return "***"
-    return f"{local[0]}***@{domain}"
+    return _masked_address(local, domain)
+
+
+def mask_account(account: str | None) -> str:
+    """`alice@example.com` -> `a***@example.com`; other labels keep their first character only."""
+    if not account:
+        return "(unknown account)"
+    account = account.strip()
+    local, at, domain = account.partition("@")
+    if at and local and domain:
+        return _masked_address(local, domain)
+    return f"{account[0]}***" if len(account) > 1 else "***"
 
 
 def _mask_email_match(match: re.Match[str]) -> str:
-    return f"{match.group(1)}***@{match.group(2)}"
+    local, domain = match.group(1), match.group(2)
+    prefix = ""
+    in_file_name = _FILE_PREFIX.match(local)
+    if in_file_name is not None:
+        prefix, local = in_file_name.group(1), in_file_name.group(2)
+    return f"{prefix}{_masked_address(local, domain)}"
+
+
+def mask_emails_in(text: str) -> str:
+    """Mask every e-mail in free text, keeping a CPA file name's provider/hash prefix in front of it."""
+    masked = _EMAIL.sub(_mask_email_match, text)
+    # A greedy domain can swallow the local part of the address right after it (`a@x.org-b@y.org`); the next
+    # pass masks that one too. A masked local part (`a***`) never matches again, so this ends.
+    while masked != text:
+        text, masked = masked, _EMAIL.sub(_mask_email_match, masked)
+    return masked
 
 
 def _redact_field(match: re.Match[str]) -> str:
@@ -58,12 +98,12 @@ def scrub(text: str) -> str:
     if not text:
         return ""
     text = _CONTROL.sub(" ", text)
-    text = _JWT.sub(REDACTED, text)
-    text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    text = JWT.sub(REDACTED, text)
+    text = BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     text = _OAUTH_PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
     text = _SECRET_FIELD.sub(_redact_field, text)
     text = _API_KEY.sub(REDACTED, text)
-    return _EMAIL.sub(_mask_email_match, text)
+    return mask_emails_in(text)
 
 
 def truncate(text: str, limit: int) -> str:
@@ -87,3 +127,35 @@ def short_text(text: str | None, limit: int = SHORT_MAX_CHARS) -> str:
     """One line for a table cell: sanitised, whitespace collapsed, truncated."""
     cleaned = sanitize_text(text, limit=limit * 4)
     return truncate(" ".join(cleaned.split()), limit)
+
+
+# ------------------------------------------------------------------------------------------ one-line texts
+
+# Task reasons and message texts are for people and never classified, so this policy is stricter than
+# `scrub`: whole URLs go (an authorize URL carries `state`, a callback URL `code` and `state`), and so does
+# any long opaque string.
+_SENSITIVE_KEYS = (
+    r"access_token|refresh_token|id_token|token|code|state|key|api_key|apikey|password|secret|"
+    r"client_secret|session|cookie|authorization|redirect_url|callback"
+)
+_LINE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE), "[url]"),
+    (re.compile(r"\bBearer\s+[^\s\"',;]+", re.IGNORECASE), f"Bearer {REDACTED}"),
+    (re.compile(rf"(?i)\b({_SENSITIVE_KEYS})(\"?\s*[=:]\s*\"?)[^\s\"',;&}}]+"), rf"\1\2{REDACTED}"),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]+){0,2}"), REDACTED),  # JWTs
+    (re.compile(r"\b(?:sk|rt|ak|pk)-[A-Za-z0-9_-]{8,}"), REDACTED),  # API-key-shaped strings
+    (re.compile(r"[A-Za-z0-9_+/=-]{32,}"), REDACTED),  # long opaque strings: tokens, keys, codes
+)
+LINE_MAX_CHARS = 500
+
+
+def sanitize_line(text: str) -> str:
+    """Make free text safe to store and show on one line: no URLs, tokens, OAuth codes/states, keys or
+    full e-mails."""
+    clean = text.replace("\r", " ").replace("\n", " ").strip()
+    for pattern, substitute in _LINE_PATTERNS:
+        clean = pattern.sub(substitute, clean)
+    clean = mask_emails_in(clean)
+    if len(clean) > LINE_MAX_CHARS:
+        clean = clean[: LINE_MAX_CHARS - 1] + "…"
+    return clean

@@ -6,12 +6,13 @@ which tasks to raise and which to close. Both take `now` as an argument.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from reauthd.core.model import Credential, ReauthTask, TaskEvent, TaskState, Verdict, VerdictKind
+from reauthd.core.sanitize import mask_account as mask_account
+from reauthd.core.sanitize import sanitize_line
 
 S = TaskState
 
@@ -108,59 +109,9 @@ def in_flight(task: ReauthTask, now: datetime) -> bool:
 
 # ------------------------------------------------------------------------------------------ text hygiene
 
-_SENSITIVE_KEYS = (
-    r"access_token|refresh_token|id_token|token|code|state|key|api_key|apikey|password|secret|"
-    r"client_secret|session|cookie|authorization|redirect_url|callback"
-)
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # Whole URLs: an authorize URL carries `state`, a callback URL carries `code` and `state`.
-    (re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE), "[url]"),
-    (re.compile(r"\bBearer\s+[^\s\"',;]+", re.IGNORECASE), "Bearer [redacted]"),
-    (re.compile(rf"(?i)\b({_SENSITIVE_KEYS})(\"?\s*[=:]\s*\"?)[^\s\"',;&}}]+"), r"\1\2[redacted]"),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]+){0,2}"), "[redacted]"),  # JWTs
-    (re.compile(r"\b(?:sk|rt|ak|pk)-[A-Za-z0-9_-]{8,}"), "[redacted]"),  # API-key-shaped strings
-    (re.compile(r"[A-Za-z0-9_+/=-]{32,}"), "[redacted]"),  # long opaque strings: tokens, keys, codes
-)
-_EMAIL = re.compile(r"\b([A-Za-z0-9._%+-]+)@([A-Za-z0-9.-]+\.[A-Za-z]{2,})\b")
-MAX_TEXT = 500
-
-
-def mask_account(account: str | None) -> str:
-    """`alice@example.com` -> `a***@example.com`; other labels keep their first character only."""
-    if not account:
-        return "(unknown account)"
-    account = account.strip()
-    local, at, domain = account.partition("@")
-    if at and local and domain:
-        return f"{local[0]}***@{domain}"
-    return f"{account[0]}***" if len(account) > 1 else "***"
-
-
-# CPA file names carry the account's e-mail after a provider prefix (contract §4.4); keep the prefix so a
-# reader can tell `codex-1a2b3c4d-c***@example.com-plus.json` from the legacy `codex-c***@example.com-plus.json`.
-_FILE_PREFIX = re.compile(
-    r"^((?:codex|claude|xai|antigravity|kimi|vertex|gemini|iflow|qwen)-(?:[0-9a-f]{8}-)?)(.+)$"
-)
-
-
-def _mask_email_in_text(match: re.Match[str]) -> str:
-    local, domain = match.group(1), match.group(2)
-    prefix = ""
-    in_file_name = _FILE_PREFIX.match(local)
-    if in_file_name is not None:
-        prefix, local = in_file_name.group(1), in_file_name.group(2)
-    return f"{prefix}{mask_account(f'{local}@{domain}')}"
-
-
-def sanitise_text(text: str) -> str:
-    """Make free text safe to store and show: no URLs, tokens, OAuth codes/states, keys or full emails."""
-    clean = text.replace("\r", " ").replace("\n", " ").strip()
-    for pattern, substitute in _PATTERNS:
-        clean = pattern.sub(substitute, clean)
-    clean = _EMAIL.sub(_mask_email_in_text, clean)
-    if len(clean) > MAX_TEXT:
-        clean = clean[: MAX_TEXT - 1] + "…"
-    return clean
+# Text sanitising and account masking live in reauthd.core.sanitize; these names stay importable from here
+# for the callers that still spell them this way (reauthd/tasks/service.py).
+sanitise_text = sanitize_line
 
 
 # ------------------------------------------------------------------------------------------ reconcile

@@ -2,7 +2,7 @@
 
 Only these facts reach a message: the masked account, the provider, the CPA name, the plain reason, the
 deadline and reauthd's own opaque link. Never an authorize URL, an OAuth state or code, a token, a callback
-URL or a management key — every task-derived string passes through `sanitise_text` again here, so a leak
+URL or a management key — every task-derived string passes through `sanitize_line` again here, so a leak
 upstream (a verdict reason quoting an upstream body) still cannot reach a chat channel.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from reauthd.core.model import ReauthTask
-from reauthd.core.tasks import mask_account, sanitise_text
+from reauthd.core.sanitize import mask_account, sanitize_line
 from reauthd.store.records import DeliveryKind
 
 # Only what changes meaning mid-line; escaping every punctuation mark leaves stray backslashes on channels
@@ -60,13 +60,13 @@ def _account(task: ReauthTask) -> str:
     # Defence in depth: a caller that passed a raw e-mail still produces a masked one here.
     if "@" in shown and "***@" not in shown:
         shown = mask_account(shown)
-    return sanitise_text(shown) or "(unknown account)"
+    return sanitize_line(shown) or "(unknown account)"
 
 
 def _closing_reason(task: ReauthTask) -> str:
     if task.history:
-        return sanitise_text(task.history[-1].reason)
-    return sanitise_text(task.reason)
+        return sanitize_line(task.history[-1].reason)
+    return sanitize_line(task.reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +83,9 @@ def _line(item: TaskLink, *, closing: bool) -> _Line:
     task = item.task
     return _Line(
         account=_account(task),
-        provider=sanitise_text(task.provider) or "unknown provider",
-        cpa=sanitise_text(task.cpa),
-        reason=_closing_reason(task) if closing else sanitise_text(task.reason),
+        provider=sanitize_line(task.provider) or "unknown provider",
+        cpa=sanitize_line(task.cpa),
+        reason=_closing_reason(task) if closing else sanitize_line(task.reason),
         deadline=_when(task.deadline),
         link=item.link,
     )

@@ -24,7 +24,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from reauthd.core.model import ReauthTask, TaskEvent, TaskState
-from reauthd.core.tasks import IllegalTransition, sanitise_text, transition
+from reauthd.core.sanitize import sanitize_line
+from reauthd.core.tasks import IllegalTransition, transition
 from reauthd.store.lock import StateLock, StateLocked
 from reauthd.store.records import (
     AuditEntry,
@@ -245,7 +246,7 @@ class Store:
             provider=provider,
             account_masked=account_masked,
             state=TaskState.OPEN,
-            reason=sanitise_text(reason),
+            reason=sanitize_line(reason),
             created_at=now,
             updated_at=now,
             deadline=deadline,
@@ -395,7 +396,7 @@ class Store:
             " new_auth_name=?, new_auth_index=?, verification=?, disabled_by_person=?, details=? WHERE id=?",
             (
                 task.state.value,
-                sanitise_text(task.reason),
+                sanitize_line(task.reason),
                 task.provider,
                 task.account_masked,
                 ts(task.updated_at),
@@ -409,7 +410,7 @@ class Store:
                 int(task.quiet_until_healthy),
                 task.new_auth_name,
                 task.new_auth_index,
-                None if task.verification is None else sanitise_text(task.verification),
+                None if task.verification is None else sanitize_line(task.verification),
                 int(task.disabled_by_person),
                 json.dumps(task.details, sort_keys=True, default=str),
                 task.id,
@@ -424,7 +425,7 @@ class Store:
                 ts(event.at),
                 event.from_state.value if event.from_state else None,
                 event.to_state.value,
-                sanitise_text(event.reason),
+                sanitize_line(event.reason),
             ),
         )
 
@@ -528,7 +529,7 @@ class Store:
         cur = self._q(
             "INSERT INTO audit(task_id, cpa, action, target_name, target_auth_index, outcome, at)"
             " VALUES (?,?,?,?,?,?,?)",
-            (task_id, cpa, action, target_name, target_auth_index, sanitise_text(outcome), ts(at)),
+            (task_id, cpa, action, target_name, target_auth_index, sanitize_line(outcome), ts(at)),
         )
         return int(cur.lastrowid or 0)
 
@@ -727,7 +728,7 @@ class Store:
             "UPDATE deliveries SET status = ?, last_error = ?, sent_at = ? WHERE id = ?",
             (
                 status.value,
-                None if error is None else sanitise_text(error),
+                None if error is None else sanitize_line(error),
                 ts(now) if status is DeliveryStatus.SENT else None,
                 delivery_id,
             ),

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from starlette.routing import BaseRoute
 
 from reauthd.core.model import TaskState
-from reauthd.core.tasks import mask_account
+from reauthd.core.sanitize import mask_account
 from reauthd.cpa.client import CPAClient
 from reauthd.login.flow import LoginFlow
 from reauthd.login.ports import CompletionRunner

@@ -1,10 +1,18 @@
-"""Evidence text is safe to store and show: emails masked, tokens and OAuth secrets scrubbed, truncated."""
+"""Evidence and task texts are safe to store and show: emails masked, tokens and OAuth secrets scrubbed, truncated."""
 
 from __future__ import annotations
 
 import pytest
 
-from reauthd.core.sanitize import REDACTED, mask_email, sanitize_text, short_text
+from reauthd.core.sanitize import (
+    REDACTED,
+    mask_account,
+    mask_email,
+    mask_emails_in,
+    sanitize_line,
+    sanitize_text,
+    short_text,
+)
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEyMyJ9.c2lnbmF0dXJlLXZhbHVl"
 
@@ -77,3 +85,65 @@ def test_a_secret_cut_at_the_limit_is_still_scrubbed() -> None:
 def test_short_text_is_one_line() -> None:
     assert short_text("line one\nline two\t\tend") == "line one line two end"
     assert len(short_text("word " * 200, limit=40)) == 40
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("codex-1a2b3c4d-alice@example.com-plus.json", "codex-1a2b3c4d-a***@example.com-plus.json"),
+        ("codex-alice@example.com-plus.json", "codex-a***@example.com-plus.json"),
+        ("user alice.w@example.com was revoked", "user a***@example.com was revoked"),
+    ],
+)
+def test_emails_in_text_are_masked_and_file_names_keep_their_prefix(text: str, masked: str) -> None:
+    assert mask_emails_in(text) == masked
+    assert sanitize_text(text) == masked
+    assert sanitize_line(text) == masked
+
+
+# ------------------------------------------------------------------------------------------ one-line texts
+
+SECRETS = [
+    ("Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJl", "eyJ"),
+    ("access_token=ya29.a0AfH6SMBx1234567890", "ya29"),
+    ('{"refresh_token": "rt_1234567890abcdefghij"}', "rt_1234"),
+    ("https://auth.openai.com/oauth/authorize?client_id=x&state=abcdef123456", "abcdef123456"),
+    ("http://localhost:1455/auth/callback?code=ac_XYZ&state=s1", "ac_XYZ"),
+    ("key sk-proj-abcdefghijklmnop1234 was rejected", "sk-proj-abcdefghijklmnop1234"),
+    ("management key: MGMT-KEY-0123456789abcdef0123456789", "0123456789abcdef0123456789"),
+    ("user alice.smith@example.com was logged out", "alice.smith@"),
+    ("code: 4/0AX4XfWh_abcdef", "0AX4XfWh"),
+]
+
+
+@pytest.mark.parametrize(("raw", "leak"), SECRETS)
+def test_sanitize_line_removes_secrets(raw: str, leak: str) -> None:
+    clean = sanitize_line(raw)
+    assert leak not in clean
+
+
+@pytest.mark.parametrize(
+    "plain",
+    [
+        "token revoked by the provider",
+        "refresh token reused",
+        "401 unauthorized after refresh",
+        "quota exceeded",
+    ],
+)
+def test_sanitize_line_keeps_plain_reasons(plain: str) -> None:
+    assert sanitize_line(plain) == plain
+
+
+@pytest.mark.parametrize(
+    ("raw", "masked"),
+    [
+        ("alice@example.com", "a***@example.com"),
+        ("bob", "b***"),
+        ("x", "***"),
+        (None, "(unknown account)"),
+        ("", "(unknown account)"),
+    ],
+)
+def test_mask_account(raw: str | None, masked: str) -> None:
+    assert mask_account(raw) == masked
