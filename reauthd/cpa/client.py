@@ -37,7 +37,16 @@ from reauthd.cpa.models import (
     VertexImportResult,
     parse_auth_file_listing,
 )
-from reauthd.cpa.wire import Answer, CPAVersion, KiB, ManagementWire, MiB, RetryPolicy, Route
+from reauthd.cpa.wire import (
+    Answer,
+    BodyReader,
+    CPAVersion,
+    KiB,
+    ManagementWire,
+    MiB,
+    RetryPolicy,
+    Route,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +57,7 @@ for _name in ("httpx", "httpcore"):
         logging.getLogger(_name).setLevel(logging.WARNING)
 
 _M = TypeVar("_M", bound=BaseModel)
+_T = TypeVar("_T")
 
 #: Default cap for the listing: 50,000 entries are ~85 MiB (contract §12); leave room, stop garbage.
 DEFAULT_LISTING_MAX_BYTES = 256 * MiB
@@ -301,6 +311,25 @@ class CPAClient:
         params = {k: v for k, v in (("name", name), ("auth_index", auth_index)) if v is not None}
         answer = await self._wire.call(self._list_route, params=params)
         return answer.body
+
+    async def stream_auth_files(
+        self,
+        reader: Callable[[], BodyReader[_T]],
+        *,
+        name: str | None = None,
+        auth_index: str | None = None,
+    ) -> _T:
+        """`GET /auth-files` fed to `reader()` chunk by chunk while it streams; returns what the reader built.
+
+        The whole body is never held (50,000 entries are ~85 MiB, contract §12); the key gate, the
+        retries and the byte cap are the other methods'. A retry starts a fresh `reader()` (a parse
+        restarts from scratch); a BodyRejected from the reader becomes MalformedResponse naming the
+        endpoint, so nothing is built from a partial listing.
+        """
+        params = {k: v for k, v in (("name", name), ("auth_index", auth_index)) if v is not None}
+        answer = await self._wire.call(self._list_route, params=params, reader=reader)
+        result: _T = answer.parsed
+        return result
 
     async def set_disabled(self, name: str, disabled: bool, *, auth_index: str | None = None) -> None:
         """`PATCH /auth-files/status`. With `auth_index`, CPA refuses (404) if the file is no longer that auth."""

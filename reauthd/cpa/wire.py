@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import structlog
@@ -112,8 +112,30 @@ class CPAVersion:
 class Answer:
     status: int
     headers: httpx.Headers
-    body: bytes | bytearray
+    body: bytes | bytearray  # empty when a BodyReader consumed a 2xx body
     attempt: int
+    parsed: Any = None  # what the BodyReader returned, for a streamed 2xx answer
+
+
+class BodyRejected(ValueError):
+    """Raised by a BodyReader: the 2xx body is unusable (garbage, cut short). Becomes MalformedResponse."""
+
+
+_T_co = TypeVar("_T_co", covariant=True)
+
+
+class BodyReader(Protocol[_T_co]):
+    """Consumes a 2xx body chunk by chunk while it streams, so a huge answer is never held whole.
+
+    `feed` and `close` raise BodyRejected for a body they cannot use; a retry starts a fresh reader.
+    """
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def close(self) -> _T_co: ...
+
+
+ReaderFactory = Callable[[], BodyReader[Any]]
 
 
 _PROBE = Route("GET", "/get-auth-status", idempotent=True, max_bytes=4 * KiB)
@@ -184,21 +206,34 @@ class ManagementWire:
         form: Mapping[str, str] | None = None,
         extra_headers: Mapping[str, str] | None = None,
         secrets: Iterable[str] = (),
+        reader: ReaderFactory | None = None,
     ) -> Answer:
-        """Send `route` and return a 2xx answer, or raise the typed error (see the module docstring)."""
+        """Send `route` and return a 2xx answer, or raise the typed error (see the module docstring).
+
+        With `reader`, a 2xx body is fed to a fresh `reader()` as it streams (counted against the cap
+        chunk by chunk) and `Answer.parsed` holds what it returned; every retry starts a new reader, so
+        a parse never continues across attempts. A BodyRejected becomes MalformedResponse (not retried).
+        """
         secret_list = [self._key.get_secret_value(), *secrets]
+        rejected: BodyRejected | None = None
         async with self.gate.admit(route.full_path, self._clock):
             try:
                 answer = await self._send_with_retries(
-                    route, params, json_body, content, files, form, extra_headers, secret_list
+                    route, params, json_body, content, files, form, extra_headers, secret_list, reader
                 )
                 if not 200 <= answer.status < 300:
                     raise await self._error_for(route, answer, secret_list)
             except CPAError as exc:
                 self._remember(exc)
                 raise
+            except BodyRejected as exc:
+                # CPA answered 2xx; the body is what is wrong. Like a buffered answer that fails its
+                # parse afterwards, this is not a transport problem of the CPA connection.
+                rejected = exc
         self.last_error = None
         self.last_ok_at = self._clock()
+        if rejected is not None:
+            raise MalformedResponse(self.cpa, route.full_path, str(rejected)) from None
         return answer
 
     def _remember(self, exc: CPAError) -> None:
@@ -219,6 +254,7 @@ class ManagementWire:
         form: Mapping[str, str] | None,
         extra_headers: Mapping[str, str] | None,
         secrets: list[str],
+        reader: ReaderFactory | None = None,
     ) -> Answer:
         attempts = max(1, self.retry.attempts)
         for attempt in range(1, attempts + 1):
@@ -229,7 +265,7 @@ class ManagementWire:
             retryable_what: str | None = None
             try:
                 answer = await self._send_once(
-                    route, params, json_body, content, files, form, extra_headers, attempt
+                    route, params, json_body, content, files, form, extra_headers, attempt, reader
                 )
             except _CONNECT_FAILURES as exc:
                 retryable_what = _describe(exc)
@@ -268,6 +304,7 @@ class ManagementWire:
         form: Mapping[str, str] | None,
         extra_headers: Mapping[str, str] | None,
         attempt: int,
+        reader: ReaderFactory | None = None,
     ) -> Answer:
         headers: dict[str, str] = dict(extra_headers or {})
         if route.keyed:
@@ -291,9 +328,21 @@ class ManagementWire:
             timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
         )
         response = await self._http.send(request, stream=True)
+        streamed = reader is not None and 200 <= response.status_code < 300
+        body: bytearray = bytearray()
+        parsed: Any = None
         try:
-            body = await self._read_capped(route, response)
+            if reader is not None and streamed:
+                # A 2xx already proves the key, whatever the body turns out to be.
+                self._note_version(response.headers)
+                if route.keyed:
+                    self.gate.record_accepted(self._clock())
+                parsed, size = await self._read_into(route, response, reader())
+            else:
+                body = await self._read_capped(route, response)
+                size = len(body)
         finally:
+            # Closing early (a cap, a rejected body) drops the connection instead of reading the rest.
             await response.aclose()
         self._note_version(response.headers)
         log.debug(
@@ -302,11 +351,12 @@ class ManagementWire:
             endpoint=route.label,  # a path: never the query string (it may carry an OAuth state)
             status=response.status_code,
             attempt=attempt,
-            bytes=len(body),
+            bytes=size,
+            streamed=streamed,
             ms=round((time.monotonic() - started) * 1000),
         )
-        answer = Answer(response.status_code, response.headers, body, attempt)
-        if route.keyed and self._proves_key(answer):
+        answer = Answer(response.status_code, response.headers, body, attempt, parsed)
+        if route.keyed and not streamed and self._proves_key(answer):
             self.gate.record_accepted(self._clock())
         return answer
 
@@ -321,6 +371,22 @@ class ManagementWire:
             if len(buf) > limit:
                 raise ResponseTooLarge(self.cpa, route.full_path, limit)
         return buf
+
+    async def _read_into(
+        self, route: Route, response: httpx.Response, reader: BodyReader[Any]
+    ) -> tuple[Any, int]:
+        """Feed the body to `reader` as it arrives, counting bytes against the cap; (result, bytes)."""
+        limit = route.max_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise ResponseTooLarge(self.cpa, route.full_path, limit)
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise ResponseTooLarge(self.cpa, route.full_path, limit)
+            reader.feed(chunk)
+        return reader.close(), size
 
     def _note_version(self, headers: httpx.Headers) -> None:
         version = headers.get("x-cpa-version")

@@ -1,14 +1,17 @@
-"""Reading `GET /auth-files` lean: one entry at a time, straight into `Credential`s.
+"""Reading `GET /auth-files` lean: parsed while it streams, one entry at a time, straight into `Credential`s.
 
-At 10,000 credentials the listing is ~17 MiB (contract §12). Building a full object tree for it costs
-~100 MB; decoding entry by entry with the C JSON scanner and keeping only the fields detection uses
-costs ~20 MB, which keeps one detection cycle under the 150 MB budget (issue 3). The rules are the
-client's (reauthd/cpa/models.py `AuthFile`): required fields must have CPA's JSON types, `status` must
-be one CPA assigns (§2.2); an entry that breaks them is skipped and counted, never the whole listing.
+At 50,000 credentials the listing is ~85 MiB (contract §12). Holding the body (and a decoded copy of
+it) pushed the daemon past its 384Mi limit; instead the client feeds the body chunk by chunk to a
+`ListingReader`, which keeps only the not-yet-complete tail, decodes each complete entry with the C
+JSON scanner and keeps only the fields detection uses. The rules are the client's
+(reauthd/cpa/models.py `AuthFile`): required fields must have CPA's JSON types, `status` must be one CPA
+assigns (§2.2); an entry that breaks them is skipped and counted, never the whole listing. A broken or
+cut envelope rejects the whole listing (nothing is built from part of it).
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from dataclasses import dataclass, field
@@ -20,17 +23,27 @@ import structlog
 from reauthd.core.classify import KNOWN_LISTING_STATUSES
 from reauthd.core.model import Credential
 from reauthd.cpa.client import CPAClient
-from reauthd.cpa.errors import MalformedResponse
+from reauthd.cpa.wire import BodyRejected
 
 log = structlog.get_logger(__name__)
 
 ENDPOINT = "/v0/management/auth-files"
 _SKIP = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
+# The longest unfinished piece (an entry, a key, another key's value) kept while waiting for its end;
+# a real entry is a few KiB, so this only stops garbage from growing the buffer.
+MAX_PENDING_CHARS = 16 * 1024 * 1024
+# A prefix of valid JSON fails to decode only at its very end (a cut literal, number or `\uXXXX`
+# escape) or as an unterminated string; an error further back is garbage, not a short read.
+_CUT_MARGIN = 16
 
 
-class ListingSyntaxError(ValueError):
-    """The envelope is not `{"files": [ ... ]}`."""
+class ListingSyntaxError(BodyRejected):
+    """The envelope is not `{"files": [ ... ]}`, the body is not UTF-8, or it ends early."""
+
+
+class _NeedMore(Exception):
+    """The buffer ends before the current step could finish: wait for the next chunk."""
 
 
 @dataclass(slots=True)
@@ -112,96 +125,239 @@ def credential_from_entry(entry: Any, cpa: str) -> Credential:
     )
 
 
-def _ws(text: str, pos: int) -> int:
-    match = _SKIP.match(text, pos)
-    return match.end() if match is not None else pos
+# Reader states: where in `{"key": value, "files": [entry, ...], ...}` the next byte belongs.
+_OPEN, _FIRST_KEY, _KEY, _VALUE, _SKIPPING, _AFTER_VALUE, _ENTRIES, _ENTRY, _AFTER_ENTRY, _DONE = range(10)
+# Skipping another key's string/array/object without holding it (it may be tens of MiB: the simulator's
+# huge_body fault pads the listing with 50 MB): jump from one quote, backslash or bracket to the next.
+_IN_STRING_STOP = re.compile(r'["\\]')
+_STRUCTURE_STOP = re.compile(r'["\[\]{}]')
 
 
-def _expect(text: str, pos: int, char: str) -> int:
-    pos = _ws(text, pos)
-    if text[pos : pos + 1] != char:
-        raise ListingSyntaxError(f"expected {char!r} at offset {pos}")
-    return pos + 1
+class ListingReader:
+    """Parses `{"files":[...]}` incrementally (a `reauthd.cpa.wire.BodyReader`): `feed` chunks, then `close`.
 
+    Only the unfinished tail of the body is buffered. Raises ListingSyntaxError (a BodyRejected) for a
+    broken envelope, a body that is not UTF-8, or one that ends inside the listing. Bytes after the
+    closing brace are ignored (as a whole-body parse would).
+    """
 
-def parse_listing(raw: bytes | bytearray, cpa: str) -> Listing:
-    """Parse `{"files":[...]}` entry by entry. Raises ListingSyntaxError for a broken envelope."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ListingSyntaxError("the body is not UTF-8") from None
-    del raw
-    listing = Listing()
-    found = False
-    try:
-        pos = _expect(text, 0, "{")
-        pos = _ws(text, pos)
-        if text[pos : pos + 1] == "}":
+    def __init__(self, cpa: str) -> None:
+        self.cpa = cpa
+        self.listing = Listing()
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self._text = ""
+        self._pos = 0
+        self._offset = 0  # characters dropped from the front of `_text` so far (for error offsets)
+        self._state = _OPEN
+        self._key: object = None
+        self._found = False
+        self._entry_number = 0
+        self._final = False
+        self._retry_at = 0  # pending characters needed before trying again after a short read
+        self._waiting: list[str] = []  # chunks not yet joined to `_text` (a long value arriving)
+        self._waiting_chars = 0
+        self._skip_depth = 0  # open brackets of the value being skipped
+        self._skip_in_string = False
+
+    def feed(self, chunk: bytes) -> None:
+        text = self._decode(chunk, final=False)
+        if self._state == _DONE:
+            return  # after the closing brace: checked for UTF-8, otherwise ignored
+        self._waiting.append(text)
+        self._waiting_chars += len(text)
+        if len(self._text) - self._pos + self._waiting_chars >= self._retry_at:
+            self._append()
+            self._run()
+
+    def close(self) -> Listing:
+        self._waiting.append(self._decode(b"", final=True))
+        self._append()
+        self._final = True
+        self._run()
+        if not self._found:
             raise ListingSyntaxError("no files list")
-        while True:
-            key, pos = _DECODER.raw_decode(text, _ws(text, pos))
-            pos = _expect(text, pos, ":")
-            pos = _ws(text, pos)
-            if key == "files" and text[pos : pos + 1] == "[":
-                found = True
-                pos = _entries(text, pos + 1, cpa, listing)
-            else:
-                _, pos = _DECODER.raw_decode(text, pos)  # another key: read and drop
-            pos = _ws(text, pos)
-            if text[pos : pos + 1] == ",":
-                pos += 1
-                continue
-            _expect(text, pos, "}")
-            break
-    except json.JSONDecodeError as exc:
-        raise ListingSyntaxError(f"not JSON at offset {exc.pos}") from None
-    if not found:
-        raise ListingSyntaxError("no files list")
-    return listing
+        return self.listing
 
+    # ------------------------------------------------------------------------------------ buffer
 
-def _entries(text: str, pos: int, cpa: str, listing: Listing) -> int:
-    position = 0
-    pos = _ws(text, pos)
-    if text[pos : pos + 1] == "]":
-        return pos + 1
-    while True:
-        entry, pos = _DECODER.raw_decode(text, _ws(text, pos))
+    def _decode(self, chunk: bytes, *, final: bool) -> str:
         try:
-            listing.credentials.append(credential_from_entry(entry, cpa))
+            return self._utf8.decode(chunk, final)
+        except UnicodeDecodeError:
+            raise ListingSyntaxError("the body is not UTF-8") from None
+
+    def _append(self) -> None:
+        self._offset += self._pos
+        self._text = "".join([self._text[self._pos :], *self._waiting])
+        self._pos = 0
+        self._waiting.clear()
+        self._waiting_chars = 0
+
+    def _run(self) -> None:
+        while self._state != _DONE:
+            try:
+                self._step()
+            except _NeedMore:
+                if self._final:
+                    raise ListingSyntaxError(
+                        f"the body ends inside the listing (offset {self._offset + len(self._text)})"
+                    ) from None
+                pending = len(self._text) - self._pos
+                if pending > MAX_PENDING_CHARS:
+                    raise ListingSyntaxError(
+                        f"no complete JSON value within {MAX_PENDING_CHARS:,} characters at offset "
+                        f"{self._offset + self._pos}"
+                    ) from None
+                # Try again once the pending part doubled: a huge value costs linear time, not quadratic.
+                self._retry_at = min(2 * pending, MAX_PENDING_CHARS + 1)
+                return
+        self._retry_at = 0
+
+    # ------------------------------------------------------------------------------------ steps
+
+    def _ws(self, pos: int) -> int:
+        match = _SKIP.match(self._text, pos)
+        return match.end() if match is not None else pos
+
+    def _char(self, pos: int) -> str:
+        if pos >= len(self._text):
+            raise _NeedMore
+        return self._text[pos]
+
+    def _value(self, pos: int) -> tuple[Any, int]:
+        try:
+            return _DECODER.raw_decode(self._text, pos)
+        except json.JSONDecodeError as exc:
+            cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(self._text) - _CUT_MARGIN
+            if cut:
+                raise _NeedMore from None  # at close() this is "the body ends inside the listing"
+            raise ListingSyntaxError(f"not JSON at offset {self._offset + exc.pos}") from None
+
+    def _fail(self, expected: str, pos: int) -> ListingSyntaxError:
+        return ListingSyntaxError(f"expected {expected} at offset {self._offset + pos}")
+
+    def _step(self) -> None:
+        """Advance by one envelope token or one entry; commits `_pos`/`_state` only when it completes."""
+        state = self._state
+        pos = self._ws(self._pos)
+        if state == _OPEN:
+            if self._char(pos) != "{":
+                raise self._fail("'{'", pos)
+            self._pos, self._state = pos + 1, _FIRST_KEY
+        elif state == _FIRST_KEY:
+            if self._char(pos) == "}":
+                raise ListingSyntaxError("no files list")
+            self._pos, self._state = pos, _KEY
+        elif state == _KEY:
+            key, after = self._value(pos)
+            after = self._ws(after)
+            if self._char(after) != ":":
+                raise self._fail("':'", after)
+            after = self._ws(after + 1)
+            if key == "files" and self._char(after) == "[":
+                self._found = True
+                self._pos, self._state = after + 1, _ENTRIES
+            else:
+                self._char(after)  # the value has started
+                self._pos, self._state = after, _VALUE
+        elif state == _VALUE:  # another key: read and drop
+            char = self._char(pos)
+            if char in '"[{':
+                self._skip_in_string, self._skip_depth = char == '"', int(char != '"')
+                self._pos, self._state = pos + 1, _SKIPPING
+            else:
+                _, after = self._value(pos)  # a number or a literal: short
+                self._pos, self._state = after, _AFTER_VALUE
+        elif state == _SKIPPING:
+            self._skip()
+        elif state == _AFTER_VALUE:
+            char = self._char(pos)
+            if char == ",":
+                self._pos, self._state = pos + 1, _KEY
+            elif char == "}":
+                self._pos, self._state = pos + 1, _DONE
+            else:
+                raise self._fail("'}'", pos)
+        elif state == _ENTRIES:
+            if self._char(pos) == "]":
+                self._pos, self._state = pos + 1, _AFTER_VALUE
+            else:
+                self._pos, self._state = pos, _ENTRY
+        elif state == _ENTRY:
+            entry, after = self._value(pos)
+            self._keep(entry)
+            self._pos, self._state = after, _AFTER_ENTRY
+        else:  # _AFTER_ENTRY
+            char = self._char(pos)
+            if char == ",":
+                self._pos, self._state = pos + 1, _ENTRY
+            elif char == "]":
+                self._pos, self._state = pos + 1, _AFTER_VALUE
+            else:
+                raise self._fail("',' or ']'", pos)
+
+    def _skip(self) -> None:
+        """Move past the rest of a string/array/object, dropping what it passed (commits as it goes)."""
+        text, pos = self._text, self._pos
+        while True:
+            if self._skip_in_string:
+                match = _IN_STRING_STOP.search(text, pos)
+                if match is None:
+                    self._pos = len(text)
+                    raise _NeedMore
+                if match.group() == "\\":
+                    if match.end() >= len(text):
+                        self._pos = match.start()  # keep the backslash with what it escapes
+                        raise _NeedMore
+                    pos = match.end() + 1
+                    continue
+                pos = match.end()
+                self._skip_in_string = False
+                if self._skip_depth == 0:
+                    break
+            else:
+                match = _STRUCTURE_STOP.search(text, pos)
+                if match is None:
+                    self._pos = len(text)
+                    raise _NeedMore
+                char, pos = match.group(), match.end()
+                if char == '"':
+                    self._skip_in_string = True
+                elif char in "[{":
+                    self._skip_depth += 1
+                else:
+                    self._skip_depth -= 1
+                    if self._skip_depth == 0:
+                        break
+        self._pos, self._state = pos, _AFTER_VALUE
+
+    def _keep(self, entry: Any) -> None:
+        listing = self.listing
+        try:
+            listing.credentials.append(credential_from_entry(entry, self.cpa))
         except (TypeError, ValueError) as exc:
             listing.skipped += 1
             if len(listing.problems) < 5:
                 name = entry.get("name") if isinstance(entry, dict) else None
                 label = name if isinstance(name, str) else "?"
-                listing.problems.append(f"#{position} {label[:80]}: {exc}")
-        position += 1
-        pos = _ws(text, pos)
-        if text[pos : pos + 1] == ",":
-            pos += 1
-            continue
-        if text[pos : pos + 1] == "]":
-            return pos + 1
-        raise ListingSyntaxError(f"expected ',' or ']' at offset {pos}")
+                listing.problems.append(f"#{self._entry_number} {label[:80]}: {exc}")
+        self._entry_number += 1
+
+
+def parse_listing(raw: bytes | bytearray, cpa: str) -> Listing:
+    """Parse a whole `{"files":[...]}` body (tests, tools). Raises ListingSyntaxError for a broken envelope."""
+    reader = ListingReader(cpa)
+    reader.feed(bytes(raw))
+    return reader.close()
 
 
 async def fetch_listing(client: CPAClient) -> Listing:
-    """One `GET /auth-files` through the client's wire (its key gate, retries and body cap), parsed lean.
+    """One `GET /auth-files`, parsed while it streams through the client (its key gate, retries and cap).
 
-    Raises the client's typed errors; a broken envelope becomes MalformedResponse.
+    Raises the client's typed errors; a broken, cut or non-UTF-8 listing is MalformedResponse naming the
+    endpoint, and no partial listing is returned.
     """
-    raw_reader = getattr(client, "list_auth_files_raw", None)
-    if raw_reader is not None:
-        raw = await raw_reader()
-    else:
-        # Until the client exposes the raw listing, use its own wire and route (same gate, retries
-        # and cap); asked of reauthd/cpa's owner in issue 3's report.
-        answer = await client._wire.call(client._list_route)
-        raw = answer.body
-    try:
-        listing = parse_listing(raw, client.name)
-    except ListingSyntaxError as exc:
-        raise MalformedResponse(client.name, ENDPOINT, str(exc)) from None
+    listing = await client.stream_auth_files(lambda: ListingReader(client.name))
     if listing.skipped:
         log.warning(
             "detect.listing.entries_skipped",

@@ -1,0 +1,205 @@
+"""The listing parsed while it streams: any chunking gives the whole-body result, only the unfinished tail
+is held, garbage stops the read early, and through a real server a broken or cut listing is
+MalformedResponse with no partial verdicts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from reauthd.cpa import CPAClient, MalformedResponse
+from reauthd.detect.listing import (
+    MAX_PENDING_CHARS,
+    ListingReader,
+    ListingSyntaxError,
+    fetch_listing,
+    parse_listing,
+)
+from tests.cpa.conftest import FAST_RETRY, OddCPA, serve
+from tests.detect.test_listing import ENTRY, body
+
+ENDPOINT = "/v0/management/auth-files"
+
+
+def entries(count: int) -> list[dict[str, object]]:
+    return [dict(ENTRY, name=f"f{n}.json", auth_index=f"{n:016x}") for n in range(count)]
+
+
+def read_in_chunks(raw: bytes, sizes: list[int]) -> ListingReader:
+    reader = ListingReader("main")
+    pos = 0
+    for size in sizes:
+        reader.feed(raw[pos : pos + size])
+        pos += size
+    reader.feed(raw[pos:])
+    return reader
+
+
+SMALL = (
+    '{"other": {"nested": ["]", "}"]} ,\n "files" : [ '
+    + ", ".join(json.dumps(e, ensure_ascii=False) for e in entries(3))
+    + ' , "not an object"] , "tail": "é☃\\u00e9\\"" }  trailing'
+).encode()
+
+
+def test_every_split_point_gives_the_whole_body_result() -> None:
+    whole = parse_listing(SMALL, "main")
+    assert [c.name for c in whole.credentials] == ["f0.json", "f1.json", "f2.json"] and whole.skipped == 1
+    for cut in range(len(SMALL) + 1):
+        listing = read_in_chunks(SMALL, [cut]).close()
+        assert listing.credentials == whole.credentials and listing.skipped == 1, cut
+
+
+def test_one_byte_at_a_time_and_random_chunks() -> None:
+    raw = body(*entries(200))
+    whole = parse_listing(raw, "main")
+    assert len(whole.credentials) == 200
+    assert read_in_chunks(raw, [1] * len(raw)).close().credentials == whole.credentials
+    rng = random.Random(3)
+    for _ in range(20):
+        sizes = [rng.randint(1, 5000) for _ in range(len(raw) // 1000)]
+        assert read_in_chunks(raw, sizes).close().credentials == whole.credentials
+
+
+def test_entries_are_parsed_as_they_complete_and_the_buffer_stays_small() -> None:
+    raw = body(*entries(2000))
+    reader = ListingReader("main")
+    largest = 0
+    for pos in range(0, len(raw), 65536):
+        reader.feed(raw[pos : pos + 65536])
+        largest = max(largest, len(reader._text) + reader._waiting_chars)
+        assert len(reader.listing.credentials) >= (pos + 65536) // len(json.dumps(ENTRY)) - 2
+    assert len(reader.close().credentials) == 2000
+    assert largest < 70_000, largest  # one chunk plus the unfinished entry, never the body (~3.6 MB)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"files": [1, 2', b'{"files": []', b'{"files": [{"name": "a"', b'{"fi', b"", b'{"files": [1, tru'],
+)
+def test_a_cut_body_is_refused_at_close(raw: bytes) -> None:
+    reader = ListingReader("main")
+    reader.feed(raw)
+    with pytest.raises(ListingSyntaxError):
+        reader.close()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"<html>502</html>", b'{"files": [{"a": 1} {"b": 2}', b'{"files": [{"a": x}, ', b'{"files": [1], ]'],
+)
+def test_garbage_is_refused_while_streaming_without_waiting_for_the_end(garbage: bytes) -> None:
+    reader = ListingReader("main")
+    with pytest.raises(ListingSyntaxError):
+        reader.feed(garbage + b" " * 100)
+
+
+def test_non_utf8_is_refused_even_after_the_envelope_closed() -> None:
+    reader = ListingReader("main")
+    reader.feed(b'{"files": []}')
+    with pytest.raises(ListingSyntaxError, match="UTF-8"):
+        reader.feed(b"\xff")
+
+
+def test_an_endless_value_is_refused_at_the_pending_limit() -> None:
+    reader = ListingReader("main")
+    reader.feed(b'{"files": ["')
+    chunk = b"a" * 1_000_000
+    for _ in range(MAX_PENDING_CHARS // len(chunk)):
+        reader.feed(chunk)
+    with pytest.raises(ListingSyntaxError, match="no complete JSON value"):
+        reader.feed(chunk * 2)
+
+
+# ------------------------------------------------------------------------------------ through a server
+
+
+def chunked(raw: bytes, size: int, *, stop_at: int | None = None) -> Response:
+    async def stream() -> AsyncIterator[bytes]:
+        for pos in range(0, len(raw) if stop_at is None else stop_at, size):
+            yield raw[pos : pos + size]
+            await asyncio.sleep(0)
+
+    return StreamingResponse(stream(), 200, headers={"X-CPA-VERSION": "v7"}, media_type="application/json")
+
+
+async def listing_from(handler: OddCPA) -> object:
+    async with serve(handler) as url, CPAClient("main", url, "k", retry=FAST_RETRY) as cpa:
+        return await fetch_listing(cpa)
+
+
+async def test_fetch_listing_streams_through_the_client() -> None:
+    raw = body(*entries(500))
+
+    async def handler(request: Request) -> Response:
+        return chunked(raw, 7001)
+
+    listing = await listing_from(OddCPA(handler))
+    assert listing == parse_listing(raw, "main")
+
+
+async def test_a_cut_listing_is_malformed_naming_the_endpoint() -> None:
+    raw = body(*entries(50))
+    cut = raw[: len(raw) // 2]
+
+    async def handler(request: Request) -> Response:
+        return Response(cut, 200, headers={"X-CPA-VERSION": "v7"}, media_type="application/json")
+
+    with pytest.raises(MalformedResponse, match=f"on {ENDPOINT}: the body ends inside the listing"):
+        await listing_from(OddCPA(handler))
+
+
+async def test_garbage_midway_stops_the_read_and_is_not_retried() -> None:
+    good = body(*entries(300))
+    boundary = good.index(b"}, {", 200_000) + 1  # just after a complete entry
+    raw = good[:boundary] + b" GARBAGE " + good[boundary:] * 20  # ~7 MB if read to the end
+    app = OddCPA(lambda request: _async(chunked(raw, 65536)))
+
+    with pytest.raises(MalformedResponse, match=f"on {ENDPOINT}: (not JSON|expected)"):
+        await listing_from(app)
+    assert app.hits[ENDPOINT] == 1
+
+
+async def test_a_drop_midway_restarts_the_parse_on_retry() -> None:
+    raw = body(*entries(300))
+    calls = 0
+
+    async def handler(request: Request) -> Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+
+            async def dying() -> AsyncIterator[bytes]:
+                yield raw[: len(raw) // 2]
+                await asyncio.sleep(0)
+                raise RuntimeError("CPA restarted mid-body")
+
+            return StreamingResponse(dying(), 200, headers={"X-CPA-VERSION": "v7"})
+        return chunked(raw, 65536)
+
+    listing = await listing_from(OddCPA(handler))
+    assert calls == 2
+    assert listing == parse_listing(raw, "main")  # no entry of the first attempt counted twice
+
+
+async def _async(response: Response) -> Response:
+    return response
+
+
+def test_a_huge_other_value_is_skipped_without_holding_it() -> None:
+    # The simulator's huge_body fault: 50 MB of padding after the files (a valid listing).
+    tail = b', "padding": {"a": "' + b' \\" ] } ' * 10 + b" " * 30_000_000 + b'", "b": [[{}], "x"]}}'
+    raw = body(*entries(3))[:-1] + tail
+    reader = ListingReader("main")
+    largest = 0
+    for pos in range(0, len(raw), 65536):
+        reader.feed(raw[pos : pos + 65536])
+        largest = max(largest, len(reader._text) + reader._waiting_chars)
+    assert [c.name for c in reader.close().credentials] == ["f0.json", "f1.json", "f2.json"]
+    assert largest < 200_000, largest
