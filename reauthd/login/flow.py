@@ -73,6 +73,15 @@ _OPERATOR = Notice(
 _LAPSED = _notice(explain_status_error("unknown or expired state"))
 
 
+def _settled(task: ReauthTask) -> Notice | None:
+    """The answer to any recipient action on a task that is closed, or that reauthd is already completing."""
+    if task.state.terminal:
+        return _CLOSED
+    if task.state in PROGRESS_STATES:
+        return _IN_PROGRESS
+    return None
+
+
 class PollOutcome:
     WAITING = "waiting"
     COMPLETED = "completed"
@@ -137,10 +146,8 @@ class LoginFlow:
         """
         async with self._lock(task_id):
             task = self.store.get_task(task_id, with_history=False)
-            if task.state.terminal:
-                return _CLOSED
-            if task.state in PROGRESS_STATES:
-                return _IN_PROGRESS
+            if (settled := _settled(task)) is not None:
+                return settled
             if task.state is S.AWAITING_OPERATOR:
                 return _OPERATOR
             if task.state in (S.OPEN, S.NOTIFIED):
@@ -164,10 +171,8 @@ class LoginFlow:
         """ "Start again": cancel the old CPA session (DELETE /oauth-session) and mint a new one."""
         async with self._lock(task_id):
             task = self.store.get_task(task_id, with_history=False)
-            if task.state.terminal:
-                return _CLOSED
-            if task.state in PROGRESS_STATES:
-                return _IN_PROGRESS
+            if (settled := _settled(task)) is not None:
+                return settled
             if task.state is S.AWAITING_OPERATOR:
                 return _OPERATOR
             if task.state in (S.OPEN, S.NOTIFIED):
@@ -239,10 +244,8 @@ class LoginFlow:
         """The pasted address: checked here, then sent to CPA unchanged as `redirect_url` (contract §4.3)."""
         async with self._lock(task_id):
             task = self.store.get_task(task_id, with_history=False)
-            if task.state.terminal:
-                return _CLOSED
-            if task.state in PROGRESS_STATES:
-                return _IN_PROGRESS
+            if (settled := _settled(task)) is not None:
+                return settled
             if task.state is not S.LOGIN_STARTED:
                 return _NOT_STARTED
             session = self.store.get_login_session(task_id)
@@ -285,10 +288,8 @@ class LoginFlow:
         """Validate a service-account key, `POST /vertex/import` it, then hand the task to verification."""
         async with self._lock(task_id):
             task = self.store.get_task(task_id, with_history=False)
-            if task.state.terminal:
-                return _CLOSED
-            if task.state in PROGRESS_STATES:
-                return _IN_PROGRESS
+            if (settled := _settled(task)) is not None:
+                return settled
             if task.state is not S.OPENED or login_for_provider(task.provider).kind is not LoginKind.VERTEX:
                 return _NOT_STARTED
             try:
