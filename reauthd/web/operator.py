@@ -12,7 +12,6 @@ import secrets
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Protocol
-from urllib.parse import parse_qsl
 
 import structlog
 from pydantic import SecretStr
@@ -30,6 +29,7 @@ from reauthd.web.security import (
     RateLimits,
     client_address,
     constant_time_equal,
+    parse_small_form,
     read_capped_body,
     same_origin,
 )
@@ -56,15 +56,7 @@ def _when(value: datetime | None) -> str:
 
 
 def _parse_form(raw: bytes) -> dict[str, str] | None:
-    """A small urlencoded form, first value per field; None when it is not one (too many fields, bad bytes)."""
-    try:
-        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=5)
-    except (UnicodeDecodeError, ValueError):
-        return None
-    form: dict[str, str] = {}
-    for key, value in pairs:
-        form.setdefault(key, value)
-    return form
+    return parse_small_form(raw, max_fields=5)
 
 
 class OperatorPages:

@@ -17,7 +17,6 @@ import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
-from urllib.parse import parse_qsl
 
 import structlog
 from starlette.requests import Request
@@ -38,6 +37,7 @@ from reauthd.web.security import (
     RateLimits,
     SessionClaim,
     client_address,
+    parse_small_form,
     read_capped_body,
     same_origin,
 )
@@ -193,6 +193,17 @@ class RecipientPages:
             )
         return found
 
+    async def _posted_form(self, request: Request) -> tuple[dict[str, str], str, SessionClaim] | Response:
+        """A small form POSTed from our own page, with a valid session and CSRF token; else the refusal."""
+        form = await self._small_form(request)
+        if isinstance(form, Response):
+            return form
+        found = await self._post_guard(request, form)
+        if isinstance(found, Response):
+            return found
+        task_id, claim = found
+        return form, task_id, claim
+
     async def _small_form(self, request: Request) -> dict[str, str] | Response:
         try:
             raw = await read_capped_body(request, MAX_FORM_BYTES)
@@ -200,15 +211,9 @@ class RecipientPages:
             return message_page(
                 self.links, 413, "That was too long", "What you sent is far larger than a sign-in address."
             )
-        try:
-            pairs = parse_qsl(
-                raw.decode("utf-8"), keep_blank_values=True, max_num_fields=10, strict_parsing=False
-            )
-        except (UnicodeDecodeError, ValueError):
+        form = parse_small_form(raw, max_fields=10)
+        if form is None:
             return message_page(self.links, 400, "That could not be read", "Reload the page and try again.")
-        form: dict[str, str] = {}
-        for key, value in pairs:
-            form.setdefault(key, value)
         return form
 
     def _see_task(self, task_id: str) -> RedirectResponse:
@@ -285,13 +290,10 @@ class RecipientPages:
         return await self._action(request, "restart")
 
     async def _action(self, request: Request, which: str) -> Response:
-        form = await self._small_form(request)
-        if isinstance(form, Response):
-            return form
-        found = await self._post_guard(request, form)
-        if isinstance(found, Response):
-            return found
-        task_id, claim = found
+        posted = await self._posted_form(request)
+        if isinstance(posted, Response):
+            return posted
+        _, task_id, claim = posted
         now = self.clock()
         if not self.limits.start_per_task.hit(task_id, now):
             return self._render_task(task_id, claim, _TOO_MANY, status=429)
@@ -301,13 +303,10 @@ class RecipientPages:
         return self._after(task_id, claim, notice)
 
     async def callback(self, request: Request) -> Response:
-        form = await self._small_form(request)
-        if isinstance(form, Response):
-            return form
-        found = await self._post_guard(request, form)
-        if isinstance(found, Response):
-            return found
-        task_id, claim = found
+        posted = await self._posted_form(request)
+        if isinstance(posted, Response):
+            return posted
+        form, task_id, claim = posted
         now = self.clock()
         client = client_address(request)
         if not self.limits.callback_per_task.hit(task_id, now) or not self.limits.callback_per_client.hit(

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -218,3 +219,15 @@ async def read_capped_body(request: Request, limit: int) -> bytes:
     # Starlette's form parser reads `_body` when present, so the capped bytes are parsed, not the socket.
     request._body = body
     return body
+
+
+def parse_small_form(raw: bytes, max_fields: int) -> dict[str, str] | None:
+    """A small urlencoded form, first value per field; None when it is not one (too many fields, bad bytes)."""
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=max_fields)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        form.setdefault(key, value)
+    return form
