@@ -12,11 +12,9 @@ from reauthd.core.retire import (
     AuthFileUnreadable,
     parse_auth_file,
 )
-from reauthd.core.tasks import IllegalTransition
 from reauthd.cpa.errors import CPAError, KeyProblem
 from reauthd.detect.probes import probe
 from reauthd.verify.context import (
-    ACTIVE_STATES,
     MAX_REFUSED_LOGINS,
     Next,
     RunBase,
@@ -159,20 +157,14 @@ class VerifyPhase(RunBase):
         details = {**self.runner.details_with(self.task.id, self.flow), "refused_logins": refusals}
         to = S.OPENED if refusals < MAX_REFUSED_LOGINS else S.FAILED
         reason += "; please log in again" if to is S.OPENED else f"; {refusals} logins in a row were refused"
-        try:
-            self.task = self.store.apply_transition(
-                self.task.id,
-                to,
-                reason,
-                self.clock(),
-                expect=ACTIVE_STATES,
-                details=details,
-                verification=f"refused: {detail}",
-                new_auth_name=None,
-                new_auth_index=None,
-            )
-        except IllegalTransition:
-            log.info("verify.transition_lost", task_id=self.task.id, to=to.value)
+        self.transition(
+            to,
+            reason,
+            details=details,
+            verification=f"refused: {detail}",
+            new_auth_name=None,
+            new_auth_index=None,
+        )
         log.info("verify.refused", task_id=self.task.id, to=to.value)
         return Next.STOP
 

@@ -139,7 +139,11 @@ class RunBase:
             at=self.clock(),
         )
 
-    def transition(self, to: TaskState, reason: str, **fields: Any) -> bool:
+    def transition(
+        self, to: TaskState, reason: str, *, details: dict[str, Any] | None = None, **fields: Any
+    ) -> bool:
+        """Move the task unless someone else moved it meanwhile (False then). `details` defaults to the
+        flow's own."""
         self.flow.phase = Phase.FINISHED if to not in ACTIVE_STATES else self.flow.phase
         try:
             self.task = self.store.apply_transition(
@@ -148,7 +152,7 @@ class RunBase:
                 reason,
                 self.clock(),
                 expect=ACTIVE_STATES,
-                details=self.runner.details_with(self.task.id, self.flow),
+                details=self.runner.details_with(self.task.id, self.flow) if details is None else details,
                 **fields,
             )
         except IllegalTransition:
