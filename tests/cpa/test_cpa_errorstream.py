@@ -25,6 +25,7 @@ from reauthd.cpa import (
 )
 from reauthd.sim.server import SimServer
 from tests.cpa.conftest import FAST_RETRY
+from tests.support.servers import free_port
 
 KEY = "sim-mgmt-key-0123"
 FAST_RECONNECT = ReconnectPolicy(base_delay_s=0.01, max_delay_s=0.02, max_consecutive_failures=3)
@@ -144,15 +145,22 @@ async def raw_peer(answer: Callable[[asyncio.StreamReader, asyncio.StreamWriter]
     return server, f"http://127.0.0.1:{port}", first_bytes
 
 
-async def ok_then(writer: asyncio.StreamWriter, reader: asyncio.StreamReader, tail: bytes) -> None:
-    await reader.readuntil(b"\r\n")  # rest of AUTH
-    await reader.readuntil(b"\r\n")
-    await reader.readuntil(b"\r\n")
-    await reader.readuntil(b"\r\n")
+async def accept_subscription(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: list[bytes] | None = None
+) -> None:
+    """Read the rest of AUTH (after the array header `raw_peer` took), answer +OK, then read SUBSCRIBE
+    errors; the lines read go to `seen`."""
+    lines = [] if seen is None else seen
+    for _ in range(4):  # rest of AUTH
+        lines.append(await reader.readuntil(b"\r\n"))
     writer.write(b"+OK\r\n")
     await writer.drain()
     for _ in range(5):  # SUBSCRIBE errors
-        await reader.readuntil(b"\r\n")
+        lines.append(await reader.readuntil(b"\r\n"))
+
+
+async def ok_then(writer: asyncio.StreamWriter, reader: asyncio.StreamReader, tail: bytes) -> None:
+    await accept_subscription(reader, writer)
     writer.write(tail)
     await writer.drain()
     await asyncio.sleep(0.2)
@@ -190,12 +198,7 @@ async def test_auth_is_the_first_command_and_bad_json_events_are_skipped() -> No
     sent: list[bytes] = []
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for _ in range(4):
-            sent.append(await reader.readuntil(b"\r\n"))
-        writer.write(b"+OK\r\n")
-        await writer.drain()
-        for _ in range(5):
-            sent.append(await reader.readuntil(b"\r\n"))
+        await accept_subscription(reader, writer, sent)
         writer.write(b"*3\r\n$9\r\nsubscribe\r\n$6\r\nerrors\r\n:1\r\n" + messages)
         await writer.drain()
         await asyncio.sleep(1)
@@ -215,12 +218,7 @@ async def test_auth_is_the_first_command_and_bad_json_events_are_skipped() -> No
 
 async def test_missing_errors_channel_is_feature_missing() -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for _ in range(4):
-            await reader.readuntil(b"\r\n")
-        writer.write(b"+OK\r\n")
-        await writer.drain()
-        for _ in range(5):
-            await reader.readuntil(b"\r\n")
+        await accept_subscription(reader, writer)
         writer.write(b"-ERR unsupported channel 'errors'\r\n")
         await writer.drain()
 
@@ -233,12 +231,7 @@ async def test_missing_errors_channel_is_feature_missing() -> None:
 
 async def test_silent_peer_is_detected_by_ping() -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for _ in range(4):
-            await reader.readuntil(b"\r\n")
-        writer.write(b"+OK\r\n")
-        await writer.drain()
-        for _ in range(5):
-            await reader.readuntil(b"\r\n")
+        await accept_subscription(reader, writer)
         writer.write(b"*3\r\n$9\r\nsubscribe\r\n$6\r\nerrors\r\n:1\r\n")
         await writer.drain()
         await asyncio.sleep(5)  # never answers PING
@@ -251,9 +244,7 @@ async def test_silent_peer_is_detected_by_ping() -> None:
 
 
 async def test_refused_connection_is_transient() -> None:
-    from tests.cpa.conftest import closed_port
-
-    async with CPAClient("raw", f"http://127.0.0.1:{closed_port()}", KEY) as cpa:
+    async with CPAClient("raw", f"http://127.0.0.1:{free_port()}", KEY) as cpa:
         with pytest.raises(TransientCPAError, match="connection failed"):
             async for _ in ErrorStream(cpa, reconnect=FAST_RECONNECT).run():
                 pass
