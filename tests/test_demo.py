@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.test_daemon_process import free_port
 from tests.reliability.recipient import Recipient, links_in
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
 

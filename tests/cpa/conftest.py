@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 
-import uvicorn
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reauthd.cpa.wire import RetryPolicy
+from tests.support.servers import serve_asgi
 
 #: Fast retries so the tests do not sleep for seconds.
 FAST_RETRY = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.02)
@@ -38,38 +36,6 @@ class OddCPA:
         await response(scope, receive, send)
 
 
-def free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@asynccontextmanager
-async def serve(app: ASGIApp) -> AsyncIterator[str]:
-    """Serve `app` with uvicorn on a free 127.0.0.1 port inside the test's loop; stops on exit."""
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
-    )
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        for _ in range(500):
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-        sock.close()
-
-
-def closed_port() -> int:
-    """A loopback port nobody listens on (bound then released)."""
-    sock = free_socket()
-    port: int = sock.getsockname()[1]
-    sock.close()
-    return port
+def serve(app: ASGIApp) -> AbstractAsyncContextManager[str]:
+    """Serve `app` on a free 127.0.0.1 port inside the test's loop; stops on exit, giving open connections 1 s."""
+    return serve_asgi(app, timeout_graceful_shutdown=1)

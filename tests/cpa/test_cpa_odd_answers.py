@@ -23,7 +23,8 @@ from reauthd.cpa import (
     TransientCPAError,
     UpstreamRequestFailed,
 )
-from tests.cpa.conftest import FAST_RETRY, OddCPA, closed_port, serve
+from tests.cpa.conftest import FAST_RETRY, OddCPA, serve
+from tests.support.servers import free_port
 
 CPA_HEADERS = {"X-CPA-VERSION": "v7.2.140", "X-CPA-COMMIT": "a7e3596", "X-CPA-BUILD-DATE": "2026-08-22"}
 ENTRY = {
@@ -207,7 +208,7 @@ async def test_empty_404_with_cpa_headers_is_feature_missing_without_probe() -> 
 
 
 async def test_connection_refused_is_transient_after_retries() -> None:
-    async with client(f"http://127.0.0.1:{closed_port()}") as cpa:
+    async with client(f"http://127.0.0.1:{free_port()}") as cpa:
         with pytest.raises(TransientCPAError, match="connection failed"):
             await cpa.list_auth_files()
         assert cpa.health.state is HealthState.UNREACHABLE

@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from reauthd.cpa import CPAClient, ErrorStream, ManagementKeyRejected, TransientCPAError
-from tests.cpa.conftest import FAST_RETRY, OddCPA, free_socket
+from tests.cpa.conftest import FAST_RETRY, OddCPA
+from tests.support.servers import free_socket
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 KEY = "tls-key-0123"

@@ -17,16 +17,11 @@ import pytest
 
 from reauthd.sim.cli import seed_demo_world
 from reauthd.sim.server import SimThread, run_sim_in_thread
-from tests.notify.notify_loopback import Inbox, serve_inbox
+from tests.support.inbox import Inbox, serve_inbox
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
 KEY = "daemon-test-key-CANARY"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

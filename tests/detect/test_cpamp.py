@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import uvicorn
 from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,6 +19,7 @@ from reauthd.cpa.client import CPAClient
 from reauthd.detect.cpamp import CPAMPSource
 from reauthd.detect.engine import DetectionEngine
 from reauthd.sim import SimServer, scenarios
+from tests.support.servers import serve_asgi
 
 ADMIN = "cpamp-admin-key-SECRET"
 
@@ -58,19 +57,8 @@ class FakeCPAMP:
 @pytest.fixture
 async def cpamp() -> AsyncIterator[tuple[FakeCPAMP, str]]:
     app = FakeCPAMP()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield app, f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve_asgi(app, log_level=None, log_config=None, access_log=False) as url:
+        yield app, url
 
 
 def source(url: str, key: str = ADMIN) -> CPAMPSource:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 from reauthd.config import Settings, load_config
 from reauthd.detect.scan import COLUMNS, exit_code, render_json, render_table, scan
 from reauthd.sim import SimServer, scenarios
+from tests.support.servers import free_port
 
 
 def settings_for(tmp_path: Path, *cpas: tuple[str, str, str], extra: str = "") -> Settings:
@@ -22,10 +22,7 @@ def settings_for(tmp_path: Path, *cpas: tuple[str, str, str], extra: str = "") -
 
 
 def dead_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 async def test_all_healthy_exits_0(sim: SimServer, tmp_path: Path, key: str) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.notify.notify_loopback import Inbox, serve_inbox
+from tests.support.inbox import Inbox, serve_inbox
 
 
 @pytest.fixture

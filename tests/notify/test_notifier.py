@@ -11,7 +11,8 @@ from apprise.decorators import notify as apprise_plugin
 
 from reauthd.notify.notifier import Notifier
 from reauthd.notify.templates import Message
-from tests.notify.notify_loopback import Inbox, make_settings
+from tests.notify.notify_settings import make_settings
+from tests.support.inbox import Inbox
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 MSG = Message(title="Log in again", text="plain *body*\n", markdown="**markdown** body\n")

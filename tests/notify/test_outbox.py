@@ -16,7 +16,8 @@ from reauthd.core.model import TaskState
 from reauthd.notify.notifier import Notifier
 from reauthd.notify.outbox import Outbox
 from reauthd.store import DeliveryKind, DeliveryStatus, Store
-from tests.notify.notify_loopback import Inbox, make_settings
+from tests.notify.notify_settings import make_settings
+from tests.support.inbox import Inbox
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 S = TaskState
@@ -115,11 +116,11 @@ async def test_routes_by_provider_and_cpa(inbox: Inbox, make_rig: Any) -> None:
     rig.task("claude1", T0, provider="claude")
     rig.task("other", T0, cpa="backup")
     await rig.outbox.flush(T0)
-    (everyone,) = inbox.messages("all")
+    (everyone,) = inbox.messages(path="all")
     assert "3 accounts" in everyone["title"]
-    (claude,) = inbox.messages("claude")
+    (claude,) = inbox.messages(path="claude")
     assert claude["title"].startswith("Log in again: c***@example.com (claude on main)")
-    (backup,) = inbox.messages("backup")
+    (backup,) = inbox.messages(path="backup")
     assert "(codex on backup)" in backup["title"]
 
 
@@ -168,8 +169,8 @@ async def test_escalation_after_unanswered_reminders(inbox: Inbox, make_rig: Any
     rig.task("a", T0)
     for minutes in range(0, 6 * 60, 10):
         await rig.outbox.flush(T0 + timedelta(minutes=minutes))
-    assert len(inbox.messages("all")) == 4  # new + 3 reminders
-    (boss,) = inbox.messages("boss")
+    assert len(inbox.messages(path="all")) == 4  # new + 3 reminders
+    (boss,) = inbox.messages(path="boss")
     assert boss["title"].startswith("Unanswered: a***@example.com")
     assert LINK.search(boss["message"])
     escalated_at = rig.store.list_tasks()[0].escalated_at

@@ -13,7 +13,7 @@ import pytest
 
 from reauthd.core.model import TaskState
 from reauthd.store import Store
-from tests.notify.notify_loopback import Inbox
+from tests.support.inbox import Inbox
 
 CHILD = r"""
 import asyncio, os, signal, sys

@@ -10,8 +10,8 @@ import pytest
 
 from reauthd.sim.server import SimThread, run_sim_in_thread
 from tests.reliability.daemon_process import KEY, DaemonConfig, DaemonProcess
-from tests.reliability.inbox import Inbox, serve_inbox
 from tests.reliability.staging import APPRISE_TOKEN, DaemonFactory
+from tests.support.inbox import Inbox, serve_inbox
 
 
 @pytest.fixture

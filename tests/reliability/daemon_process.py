@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,15 +17,11 @@ from typing import Any
 
 import httpx
 
+from tests.support.servers import free_port
+
 # Distinctive so a leak anywhere is unmistakable (secret canary).
 KEY = "mgmt-CANARY-7f3b9e21c4d8a6f0"
 TERMINAL = frozenset({"done", "failed", "expired", "cancelled"})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, every: float = 0.2) -> Any:

@@ -13,8 +13,8 @@ import pytest
 from reauthd.sim import scenarios
 from reauthd.sim.server import SimThread
 from tests.reliability.daemon_process import wait_for
-from tests.reliability.inbox import Inbox
 from tests.reliability.staging import DaemonFactory, add_credentials, revoke_live
+from tests.support.inbox import Inbox
 
 pytestmark = pytest.mark.slow
 

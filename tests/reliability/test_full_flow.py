@@ -15,10 +15,10 @@ from reauthd.sim import scenarios
 from reauthd.sim.server import run_sim_in_thread
 from reauthd.sim.state import SimState
 from tests.reliability.daemon_process import KEY, DaemonConfig, DaemonProcess, wait_for
-from tests.reliability.inbox import Inbox, serve_inbox
 from tests.reliability.oplog import record_probes, retire_before_verify, step_of
 from tests.reliability.recipient import Recipient, links_in
 from tests.reliability.staging import APPRISE_TOKEN
+from tests.support.inbox import Inbox, serve_inbox
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,9 @@ from reauthd.sim import scenarios
 from reauthd.sim.server import run_sim_in_thread
 from reauthd.sim.state import SimState
 from tests.reliability.daemon_process import KEY, DaemonConfig, DaemonProcess, wait_for
-from tests.reliability.inbox import serve_inbox
 from tests.reliability.recipient import links_in
 from tests.reliability.staging import APPRISE_TOKEN
+from tests.support.inbox import serve_inbox
 
 pytestmark = pytest.mark.slow
 

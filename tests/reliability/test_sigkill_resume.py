@@ -11,10 +11,10 @@ import pytest
 from reauthd.sim import scenarios
 from reauthd.sim.server import SimThread
 from tests.reliability.daemon_process import DaemonProcess, wait_for
-from tests.reliability.inbox import Inbox
 from tests.reliability.oplog import record_probes, retire_before_verify, step_of
 from tests.reliability.recipient import Recipient, links_in
 from tests.reliability.staging import DaemonFactory
+from tests.support.inbox import Inbox
 
 pytestmark = pytest.mark.slow
 

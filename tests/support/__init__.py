@@ -1,0 +1,1 @@
+"""Test support shared across test packages: loopback servers and the Apprise inbox."""
