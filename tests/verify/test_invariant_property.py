@@ -23,9 +23,9 @@ from reauthd.cpa.client import CPAClient
 from reauthd.cpa.wire import RetryPolicy
 from reauthd.sim import SimServer, scenarios
 from reauthd.sim.state import SimState
-from reauthd.sim.upstream import UpstreamAnswer
 from reauthd.store.sqlite import Store
 from reauthd.verify.runner import CompletionConfig, CompletionRunner
+from tests.reliability.oplog import record_probes
 from tests.verify.verify_world import KEY, identity_of, relogin, utcnow
 
 S = TaskState
@@ -78,23 +78,10 @@ plans = st.builds(
 )
 
 
-def _instrument(state: SimState) -> None:
-    """Record every upstream probe answer in the operation log, in order, with the probed auth_index."""
-    original = state.upstream.probe
-
-    def probe(provider: str, url: str, token: str, now: datetime) -> UpstreamAnswer:
-        answer = original(provider, url, token, now)
-        owners = [a.auth_index for a in state.auths.values() if a.access_token == token]
-        state.oplog.append({"marker": "upstream-probe", "auth_indexes": owners, "status": answer.status})
-        return answer
-
-    state.upstream.probe = probe  # type: ignore[method-assign]
-
-
 async def _run(plan: Plan, tmp: Path) -> None:
     async with SimServer(KEY, watcher_delay=0.05) as sim:
         state = sim.state
-        _instrument(state)
+        record_probes(state)
         old = scenarios.add_credential(
             state, "codex", email="p@example.com", plan="plus", name="codex-p@example.com-plus.json"
         )
