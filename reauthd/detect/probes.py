@@ -9,7 +9,8 @@ verification after a re-login reuses it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -61,8 +62,14 @@ BUILTIN_PROBES: Mapping[str, ProbeSpec] = {
 }
 
 
+#: Told about every probe sent: (cpa, credential, evidence, seconds). The daemon counts them in /metrics.
+ProbeObserver = Callable[[str, Credential, Evidence, float], None]
+
+
 class ProbeTable:
     """Provider → probe: the built-ins, overridden or extended by `[detect.probes]` (antigravity, plugins)."""
+
+    observer: ProbeObserver | None = None
 
     def __init__(self, configured: Mapping[str, ProbeConfig] | None = None) -> None:
         table = dict(BUILTIN_PROBES)
@@ -121,9 +128,23 @@ async def probe(
     antigravity), so a 401 on a token already past expiry is not a revocation yet (contract §5). Only
     the `expired` field is read; the file's tokens are dropped at once.
     """
-    spec = (table or _DEFAULT_TABLE).spec_for(credential)
+    table = table or _DEFAULT_TABLE
+    spec = table.spec_for(credential)
     if spec is None or credential.provider.lower() in NEVER_VIA_API_CALL:
         return _evidence(now, 400, "this provider has no probe", PROBE_NO_TOKEN)
+    started = time.monotonic()
+    evidence = await _send(client, credential, now, spec, check_expiry)
+    if table.observer is not None:
+        try:
+            table.observer(client.name, credential, evidence, time.monotonic() - started)
+        except Exception as exc:  # an observer (metrics) must never break detection
+            log.warning("detect.probe.observer_failed", error=type(exc).__name__)
+    return evidence
+
+
+async def _send(
+    client: CPAClient, credential: Credential, now: datetime, spec: ProbeSpec, check_expiry: bool
+) -> Evidence:
     try:
         result = await client.api_call(credential.auth_index, spec.method, spec.url, spec.headers, spec.data)
     except KeyProblem:
