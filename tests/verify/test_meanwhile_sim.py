@@ -4,33 +4,18 @@ an old file changed by someone else meanwhile, and CPA going away in the middle 
 from __future__ import annotations
 
 import json
-import posixpath
 from datetime import timedelta
 
 from reauthd.core.model import TaskState
 from reauthd.sim import scenarios
-from reauthd.sim.credentials import Identity, service_account
-from tests.verify.verify_world import World, identity_of, relogin, utcnow
+from reauthd.sim.credentials import Identity
+from tests.verify.verify_world import World, identity_of, relogin, utcnow, vertex_relogin
 
 S = TaskState
 
 
-async def _vertex_world(world: World) -> tuple[str, str, str]:
-    """An old, dead Vertex credential and a task whose new key CPA imported under a new name."""
-    state = world.state
-    old = scenarios.add_credential(state, "vertex", project_id="proj-old", email="sa@proj-old.iam")
-    scenarios.revoke(state, old.name, live=True)
-    task = world.task_for(old)
-    sa = service_account("proj-new", "sa@proj-new.iam", "key-new-1")
-    imported = await world.client.vertex_import(json.dumps(sa).encode(), "us-central1")
-    new_name = posixpath.basename(imported.auth_file)
-    # What the login flow records with the import (login/flow.py): CPA named the file itself.
-    world.store.update_task_fields(task.id, utcnow(), new_auth_name=new_name)
-    return task.id, old.name, new_name
-
-
 async def test_vertex_is_verified_through_the_public_api_with_a_temporary_prefix(world: World) -> None:
-    task_id, old_name, new_name = await _vertex_world(world)
+    task_id, old_name, new_name = await vertex_relogin(world)
     runner = world.runner(public=True, verify_models={"vertex": "gemini-2.5-flash"})
     try:
         result = await runner.advance(task_id, utcnow(), wait=True)
@@ -59,7 +44,7 @@ async def test_vertex_is_verified_through_the_public_api_with_a_temporary_prefix
 
 
 async def test_no_verification_path_waits_for_the_operator_and_retires_nothing(world: World) -> None:
-    task_id, old_name, _ = await _vertex_world(world)
+    task_id, old_name, _ = await vertex_relogin(world)
     result = await world.runner().advance(task_id, utcnow(), wait=True)  # no proxy key, no verify model
 
     assert result.state is S.AWAITING_OPERATOR
@@ -69,7 +54,7 @@ async def test_no_verification_path_waits_for_the_operator_and_retires_nothing(w
 
 
 async def test_a_dead_vertex_replacement_is_refused_and_the_prefix_is_restored(world: World) -> None:
-    task_id, old_name, new_name = await _vertex_world(world)
+    task_id, old_name, new_name = await vertex_relogin(world)
     world.state.upstream.access["key-new-1"].dead_kind = "vertex_key_deleted"  # the key was deleted
     runner = world.runner(public=True, verify_models={"vertex": "gemini-2.5-flash"})
     try:

@@ -21,7 +21,7 @@ from reauthd.sim.credentials import service_account
 from reauthd.store.sqlite import Store
 from reauthd.verify.public_api import PublicAPI, PublicAPIUnreachable
 from reauthd.verify.runner import CompletionConfig, CompletionRunner
-from tests.verify.verify_world import World, identity_of, relogin, utcnow
+from tests.verify.verify_world import World, identity_of, relogin, utcnow, vertex_relogin
 
 S = TaskState
 
@@ -137,22 +137,16 @@ async def test_the_proxy_api_key_never_reaches_logs_errors_or_the_store(
 
 
 async def test_daemon_ticks_carry_a_vertex_public_api_check_to_the_end(world: World) -> None:
-    state = world.state
-    old = scenarios.add_credential(state, "vertex", project_id="proj-t", email="sa@proj-t.iam")
-    scenarios.revoke(state, old.name, live=True)
-    task = world.task_for(old)
-    sa = service_account("proj-u", "sa@proj-u.iam", "key-u-1")
-    imported = await world.client.vertex_import(json.dumps(sa).encode(), "us-central1")
-    world.store.update_task_fields(task.id, utcnow(), new_auth_name=posixpath.basename(imported.auth_file))
+    task_id, old_name, _ = await vertex_relogin(world)
     runner = world.runner(public=True, verify_models={"vertex": "gemini-2.5-flash"})
     try:
         for _ in range(30):  # the daemon wakes every 2 s; here a little faster
-            (current,) = [t for t in await runner.advance_all(utcnow()) if t.id == task.id] or [None]
+            (current,) = [t for t in await runner.advance_all(utcnow()) if t.id == task_id] or [None]
             if current is None or current.state not in (S.VERIFYING, S.RETIRING):
                 break
             await asyncio.sleep(0.25)
     finally:
         await runner.aclose()
-    final = world.store.get_task(task.id)
+    final = world.store.get_task(task_id)
     assert final.state is S.DONE, final.history[-1].reason
-    assert old.name not in state.auths
+    assert old_name not in world.state.auths

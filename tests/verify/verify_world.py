@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import posixpath
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,9 +13,16 @@ from pydantic import SecretStr
 
 from reauthd.core.model import ReauthTask, TaskState
 from reauthd.cpa.client import CPAClient
-from reauthd.sim import SimServer
+from reauthd.sim import SimServer, scenarios
 from reauthd.sim.auths import SimAuth
-from reauthd.sim.credentials import ACCESS_LIFETIME, Identity, file_content, file_name_for, merge_relogin
+from reauthd.sim.credentials import (
+    ACCESS_LIFETIME,
+    Identity,
+    file_content,
+    file_name_for,
+    merge_relogin,
+    service_account,
+)
 from reauthd.sim.state import SimState
 from reauthd.store.sqlite import Store
 from reauthd.verify.public_api import PublicAPI
@@ -116,3 +125,17 @@ class World:
 
     def mgmt_ops(self) -> list[dict[str, Any]]:
         return [op for op in self.state.oplog if op.get("path", "").startswith("/v0/management")]
+
+
+async def vertex_relogin(world: World) -> tuple[str, str, str]:
+    """An old, dead Vertex credential and a task whose new key CPA imported under a new name."""
+    state = world.state
+    old = scenarios.add_credential(state, "vertex", project_id="proj-old", email="sa@proj-old.iam")
+    scenarios.revoke(state, old.name, live=True)
+    task = world.task_for(old)
+    sa = service_account("proj-new", "sa@proj-new.iam", "key-new-1")
+    imported = await world.client.vertex_import(json.dumps(sa).encode(), "us-central1")
+    new_name = posixpath.basename(imported.auth_file)
+    # What the login flow records with the import (login/flow.py): CPA named the file itself.
+    world.store.update_task_fields(task.id, utcnow(), new_auth_name=new_name)
+    return task.id, old.name, new_name
