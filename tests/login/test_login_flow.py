@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -14,16 +13,9 @@ from reauthd.login.flow import LoginFlow, PollOutcome
 from reauthd.login.timing import COMPLETED_STATE_TTL
 from reauthd.login.wording import NextStep
 from reauthd.web.sandbox import CPA_NAME, WebSandbox
+from tests.support.completion import RecordingRunner
 
 S = TaskState
-
-
-class RecordingRunner:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    async def advance(self, task_id: str, now: datetime) -> None:
-        self.calls.append(task_id)
 
 
 @pytest.fixture

@@ -17,18 +17,9 @@ from structlog.testing import capture_logs
 from reauthd.core.model import TaskState
 from reauthd.login.timing import CALLBACK_WINDOW
 from reauthd.web.sandbox import SIM_KEY, WebSandbox
+from tests.support.completion import RecordingRunner
 
 S = TaskState
-
-
-class RecordingRunner:
-    """Stands in for the verify package's CompletionRunner: records which tasks were handed over."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    async def advance(self, task_id: str, now: datetime) -> None:
-        self.calls.append(task_id)
 
 
 class Recorder:

@@ -1,0 +1,13 @@
+"""A stand-in for the verify package's CompletionRunner: records which tasks the login flow handed over."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+class RecordingRunner:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def advance(self, task_id: str, now: datetime) -> None:
+        self.calls.append(task_id)
