@@ -101,6 +101,7 @@ class Daemon:
         self._started = asyncio.Event()
         self._tick_lock = asyncio.Lock()
         self._last_state_export: dict[str, object] | None = None
+        self._last_state_version: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------------------------ control
 
@@ -353,7 +354,13 @@ class Daemon:
         async with self._tick_lock:
             now = self.clock()
             try:
-                result = graph.tasks.reconcile(graph.engine.latest(), now)
+                # Only failing credentials and those with tasks: not a view of every healthy one (50k).
+                result = graph.tasks.reconcile_from(
+                    lambda watched: graph.engine.latest_unhealthy_and(
+                        watched.auth_indexes, watched.unindexed_names
+                    ),
+                    now,
+                )
                 if result.changed:
                     log.info(
                         "daemon.reconciled",
@@ -368,10 +375,14 @@ class Daemon:
     def _persist(self, graph: _Graph) -> None:
         assert self.store is not None
         now = self.clock()
-        state = graph.engine.export_state()
-        if state != self._last_state_export:
-            self.store.put_kv(DETECTION_STATE_KEY, state, now)
-            self._last_state_export = state
+        # Exporting walks every credential: only when a confirmation changed since the last export.
+        version = (id(graph.engine), graph.engine.state_version)
+        if version != self._last_state_version:
+            state = graph.engine.export_state()
+            if state != self._last_state_export:
+                self.store.put_kv(DETECTION_STATE_KEY, state, now)
+                self._last_state_export = state
+            self._last_state_version = version
         for client in graph.clients.values():
             save_gate(self.store, client, now)
 
@@ -396,8 +407,7 @@ class Daemon:
     def _observe_metrics(self, graph: _Graph) -> None:
         assert self.store is not None
         by_cpa: dict[str, Counter[VerdictKind]] = {name: Counter() for name in graph.clients}
-        for view in graph.engine.latest():
-            by_cpa.setdefault(view.ref.cpa, Counter())[view.verdict.kind] += 1
+        by_cpa.update(graph.engine.verdict_counts())
         for cpa, counts in by_cpa.items():
             self.metrics.set_credentials(cpa, counts)
         self.metrics.set_tasks(self.store.list_tasks(with_history=False))

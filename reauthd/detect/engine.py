@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +44,7 @@ log = structlog.get_logger(__name__)
 Key = tuple[str, str]  # (cpa name, auth_index)
 Clock = Callable[[], datetime]
 OnConfirmed = Callable[[ConfirmedRevocation], Awaitable[None]]
+_NO_CONFIRMATION = Confirmation()
 
 
 def _utcnow() -> datetime:
@@ -76,6 +78,7 @@ class _Record:
     confirmation: Confirmation = field(default_factory=Confirmation)
     verdict: Verdict | None = None
     at: datetime | None = None
+    seq: int = 0  # creation order: views come out in the order credentials were first seen
 
     def evidence(self) -> list[Evidence]:
         return [e for e in (self.listing, self.stream, self.probe, self.cpamp) if e is not None]
@@ -107,6 +110,12 @@ class DetectionEngine:
         self.cycles = 0
         self._rng = rng or random.Random()
         self._records: dict[Key, _Record] = {}
+        self._created = 0
+        # Credentials whose latest verdict is not healthy: at 50,000 mostly healthy credentials the task
+        # layer's reconcile and the metrics must not walk every record (issue 3, performance).
+        self._unhealthy: set[Key] = set()
+        #: Bumped whenever a confirmation state changes, so the daemon persists only when it did.
+        self.state_version = 0
         self._idle = IdleSchedule(self.config.probe_interval_s, rng=self._rng)
         self._limiter = RateLimiter(self.config.probe_rate_per_s)
         self._slots = asyncio.Semaphore(self.config.probe_concurrency)
@@ -118,6 +127,27 @@ class DetectionEngine:
     def latest(self) -> list[CredentialVerdict]:
         """The latest verdict of every known credential (scan, metrics, the operator page)."""
         return [v for r in self._records.values() if (v := self._view(r)) is not None]
+
+    def latest_unhealthy_and(
+        self, auth_indexes: Collection[Key] = (), names: Collection[tuple[str, str]] = ()
+    ) -> list[CredentialVerdict]:
+        """The latest verdicts that are not healthy, plus those of the credentials named by (cpa,
+        auth_index) or (cpa, file name), in `latest()` order: what task reconcile can act on, without
+        building a view of every healthy credential."""
+        keys = set(self._unhealthy)
+        keys.update(k for k in auth_indexes if k in self._records)
+        if names:
+            keys.update(k for k, r in self._records.items() if (k[0], r.ref.name) in names)
+        records = sorted((r for k in keys if (r := self._records.get(k)) is not None), key=lambda r: r.seq)
+        return [v for r in records if (v := self._view(r)) is not None]
+
+    def verdict_counts(self) -> dict[str, Counter[VerdictKind]]:
+        """cpa → verdict kind → number of credentials with a verdict (the same set `latest()` shows)."""
+        counts: dict[str, Counter[VerdictKind]] = {}
+        for (cpa, _), record in self._records.items():
+            if record.verdict is not None and record.at is not None:
+                counts.setdefault(cpa, Counter())[record.verdict.kind] += 1
+        return counts
 
     def summary(self) -> dict[tuple[str, str], int]:
         """(cpa, verdict kind) → number of credentials, for metrics."""
@@ -132,6 +162,17 @@ class DetectionEngine:
         record = self._records.get((cpa, auth_index))
         return self._view(record) if record is not None else None
 
+    def _record(self, key: Key, ref: CredentialRef, credential: Credential | None = None) -> _Record:
+        self._created += 1
+        record = self._records[key] = _Record(ref, credential=credential, seq=self._created)
+        return record
+
+    def _forget(self, key: Key) -> None:
+        record = self._records.pop(key, None)
+        self._unhealthy.discard(key)
+        if record is not None and record.confirmation != _NO_CONFIRMATION:
+            self.state_version += 1
+
     def _view(self, record: _Record) -> CredentialVerdict | None:
         if record.verdict is None or record.at is None:
             return None
@@ -144,7 +185,7 @@ class DetectionEngine:
         return {
             f"{cpa}\x1f{index}": r.confirmation.to_dict()
             for (cpa, index), r in self._records.items()
-            if r.confirmation != Confirmation()
+            if r.confirmation != _NO_CONFIRMATION
         }
 
     def restore_state(self, data: Mapping[str, Any]) -> None:
@@ -152,16 +193,20 @@ class DetectionEngine:
             cpa, sep, index = str(joined).partition("\x1f")
             if not sep or not isinstance(value, Mapping):
                 continue
-            record = self._records.setdefault((cpa, index), _Record(CredentialRef(cpa, "", index)))
+            record = self._records.get((cpa, index)) or self._record(
+                (cpa, index), CredentialRef(cpa, "", index)
+            )
             record.confirmation = Confirmation.from_dict(value)
+            self.state_version += 1
 
     # ------------------------------------------------------------------------------------ cycle
 
     async def cycle(
-        self, now: datetime | None = None, *, wait_for_probes: bool = False
+        self, now: datetime | None = None, *, wait_for_probes: bool = False, views: bool = True
     ) -> list[CredentialVerdict]:
         """One poll cycle: one `GET /auth-files` per CPA, classify, confirm. Confirming probes start at
-        once; with `wait_for_probes` the cycle returns only after they answered (scan --probe)."""
+        once; with `wait_for_probes` the cycle returns only after they answered (scan --probe).
+        Returns the listed credentials' verdicts; `views=False` (the poll loop) skips building them."""
         now = now or self.clock()
         self.cycles += 1
         results = await asyncio.gather(*(self._poll_cpa(cpa, now) for cpa in self.clients))
@@ -169,6 +214,8 @@ class DetectionEngine:
         tasks = [self._start_probe(key) for key in to_probe]
         if wait_for_probes:
             await asyncio.gather(*(t for t in tasks if t is not None), return_exceptions=True)
+        if not views:
+            return []
         return [v for cpa in self.clients for v in self._views_of(cpa)]
 
     def _views_of(self, cpa: str) -> Iterable[CredentialVerdict]:
@@ -197,7 +244,7 @@ class DetectionEngine:
             seen.add(key)
             record = self._records.get(key)
             if record is None:
-                record = self._records[key] = _Record(credential.ref)
+                record = self._record(key, credential.ref)
             record.ref = credential.ref
             record.credential = credential
             record.listed = True
@@ -222,7 +269,7 @@ class DetectionEngine:
             return to_probe
         for key in [k for k in self._records if k[0] == cpa and k not in seen]:
             # Deleted or retired in CPA: forget it (its task, if any, lives in the store).
-            del self._records[key]
+            self._forget(key)
             self._idle.discard(key)
         return to_probe
 
@@ -236,13 +283,13 @@ class DetectionEngine:
         if not record.listed:
             # Known only from an `errors` event: show it, but wait for the listing before confirming
             # (the event lacks the file's generation, so an event id made now could repeat later).
-            record.verdict, record.at = verdict, now
+            self._set_verdict(record, verdict, now)
             return self.probes_enabled and is_failure(verdict.kind) and self.table.has_probe(provider)
         policy = ConfirmPolicy(
             has_probe=self.probes_enabled and self.table.has_probe(provider),
             include_disabled=self.config.include_disabled,
         )
-        record.confirmation, decision = observe(
+        confirmation, decision = observe(
             record.confirmation,
             record.ref,
             credential,
@@ -251,10 +298,21 @@ class DetectionEngine:
             policy,
             counts_as_observation=counts_as_observation,
         )
-        record.verdict, record.at = decision.verdict, now
+        if confirmation != record.confirmation:
+            self.state_version += 1
+        record.confirmation = confirmation
+        self._set_verdict(record, decision.verdict, now)
         if decision.event is not None:
             self._emit(decision.event)
         return decision.probe
+
+    def _set_verdict(self, record: _Record, verdict: Verdict, now: datetime) -> None:
+        record.verdict, record.at = verdict, now
+        key = (record.ref.cpa, record.ref.auth_index)
+        if verdict.kind is VerdictKind.HEALTHY:
+            self._unhealthy.discard(key)
+        else:
+            self._unhealthy.add(key)
 
     def _emit(self, event: ConfirmedRevocation) -> None:
         log.warning(
@@ -359,7 +417,7 @@ class DetectionEngine:
         record = self._records.get(key)
         if record is None:
             stand_in = credential_from_event(cpa, event)
-            record = self._records[key] = _Record(stand_in.ref, credential=stand_in)
+            record = self._record(key, stand_in.ref, stand_in)
         record.stream = error_event_evidence(event, now)
         if self._decide(record, now, counts_as_observation=True):
             self._start_probe(key)
@@ -442,7 +500,7 @@ class DetectionEngine:
             await asyncio.sleep(interval * self._rng.uniform(0.9, 1.0))
         while True:
             try:
-                await self.cycle()
+                await self.cycle(views=False)
             except Exception as exc:  # never let one bad cycle end detection
                 log.error("detect.cycle.failed", error=type(exc).__name__)
             # Jitter only downwards (90-100 % of the interval): instances do not poll CPA in lockstep,

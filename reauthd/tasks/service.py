@@ -50,6 +50,35 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class WatchedCredentials:
+    """Credentials with an open task or a latest closed task: the only ones a *healthy* verdict can act
+    on (close as done, re-arm). `auth_indexes` and `names` are (cpa, auth_index) / (cpa, file name) of
+    those tasks; `unindexed_names` only of the tasks without an `auth_index` (matched by name)."""
+
+    auth_indexes: frozenset[tuple[str, str]]
+    names: frozenset[tuple[str, str]]
+    unindexed_names: frozenset[tuple[str, str]]
+
+    @classmethod
+    def of(cls, tasks: Iterable[ReauthTask]) -> WatchedCredentials:
+        indexes, names, unindexed = set(), set(), set()
+        for task in tasks:
+            names.add((task.cpa, task.auth_name))
+            if task.auth_index:
+                indexes.add((task.cpa, task.auth_index))
+            else:
+                unindexed.add((task.cpa, task.auth_name))
+        return cls(frozenset(indexes), frozenset(names), frozenset(unindexed))
+
+    def covers(self, cpa: str, name: str, auth_index: str) -> bool:
+        """True for every credential `same_credential` could match to one of the tasks (and maybe more)."""
+        return (cpa, auth_index) in self.auth_indexes or (cpa, name) in self.names
+
+
+LatestSource = Callable[[WatchedCredentials], Iterable["LatestVerdict | VerdictItem"]]
+
+
 @dataclass(slots=True)
 class ReconcileResult:
     raised: list[str] = field(default_factory=list)
@@ -193,9 +222,18 @@ class TaskService:
         with the same input changes nothing the second time.
         """
         values = latest.values() if isinstance(latest, Mapping) else latest
-        items = [item for raw in values if (item := _as_item(raw)) is not None]
+        return self.reconcile_from(lambda watched: values, now)
+
+    def reconcile_from(self, source: LatestSource, now: datetime) -> ReconcileResult:
+        """`reconcile` for a large fleet: `source(watched)` returns the latest verdicts, of which only the
+        ones that can act are planned — a confirmed needs_reauth (may raise) and a healthy verdict for a
+        credential in `watched` (may close or re-arm). A source may leave the rest out (detection's
+        `latest_unhealthy_and` does), so 50,000 healthy credentials cost nothing here."""
         with self.store.transaction():
-            actions = plan(self._relevant_tasks(), items, now, expire_after=self.expire_after)
+            tasks = self._relevant_tasks()
+            watched = WatchedCredentials.of(tasks)
+            items = [item for raw in source(watched) if (item := _acting_item(raw, watched)) is not None]
+            actions = plan(tasks, items, now, expire_after=self.expire_after)
             return self._apply(actions, now)
 
     def raise_manual(
@@ -368,6 +406,21 @@ class TaskService:
                 self.store.update_task_fields(action.task_id, now, quiet_until_healthy=False)
                 result.rearmed.append(action.task_id)
         return result
+
+
+def _acting_item(raw: Any, watched: WatchedCredentials) -> VerdictItem | None:
+    """`raw` as a plan item if it can lead to an action (see `plan`); None for the many that cannot."""
+    if isinstance(raw, tuple) and len(raw) == 2:
+        verdict, who = raw[1], raw[0]
+    else:
+        verdict, who = getattr(raw, "verdict", None), getattr(raw, "ref", None)
+    kind = getattr(verdict, "kind", None)
+    if kind is VerdictKind.HEALTHY:
+        if who is None or not watched.covers(who.cpa, who.name, who.auth_index):
+            return None
+    elif kind is not VerdictKind.NEEDS_REAUTH or not getattr(verdict, "confirmed", False):
+        return None
+    return _as_item(raw)
 
 
 def _as_item(raw: Any) -> VerdictItem | None:

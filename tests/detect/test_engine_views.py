@@ -1,0 +1,72 @@
+"""The engine's cheap views for a large fleet: the failing credentials plus named ones (task reconcile),
+verdict counts (metrics) and a state version (persistence) — each equal to what walking `latest()` or
+comparing `export_state()` gives."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from reauthd.core.model import VerdictKind
+from reauthd.cpa.client import CPAClient
+from reauthd.detect.engine import DetectionEngine
+from reauthd.sim import SimServer, scenarios
+
+
+async def test_unhealthy_and_named_views_match_a_walk_over_latest(sim: SimServer, client: CPAClient) -> None:
+    scenarios.bulk_generate(sim.state, 200, failing_fraction=0.1, seed=5)
+    engine = DetectionEngine({"main": client})
+    try:
+        await engine.cycle(wait_for_probes=True)
+        latest = engine.latest()
+        healthy = [v for v in latest if v.verdict.kind is VerdictKind.HEALTHY]
+        failing = [v for v in latest if v.verdict.kind is not VerdictKind.HEALTHY]
+        assert failing and len(healthy) > 100
+
+        assert engine.latest_unhealthy_and() == failing
+        by_index = {("main", healthy[3].ref.auth_index), ("main", "no-such-index"), ("other", "x")}
+        by_name = {("main", healthy[50].ref.name)}
+        wanted = {healthy[3].ref, healthy[50].ref}
+        expected = [v for v in latest if v.verdict.kind is not VerdictKind.HEALTHY or v.ref in wanted]
+        assert engine.latest_unhealthy_and(by_index, by_name) == expected  # same order as latest()
+
+        counts = Counter(v.verdict.kind for v in latest)
+        assert engine.verdict_counts() == {"main": counts}
+
+        # A credential joins the failing set when it fails and leaves it once it works again.
+        victim = healthy[10]
+        scenarios.set_condition(sim.state, victim.ref.name, "quota", live=True)
+        await engine.cycle(wait_for_probes=True)
+        assert victim.ref in {v.ref for v in engine.latest_unhealthy_and()}
+        scenarios.set_condition(sim.state, victim.ref.name, "ok", live=True)
+        await engine.cycle(wait_for_probes=True)
+        assert victim.ref not in {v.ref for v in engine.latest_unhealthy_and()}
+    finally:
+        await engine.aclose()
+
+
+async def test_state_version_moves_exactly_when_the_exported_state_can_change(
+    sim: SimServer, client: CPAClient
+) -> None:
+    scenarios.bulk_generate(sim.state, 60, failing_fraction=0.0, seed=1)
+    engine = DetectionEngine({"main": client}, probes_enabled=False)
+    try:
+        await engine.cycle()
+        version, state = engine.state_version, engine.export_state()
+        await engine.cycle()
+        assert engine.state_version == version and engine.export_state() == state  # all healthy, unchanged
+
+        victim = engine.latest()[7]
+        scenarios.revoke(sim.state, victim.ref.name, live=True)
+        await engine.cycle()
+        assert engine.state_version > version and engine.export_state() != state
+
+        version, state = engine.state_version, engine.export_state()
+        sim.state.remove_auth(victim.ref.name)
+        await engine.cycle()
+        assert engine.state_version > version and engine.export_state() != state  # forgotten
+
+        restored = DetectionEngine({"main": client})
+        restored.restore_state(state)
+        assert restored.state_version > 0 and restored.export_state() == state
+    finally:
+        await engine.aclose()
