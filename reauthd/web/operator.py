@@ -132,15 +132,19 @@ class OperatorPages:
         )
         response = page(self.links, "Operator sign-in", body, status=status)
         # Double-submit CSRF for the one form that exists before a session does.
+        self._set_cookie(response, CSRF_COOKIE, nonce)
+        return response
+
+    def _set_cookie(self, response: Response, name: str, value: str) -> None:
+        """Operator cookies: sent to /operator only, unreadable by scripts, never on cross-site requests."""
         response.set_cookie(
-            CSRF_COOKIE,
-            nonce,
+            name,
+            value,
             path=self.links.url("/operator"),
             httponly=True,
             samesite="strict",
             secure=self.links.secure,
         )
-        return response
 
     async def login(self, request: Request) -> Response:
         if self.token is None:
@@ -168,14 +172,7 @@ class OperatorPages:
             return self._login_page("That operator token is not valid.", 401)
         cookie = self.signer.issue("operator", "operator", int((now + SESSION_LIFETIME).timestamp()))
         response = RedirectResponse(self.links.url("/operator"), status_code=303)
-        response.set_cookie(
-            COOKIE,
-            cookie,
-            path=self.links.url("/operator"),
-            httponly=True,
-            samesite="strict",
-            secure=self.links.secure,
-        )
+        self._set_cookie(response, COOKIE, cookie)
         log.info("operator signed in")
         return response
 
