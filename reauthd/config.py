@@ -308,16 +308,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
-        seen: set[str] = set()
+        first: dict[str, int] = {}
         for index, cpa in enumerate(self.cpa):
-            if cpa.name in seen:
-                raise ValueError(f"[[cpa]] #{index + 1}: duplicate name {cpa.name!r}")
-            seen.add(cpa.name)
-        for cpamp in self.cpamp:
-            if cpamp.cpa not in seen:
-                raise ValueError(
-                    f"[[cpamp]] {cpamp.name!r}: cpa {cpamp.cpa!r} is not a configured [[cpa]] name"
-                )
+            # Entries are named by position, never by value: a secret pasted into the wrong key stays unsaid.
+            if cpa.name in first:
+                raise ValueError(f"[[cpa]] #{index + 1} has the same name as [[cpa]] #{first[cpa.name] + 1}")
+            first[cpa.name] = index
+        for index, cpamp in enumerate(self.cpamp):
+            if cpamp.cpa not in first:
+                raise ValueError(f"[[cpamp]] #{index + 1}: its cpa is not the name of a configured [[cpa]]")
         return self
 
     @classmethod
@@ -417,8 +416,8 @@ def _location(loc: tuple[int | str, ...], data: Mapping[str, Any]) -> str:
     for item in loc:
         if isinstance(item, int) and isinstance(node, list):
             entry = node[item] if item < len(node) else None
-            label = entry.get("name") if isinstance(entry, dict) else None
-            parts[-1] = f"[[{parts[-1]}]] {label!r}" if label else f"[[{parts[-1]}]] #{item + 1}"
+            # By position, not by its `name`: that value may be anything the operator (mis)typed.
+            parts[-1] = f"[[{parts[-1]}]] #{item + 1}"
             node = entry
             continue
         parts.append(str(item))

@@ -72,10 +72,10 @@ def test_defaults(tmp_path: Path) -> None:
             "unknown key 'pol_interval_s' in [detect] (did you mean 'poll_interval_s'?)",
         ),
         (MINIMAL + "[detect]\npoll_interval_s = 'soon'\n", "[detect] poll_interval_s"),
-        (MINIMAL + MINIMAL, "duplicate name 'main'"),
+        (MINIMAL + MINIMAL, "[[cpa]] #2 has the same name as [[cpa]] #1"),
         (
             MINIMAL.replace("http://127.0.0.1:8317", "ftp://cpa"),
-            "[[cpa]] 'main' base_url: base_url must be an http:// or https:// URL",
+            "[[cpa]] #1 base_url: base_url must be an http:// or https:// URL",
         ),
         (
             MINIMAL.replace('management_key = "KEY-CANARY-7f3a"', ""),
