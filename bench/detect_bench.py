@@ -5,7 +5,7 @@ providers, a few percent revoked; detection then runs in a *separate* process so
 RSS are its own. Measured per size:
 
 - wall and CPU time of one detection cycle (cold: first sight of every credential; steady: the next);
-- peak RSS of the detecting process (ru_maxrss);
+- peak RSS of the detecting process (VmHWM; ru_maxrss would include the simulator's, see `_peak_rss_mb`);
 - management requests per steady cycle and list requests per cycle (simulator counters);
 - latency (a): an `errors` event → confirmed verdict, including the confirming probe;
 - latency (b): a failure visible only to polling (stream off) → confirmed verdict.
@@ -135,8 +135,22 @@ async def worker(base_url: str, poll_interval: float) -> dict[str, Any]:
         poller.cancel()
         await asyncio.gather(poller, return_exceptions=True)
         await engine.aclose()
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = _peak_rss_mb()
     return result
+
+
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process since it started. VmHWM, not ru_maxrss: Linux carries ru_maxrss over
+    fork+exec, so a worker started by the process that holds the simulator (50,000 credentials) would
+    report the simulator's peak (~440 MB), not its own."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ---------------------------------------------------------------------------------------------- driver

@@ -167,6 +167,10 @@ class DetectionEngine:
         record = self._records[key] = _Record(ref, credential=credential, seq=self._created)
         return record
 
+    def _known(self, cpa: str, auth_index: str) -> Credential | None:
+        record = self._records.get((cpa, auth_index))
+        return record.credential if record is not None else None
+
     def _forget(self, key: Key) -> None:
         record = self._records.pop(key, None)
         self._unhealthy.discard(key)
@@ -226,7 +230,7 @@ class DetectionEngine:
     async def _poll_cpa(self, cpa: str, now: datetime) -> list[Key]:
         client = self.clients[cpa]
         try:
-            listing = await fetch_listing(client)
+            listing = await fetch_listing(client, known=lambda index: self._known(cpa, index))
         except CPAError as exc:
             # One clear line; the previous verdicts stay, the next cycle tries again (the key gate
             # makes sure a refused key is not tried again).

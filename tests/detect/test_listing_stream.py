@@ -203,3 +203,15 @@ def test_a_huge_other_value_is_skipped_without_holding_it() -> None:
         largest = max(largest, len(reader._text) + reader._waiting_chars)
     assert [c.name for c in reader.close().credentials] == ["f0.json", "f1.json", "f2.json"]
     assert largest < 200_000, largest
+
+
+def test_a_credential_equal_to_the_known_one_is_the_known_object() -> None:
+    raw = body(*entries(3))
+    before = {c.auth_index: c for c in parse_listing(raw, "main").credentials}
+    changed = entries(3)
+    changed[1]["status"] = "active"
+    reader = ListingReader("main", known=before.get)
+    reader.feed(body(*changed))
+    first, second, third = reader.close().credentials
+    assert first is before[first.auth_index] and third is before[third.auth_index]
+    assert second is not before[second.auth_index] and second.status == "active"
