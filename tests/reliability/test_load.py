@@ -135,13 +135,6 @@ def test_wave_raises_every_task_once_in_a_few_digests(load_run: LoadRun) -> None
     assert "Traceback" not in load_run.logs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (memory): at 50,000 credentials each poll cycle spikes RSS by ~150-240 MiB for ~1 s (peak "
-    "405-416 MiB; ~250 MiB between cycles), over the 384Mi limit of deploy/container/kubernetes.yaml: the 85 MB "
-    "listing is buffered whole (reauthd/cpa/wire.py _read_capped bytearray) and then copied into a str "
-    "(reauthd/detect/listing.py raw.decode) before the lean parse",
-)
 def test_peak_rss_stays_within_the_deployed_memory_limit(load_run: LoadRun) -> None:
     """Peak RSS (VmHWM) of the daemon over startup, steady polling and the wave stays under the memory
     limit the Kubernetes example sets, so the shipped manifest does not OOM-kill it at 50,000 credentials."""
