@@ -249,12 +249,17 @@ class DetectionEngine:
             record = self._records.get(key)
             if record is None:
                 record = self._record(key, credential.ref)
-            record.ref = credential.ref
-            record.credential = credential
-            record.listed = True
-            evidence, fingerprint = listing_evidence(credential, record.listing, record.listing_fp, now)
-            changed = evidence is not record.listing
-            record.listing, record.listing_fp = evidence, fingerprint
+            if record.credential is credential and record.listed and record.listing is not None:
+                # The very object of the last cycle (the listing reader reuses equal entries): same
+                # fingerprint, same evidence. Skipping the rebuild matters at 50,000 credentials.
+                changed = False
+            else:
+                record.ref = credential.ref
+                record.credential = credential
+                record.listed = True
+                evidence, fingerprint = listing_evidence(credential, record.listing, record.listing_fp, now)
+                changed = evidence is not record.listing
+                record.listing, record.listing_fp = evidence, fingerprint
             if self.table.has_probe(credential.provider) and (
                 not credential.disabled or self.config.include_disabled
             ):
