@@ -23,17 +23,21 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from reauthd.cli.common import EXIT_ATTENTION, EXIT_LOCKED, EXIT_OK
-from reauthd.config import ConfigError, Settings, load_config, secret_values
-from reauthd.core.model import TaskState, VerdictKind
+from reauthd.config import ConfigError, NotifyConfig, Settings, load_config, secret_values
+from reauthd.core.classify import PROBE_TRANSPORT, PROBE_UNAVAILABLE, classify
+from reauthd.core.model import Credential, Evidence, TaskState, VerdictKind
 from reauthd.cpa import CPAClient
+from reauthd.cpa.errors import CPAError
 from reauthd.cpa.factory import client_from_config, load_gate, save_gate
 from reauthd.detect.cpamp import CPAMPSource
 from reauthd.detect.engine import DetectionEngine
 from reauthd.logging import REDACTOR
 from reauthd.login.flow import LoginFlow
-from reauthd.notify.notifier import Notifier
+from reauthd.notify.notifier import Notifier, SendOutcome
+from reauthd.notify.routes import split_channel
+from reauthd.notify.templates import Message
 from reauthd.ops.health import Health, health_routes
-from reauthd.ops.metrics import Metrics, route_names
+from reauthd.ops.metrics import Metrics, route_label, route_names
 from reauthd.ops.sdnotify import SystemdNotifier
 from reauthd.ops.watchdog import feed_watchdog
 from reauthd.store.lock import StateLocked
@@ -59,6 +63,24 @@ COMPLETING = frozenset({TaskState.VERIFYING, TaskState.RETIRING})
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class MeteredNotifier(Notifier):
+    """The Apprise notifier, counting deliveries per route in /metrics (route names, never URLs)."""
+
+    def __init__(self, notify: NotifyConfig, metrics: Metrics) -> None:
+        super().__init__(notify)
+        self._notify_config = notify
+        self._metrics = metrics
+
+    async def send(self, channel: str, message: Message, now: datetime) -> SendOutcome:
+        outcome = await super().send(channel, message, now)
+        route = route_label(split_channel(channel)[0], self._notify_config)
+        if outcome.ok:
+            self._metrics.notification_sent(route)
+        else:
+            self._metrics.notification_failed(route)
+        return outcome
 
 
 @dataclass
@@ -144,10 +166,7 @@ class Daemon:
                     return code
                 if self._stop.is_set():
                     return EXIT_OK
-                # SIGHUP: read the configuration again; a broken file keeps the running one.
-                self._reload.clear()
-                self.sd.reloading("reloading the configuration")
-                self._apply_new_settings()
+                # A reload with a new, valid configuration: build the graph again from it.
         finally:
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -159,22 +178,25 @@ class Daemon:
             self.store = None
             log.info("daemon.stopped")
 
-    def _apply_new_settings(self) -> None:
+    def _read_new_settings(self) -> Settings | None:
+        """SIGHUP: the configuration file again, or None to keep the running one (broken or unchanged)."""
         if self.config_path is None:
             log.warning("daemon.reload_skipped", detail="no configuration file to read again")
-            return
+            return None
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
             log.error("daemon.reload_failed", detail=f"{exc}; keeping the running configuration")
-            return
+            return None
+        if new == self.settings:
+            log.info("daemon.reload_unchanged")
+            return None
         if new.state.path != self.settings.state.path:
             log.warning("daemon.reload_state_path", detail="state.path changes take effect after a restart")
         REDACTOR.add_secret_values(secret_values(new))
-        self.settings = new
         for cpa in new.cpa:
             self.health.watch_cpa(cpa.name)
-        log.info("daemon.reloaded", cpas=[c.name for c in new.cpa])
+        return new
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
         installed = []
@@ -208,12 +230,14 @@ class Daemon:
             clients = {}
             for cpa in settings.cpa:
                 client = client_from_config(cpa, gate_snapshot=load_gate(store, cpa.name), clock=self.clock)
+                client.on_error = self._count_management_error(cpa.name)
                 stack.push_async_callback(client.aclose)
                 clients[cpa.name] = client
 
-            notifier = self._notifier_override or Notifier(settings.notify)
+            notifier = self._notifier_override or MeteredNotifier(settings.notify, self.metrics)
             tasks = TaskService(store, settings, notifier, self.clock)
             completion = CompletionRunner.from_settings(settings, store, clients)
+            completion.probes.observer = self._count_probe
             stack.push_async_callback(completion.aclose)
             login = LoginFlow(
                 store,
@@ -233,6 +257,7 @@ class Daemon:
                 clock=self.clock,
                 on_confirmed=tasks.on_confirmed,
             )
+            engine.table.observer = self._count_probe
             stack.push_async_callback(engine.aclose)
             saved = store.get_kv(DETECTION_STATE_KEY)
             if isinstance(saved, dict):
@@ -295,15 +320,14 @@ class Daemon:
                 resumed_logins=resumed,
             )
 
-            stop = asyncio.create_task(self._stop.wait())
-            reload = asyncio.create_task(self._reload.wait())
-            await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
-            reload.cancel()
+            await self._wait_for_stop_or_new_settings()
 
             # Stop taking new work, let in-flight steps finish (bounded), then close everything.
-            self.health.begin_shutdown() if self._stop.is_set() else None
-            self.sd.stopping("finishing in-flight steps") if self._stop.is_set() else None
+            if self._stop.is_set():
+                self.health.begin_shutdown()
+                self.sd.stopping("finishing in-flight steps")
+            else:
+                self.sd.reloading("applying the new configuration")
             self.metrics.set_ready(False)
             scheduler.pause()
             for job in graph.background:
@@ -317,6 +341,34 @@ class Daemon:
                 log.warning("daemon.shutdown_timeout", detail="in-flight steps did not finish in time")
             self.graph = None
             return None
+
+    async def _wait_for_stop_or_new_settings(self) -> None:
+        """Return on SIGTERM, or on SIGHUP with a new valid configuration (then in `self.settings`).
+        A broken or unchanged file is reported and changes nothing: the running graph keeps serving."""
+        while True:
+            stop = asyncio.create_task(self._stop.wait())
+            reload = asyncio.create_task(self._reload.wait())
+            await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            reload.cancel()
+            if self._stop.is_set():
+                return
+            self._reload.clear()
+            new = self._read_new_settings()
+            if new is not None:
+                self.settings = new
+                log.info("daemon.reloaded", cpas=[c.name for c in new.cpa])
+                return
+
+    # ------------------------------------------------------------------------------------ metrics hooks
+
+    def _count_management_error(self, cpa: str) -> Callable[[CPAError], None]:
+        return lambda exc: self.metrics.management_error(cpa, exc)
+
+    def _count_probe(self, cpa: str, credential: Credential, evidence: Evidence, seconds: float) -> None:
+        unsent = evidence.code in (PROBE_TRANSPORT, PROBE_UNAVAILABLE)
+        outcome = "error" if unsent else classify(credential, [evidence], evidence.observed_at).kind
+        self.metrics.probe_observed(cpa, credential.provider, outcome, None if unsent else seconds)
 
     @staticmethod
     def _cookie_key(store: Store) -> bytes:

@@ -20,7 +20,7 @@ import httpx
 import structlog
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from reauthd.cpa.errors import CPARequestError, MalformedResponse, TransientCPAError
+from reauthd.cpa.errors import CPAError, CPARequestError, MalformedResponse, TransientCPAError
 from reauthd.cpa.gate import GateSnapshot, GateState, KeyGate
 from reauthd.cpa.models import (
     APICallResult,
@@ -213,6 +213,15 @@ class CPAClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    @property
+    def on_error(self) -> Callable[[CPAError], None] | None:
+        """Called with every typed error a management call ends with (metrics); never changes the call."""
+        return self._wire.on_error
+
+    @on_error.setter
+    def on_error(self, observer: Callable[[CPAError], None] | None) -> None:
+        self._wire.on_error = observer
 
     def rebuilt_with_key(self, management_key: SecretStr | str) -> CPAClient:
         """A new client (and a new, open gate) with the same settings and a new key. Close the old one."""

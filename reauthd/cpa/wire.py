@@ -193,6 +193,8 @@ class ManagementWire:
         self.version: CPAVersion | None = None
         self.last_error: CPAError | None = None
         self.last_error_at: datetime | None = None
+        # Told about every typed error a call ends with (the daemon counts them by class in /metrics).
+        self.on_error: Callable[[CPAError], None] | None = None
         self.last_ok_at: datetime | None = None
 
     async def call(
@@ -241,6 +243,11 @@ class ManagementWire:
         self.last_error_at = self._clock()
         if isinstance(exc, KeyProblem):
             self.gate.record_problem(exc, self._clock())
+        if self.on_error is not None:
+            try:
+                self.on_error(exc)
+            except Exception as failure:  # an observer (metrics) must never change what callers see
+                log.warning("cpa.error_observer_failed", cpa=self.cpa, error=type(failure).__name__)
 
     # ---------------------------------------------------------------------------------- sending
 

@@ -78,6 +78,17 @@ def route_names(notify: object) -> list[str]:
     return names
 
 
+def route_label(route_key: str, notify: object) -> str:
+    """The metric label (see `route_names`) of a notify route key (`default`, `escalation`, `route:<name|i>`)."""
+    if route_key in (DEFAULT_ROUTE, ESCALATION_ROUTE):
+        return route_key
+    for index, route in enumerate(getattr(notify, "routes", ())):
+        name = str(getattr(route, "name", "") or "")
+        if route_key == f"route:{name or index}":
+            return label_value(name) if name else f"route-{index + 1}"
+    return DEFAULT_ROUTE
+
+
 class Metrics:
     """All of reauthd's metrics in a private `CollectorRegistry` (tests build as many as they like)."""
 

@@ -136,7 +136,13 @@ def test_daemon_raises_one_digest_with_working_links_and_stops_cleanly(
             assert landing.status_code == 200
             assert "Start login" in landing.text
         metrics = httpx.get(f"{base}/metrics", timeout=5).text
-        assert "reauthd_" in metrics
+        assert 'reauthd_notifications_sent_total{route="default"} 1.0' in metrics
+        # The live Codex revocation was confirmed by a probe, counted by what it showed.
+        assert re.search(
+            r'reauthd_probes_total\{cpa="sim",outcome="needs_reauth",provider="codex"\} [1-9]', metrics
+        )
+        assert 'reauthd_credentials{cpa="sim",verdict="needs_reauth"}' in metrics
+        assert "alice" not in metrics
     finally:
         code = stop(proc)
     assert code == 0, log.read_text()
@@ -177,6 +183,8 @@ def test_wrong_key_is_tried_once_across_poll_cycles(sim: SimThread, inbox: Inbox
         assert readyz.status_code == 503
         counters = httpx.get(f"{sim.base_url}/_sim/counters", timeout=5).json()
         assert sum(counters["failed_key_attempts"].values()) == 1, counters
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'reauthd_management_errors_total{cpa="sim",error="ManagementKeyRejected"} 1.0' in metrics
     finally:
         assert stop(proc) == 0
     assert "wrong-key-CANARY" not in log.read_text()
