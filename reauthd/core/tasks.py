@@ -12,8 +12,7 @@ from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from reauthd.core.model import Credential, ReauthTask, TaskEvent, TaskState, Verdict, VerdictKind
-from reauthd.core.sanitize import mask_account as mask_account
-from reauthd.core.sanitize import sanitize_line
+from reauthd.core.sanitize import mask_account, sanitize_line
 
 S = TaskState
 T = TypeVar("T")
@@ -80,7 +79,7 @@ def transition(task: ReauthTask, to: TaskState, reason: str, now: datetime) -> R
     """
     if not can_transition(task.state, to):
         raise IllegalTransition(task.id, task.state, to)
-    clean = sanitise_text(reason)
+    clean = sanitize_line(reason)
     event = TaskEvent(at=now, from_state=task.state, to_state=to, reason=clean)
     changed = replace(
         task, state=to, updated_at=now, history=[*task.history, event], details=dict(task.details)
@@ -107,13 +106,6 @@ def in_flight(task: ReauthTask, now: datetime) -> bool:
     if task.state is S.LOGIN_STARTED:
         return now - task.updated_at < LOGIN_STALE_AFTER
     return True
-
-
-# ------------------------------------------------------------------------------------------ text hygiene
-
-# Text sanitising and account masking live in reauthd.core.sanitize; these names stay importable from here
-# for the callers that still spell them this way (reauthd/tasks/service.py).
-sanitise_text = sanitize_line
 
 
 # ------------------------------------------------------------------------------------------ reconcile

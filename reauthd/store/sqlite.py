@@ -88,7 +88,9 @@ def _ts_opt(value: datetime | None) -> str | None:
 
 
 def parse_ts(value: str) -> datetime:
-    return datetime.strptime(value, _TS).replace(tzinfo=UTC)
+    # fromisoformat reads what `ts` writes ("...T12:00:00.000000Z") and is ~20x faster than strptime,
+    # which dominated a wave of 500 revocations.
+    return datetime.fromisoformat(value).astimezone(UTC)
 
 
 def _parse_opt(value: str | None) -> datetime | None:

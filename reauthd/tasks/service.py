@@ -12,6 +12,7 @@ import structlog
 
 from reauthd.config import Settings
 from reauthd.core.model import Credential, CredentialRef, ReauthTask, TaskState, Verdict, VerdictKind
+from reauthd.core.sanitize import mask_account, sanitize_line
 from reauthd.core.tasks import (
     AWAITING_PERSON,
     CloseTask,
@@ -20,9 +21,7 @@ from reauthd.core.tasks import (
     Rearm,
     Stuck,
     Subject,
-    mask_account,
     plan,
-    sanitise_text,
 )
 from reauthd.notify.notifier import Notifier, NotifyHealth
 from reauthd.notify.outbox import FlushReport, Outbox
@@ -374,7 +373,7 @@ class TaskService:
                         auth_index=subject.auth_index,
                         provider=subject.provider or "unknown",
                         account_masked=subject.account or mask_account(None),
-                        reason=sanitise_text(action.verdict.reason),
+                        reason=sanitize_line(action.verdict.reason),
                         now=now,
                         deadline=now + self.expire_after,
                     )
