@@ -44,6 +44,8 @@ from reauthd.store import Delivery, DeliveryKind, DeliveryStatus, Store
 log = structlog.get_logger(__name__)
 
 _ACTION_KINDS = frozenset({DeliveryKind.NEW, DeliveryKind.REMINDER, DeliveryKind.ESCALATION})
+# Messages that carry a fresh link (the person has something to do).
+_LINKED_KINDS = _ACTION_KINDS | {DeliveryKind.REFUSED}
 _FINAL_KIND = {
     TaskState.DONE: DeliveryKind.RESOLVED,
     TaskState.FAILED: DeliveryKind.FAILED,
@@ -116,6 +118,7 @@ class Outbox:
             added = self._plan_new(live, now)
             added += self._plan_follow_ups(live, now)
             added += self._plan_finals(now)
+            added += self._plan_refused(live, now)
         return added
 
     def _enqueue(
@@ -205,6 +208,18 @@ class Outbox:
                 added += self._enqueue(kind, route, tasks, now, "final")
         return added
 
+    def _plan_refused(self, live: list[ReauthTask], now: datetime) -> int:
+        """Tell the person and the operator when a new login failed verification (issue 6): once per
+        refusal, keyed by the task's refusal count so a restart or a second tick never repeats it."""
+        added = 0
+        for task in live:
+            refusals = task.details.get("refused_logins") if task.details else None
+            if task.state is not TaskState.OPENED or not isinstance(refusals, int) or refusals < 1:
+                continue
+            for route, tasks in self._by_route([task]).items():
+                added += self._enqueue(DeliveryKind.REFUSED, route, tasks, now, f"refused{refusals}")
+        return added
+
     # ------------------------------------------------------------------------------------ delivery
 
     async def _deliver(self, now: datetime, report: FlushReport) -> None:
@@ -229,6 +244,9 @@ class Outbox:
         if delivery.kind in _ACTION_KINDS:
             # Someone opened the link, or the task ended: no need to ask any more.
             return [t for t in tasks if t.state in AWAITING_PERSON]
+        if delivery.kind is DeliveryKind.REFUSED:
+            # Already logging in again (or finished): the message would be stale.
+            return [t for t in tasks if t.state is TaskState.OPENED]
         return tasks
 
     async def _deliver_one(self, delivery: Delivery, now: datetime, report: FlushReport) -> None:
@@ -243,7 +261,7 @@ class Outbox:
             retry_at = now + retry_delay(delivery.attempts + 1, self._jitter())
             claimed = self.store.claim_delivery(delivery.id, now, retry_at)
             items = [
-                TaskLink(t, self._link(t, now) if delivery.kind in _ACTION_KINDS else None) for t in tasks
+                TaskLink(t, self._link(t, now) if delivery.kind in _LINKED_KINDS else None) for t in tasks
             ]
         try:
             message = render(delivery.kind, items)

@@ -118,6 +118,11 @@ _HEADLINES: dict[DeliveryKind, tuple[str, str, str]] = {
         "Re-login failed for {n} accounts",
         "reauthd could not finish the re-login. The old credential was left as it was; an operator should look.",
     ),
+    DeliveryKind.REFUSED: (
+        "The new login did not work: {account} ({provider} on {cpa})",
+        "The new login did not work for {n} accounts",
+        "The new login could not be verified, so the old credential was left exactly as it was.",
+    ),
     DeliveryKind.EXPIRED: (
         "Expired: nobody logged in again to {account} ({provider} on {cpa})",
         "Expired: {n} accounts were not logged in again",

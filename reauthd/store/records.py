@@ -15,6 +15,7 @@ class DeliveryKind(StrEnum):
     RESOLVED = "resolved"
     FAILED = "failed"
     EXPIRED = "expired"
+    REFUSED = "refused"  # the new login did not pass verification; the person may log in again
 
 
 class DeliveryStatus(StrEnum):

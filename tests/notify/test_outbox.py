@@ -294,3 +294,33 @@ async def test_a_rendering_bug_counts_as_a_failed_attempt(
     report = await rig.outbox.flush(T0)
     assert report.gave_up == 1 and inbox.messages() == []
     assert rig.store.list_deliveries()[0].last_error == "internal error RuntimeError"
+
+
+async def test_a_refused_new_login_is_told_once_per_refusal_with_a_fresh_link(
+    inbox: Inbox, make_rig: Any
+) -> None:
+    """Issue 6: when verification fails the person and the operator are told; the page offers to start again."""
+    rig = make_rig(urls=[inbox.url()], group_window_s=0)
+    task_id = rig.task("carol", T0)
+    await rig.outbox.flush(T0 + timedelta(seconds=1))
+    assert len(inbox.messages()) == 1  # the new-task message
+    rig.store.apply_transition(task_id, S.OPENED, "link opened", T0 + timedelta(minutes=1))
+    rig.store.update_task_fields(
+        task_id,
+        T0 + timedelta(minutes=5),
+        reason="The new login did not work: 401; please log in again",
+        details={"refused_logins": 1},
+    )
+    for minute in (6, 7):  # a second tick and a restart change nothing
+        await rig.outbox.flush(T0 + timedelta(minutes=minute))
+        rig.restart()
+    refused = [m for m in inbox.messages() if m["title"].startswith("The new login did not work")]
+    assert len(refused) == 1
+    assert "left exactly as it was" in refused[0]["message"]
+    assert LINK.search(refused[0]["message"])
+
+    rig.store.update_task_fields(task_id, T0 + timedelta(minutes=20), details={"refused_logins": 2})
+    await rig.outbox.flush(T0 + timedelta(minutes=21))
+    assert len([m for m in inbox.messages() if m["title"].startswith("The new login did not work")]) == 2
+    kinds = [d.kind for d in rig.store.list_deliveries()]
+    assert kinds.count(DeliveryKind.REFUSED) == 2
