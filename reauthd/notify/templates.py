@@ -130,6 +130,15 @@ _HEADLINES: dict[DeliveryKind, tuple[str, str, str]] = {
     ),
 }
 
+# The opening sentence when a message is about one account (the table above speaks of several).
+_OPENING_FOR_ONE: dict[DeliveryKind, str] = {
+    DeliveryKind.NEW: "This account stopped working and needs a person to log in again with the provider.",
+    DeliveryKind.ESCALATION: "Reminders about this account went unanswered, so you are being told as well.",
+    DeliveryKind.FAILED: "reauthd could not finish the re-login. The old credential was left as it was; "
+    "an operator should look.",
+    DeliveryKind.EXPIRED: "The deadline passed without a new login. This account still does not work.",
+}
+
 _ACTION = (
     "Open the link, press the button and log in with the provider. Each link belongs to one account and "
     "stops working when its task ends."
@@ -143,6 +152,8 @@ def render(kind: DeliveryKind, items: Sequence[TaskLink]) -> Message:
     closing = kind in (DeliveryKind.RESOLVED, DeliveryKind.FAILED, DeliveryKind.EXPIRED)
     lines = [_line(item, closing=closing) for item in items]
     one, many, opening = _HEADLINES[kind]
+    if len(lines) == 1:
+        opening = _OPENING_FOR_ONE.get(kind, opening)
     first = lines[0]
     title = (
         one.format(account=first.account, provider=first.provider, cpa=first.cpa)
