@@ -26,6 +26,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_config_option(scan)
     scan.add_argument("--json", action="store_true", help="print JSON instead of a table")
     scan.add_argument("--probe", action="store_true", help="confirm suspects now with a cheap probe request")
+    scan.add_argument(
+        "--probe-all",
+        action="store_true",
+        help="probe every credential now (finds silent revocations; paced by [detect] probe_rate_per_s)",
+    )
     scan.set_defaults(handler=cmd_scan)
 
     check = sub.add_parser("check-config", help="validate the configuration and print it with secrets masked")
@@ -63,8 +68,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     from reauthd.detect.scan import exit_code, render_json, render_table, scan
 
-    settings = load_settings_or_exit(args)
-    report = asyncio.run(scan(settings, probe=args.probe))
+    settings = load_settings_or_exit(args, quiet=True)
+    report = asyncio.run(scan(settings, probe=args.probe, probe_all=args.probe_all))
     print(render_json(report) if args.json else render_table(report))
     return exit_code(report)
 

@@ -41,15 +41,20 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_settings_or_exit(args: argparse.Namespace, *, log: bool = True) -> Settings:
+def load_settings_or_exit(args: argparse.Namespace, *, log: bool = True, quiet: bool = False) -> Settings:
+    """Load the configuration or exit 2 with its one-sentence error. `quiet` (one-shot commands): log
+    warnings and errors only, readable on a terminal, unless the configuration asks for debug."""
     try:
         settings = load_config(getattr(args, "config", None))
     except ConfigError as exc:
         print(f"reauthd: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
     if log:
+        level = settings.log.level
+        if quiet and level != "debug":
+            level = "warning"
         configure_logging(
-            settings.log.level,
+            level,
             settings.log.format,
             stream=sys.stderr,
             secret_values=secret_values(settings),

@@ -90,8 +90,11 @@ def _row(view: CredentialVerdict, include_disabled: bool) -> ScanRow:
     )
 
 
-async def scan(settings: Settings, *, probe: bool) -> ScanReport:
-    """List every CPA once; with `probe`, confirm failures and suspects with a probe now."""
+async def scan(settings: Settings, *, probe: bool, probe_all: bool = False) -> ScanReport:
+    """List every CPA once; with `probe`, confirm failures and suspects with a probe now; with
+    `probe_all`, probe every credential that has a probe (the only way to see a silent revocation on
+    an idle account), within `[detect] probe_concurrency` and `probe_rate_per_s`."""
+    probe = probe or probe_all
     async with contextlib.AsyncExitStack() as stack:
         # Start from the key gate the daemon saved (a refused key stays refused here too), save ours back.
         state = stack.enter_context(shared_state(settings))
@@ -102,6 +105,14 @@ async def scan(settings: Settings, *, probe: bool) -> ScanReport:
         engine = DetectionEngine(clients, settings.detect, probes_enabled=probe)
         try:
             views = await engine.cycle(wait_for_probes=probe)
+            if probe_all:
+                await asyncio.gather(
+                    *(
+                        engine.probe_now(v.ref.cpa, v.ref.auth_index)
+                        for v in views
+                        if v.credential is not None and engine.table.has_probe(v.credential.provider)
+                    )
+                )
         finally:
             await engine.aclose()
             if state is not None:

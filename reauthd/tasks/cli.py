@@ -80,7 +80,7 @@ def _print_json(data: Any) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    settings = load_settings_or_exit(args)
+    settings = load_settings_or_exit(args, quiet=True)
     service = _open(settings)
     try:
         states: list[TaskState] | None = [TaskState(s) for s in args.state] if args.state else None
@@ -111,7 +111,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    settings = load_settings_or_exit(args)
+    settings = load_settings_or_exit(args, quiet=True)
     service = _open(settings)
     try:
         data = service.show(args.id)
@@ -146,7 +146,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    settings = load_settings_or_exit(args)
+    settings = load_settings_or_exit(args, quiet=True)
     service = _open(settings)
     try:
         task = service.cancel(args.id, _now(), args.reason)
@@ -185,7 +185,7 @@ async def _look_up(settings: Settings, cpa_name: str, auth_name: str) -> dict[st
 
 
 def _reauth(args: argparse.Namespace) -> int:
-    settings = load_settings_or_exit(args)
+    settings = load_settings_or_exit(args, quiet=True)
     try:
         settings.cpa_by_name(args.cpa)
     except KeyError:

@@ -88,3 +88,17 @@ async def test_quota_and_disabled_do_not_need_attention(sim: SimServer, tmp_path
     verdicts = {r.name: r.verdict for r in report.rows}
     assert verdicts[busy.name] == "quota"
     assert exit_code(report) == 0
+
+
+async def test_probe_all_finds_a_silent_revocation(sim: SimServer, tmp_path: Path, key: str) -> None:
+    """`scan --probe-all`: an idle account revoked without any traffic is visible only to a probe."""
+    quiet = scenarios.add_credential(sim.state, "claude", email="carol@example.com")
+    scenarios.add_credential(sim.state, "codex", email="dan@example.com")
+    scenarios.revoke(sim.state, quiet.name, live=False)
+    settings = settings_for(tmp_path, ("main", sim.base_url, key), extra="[detect]\nprobe_rate_per_s = 50\n")
+    plain = await scan(settings, probe=True)
+    assert {r.verdict for r in plain.rows} == {"healthy"}  # nothing in CPA's listing shows it
+    report = await scan(settings, probe=False, probe_all=True)
+    verdicts = {r.provider: r.verdict for r in report.rows}
+    assert verdicts == {"claude": "needs_reauth", "codex": "healthy"}
+    assert exit_code(report) == 1
