@@ -119,6 +119,7 @@ class Outbox:
             added += self._plan_follow_ups(live, now)
             added += self._plan_finals(now)
             added += self._plan_refused(live, now)
+            added += self._plan_operator(live, now)
         return added
 
     def _enqueue(
@@ -220,6 +221,23 @@ class Outbox:
                 added += self._enqueue(DeliveryKind.REFUSED, route, tasks, now, f"refused{refusals}")
         return added
 
+    def _plan_operator(self, live: list[ReauthTask], now: datetime) -> int:
+        """A task waiting for an operator (two candidates for the new file, no way to verify, a step
+        stuck for a day) is announced once each time it enters that state, to its routes and escalation."""
+        added = 0
+        for task in live:
+            if task.state is not TaskState.AWAITING_OPERATOR:
+                continue
+            entered = sum(
+                1 for e in self.store.task_history(task.id) if e.to_state is TaskState.AWAITING_OPERATOR
+            )
+            routes = dict(self._by_route([task]))
+            if self._notify.escalation is not None:
+                routes.setdefault(ESCALATION, [task])
+            for route, tasks in routes.items():
+                added += self._enqueue(DeliveryKind.OPERATOR, route, tasks, now, f"operator{entered}")
+        return added
+
     # ------------------------------------------------------------------------------------ delivery
 
     async def _deliver(self, now: datetime, report: FlushReport) -> None:
@@ -244,6 +262,8 @@ class Outbox:
         if delivery.kind in _ACTION_KINDS:
             # Someone opened the link, or the task ended: no need to ask any more.
             return [t for t in tasks if t.state in AWAITING_PERSON]
+        if delivery.kind is DeliveryKind.OPERATOR:
+            return [t for t in tasks if t.state is TaskState.AWAITING_OPERATOR]
         if delivery.kind is DeliveryKind.REFUSED:
             # Already logging in again (or finished): the message would be stale.
             return [t for t in tasks if t.state is TaskState.OPENED]

@@ -123,6 +123,12 @@ _HEADLINES: dict[DeliveryKind, tuple[str, str, str]] = {
         "The new login did not work for {n} accounts",
         "The new login could not be verified, so the old credential was left exactly as it was.",
     ),
+    DeliveryKind.OPERATOR: (
+        "Needs an operator: {account} ({provider} on {cpa})",
+        "Needs an operator: {n} accounts",
+        "reauthd stopped before changing anything and waits for an operator's decision "
+        "(see the operator view or `reauthd tasks show`). Nothing was retired.",
+    ),
     DeliveryKind.EXPIRED: (
         "Expired: nobody logged in again to {account} ({provider} on {cpa})",
         "Expired: {n} accounts were not logged in again",
@@ -149,7 +155,12 @@ def render(kind: DeliveryKind, items: Sequence[TaskLink]) -> Message:
     """The message for `kind` about `items` (one task or a digest of many)."""
     if not items:
         raise ValueError("a message needs at least one task")
-    closing = kind in (DeliveryKind.RESOLVED, DeliveryKind.FAILED, DeliveryKind.EXPIRED)
+    closing = kind in (
+        DeliveryKind.RESOLVED,
+        DeliveryKind.FAILED,
+        DeliveryKind.EXPIRED,
+        DeliveryKind.OPERATOR,
+    )
     lines = [_line(item, closing=closing) for item in items]
     one, many, opening = _HEADLINES[kind]
     if len(lines) == 1:

@@ -16,6 +16,7 @@ class DeliveryKind(StrEnum):
     FAILED = "failed"
     EXPIRED = "expired"
     REFUSED = "refused"  # the new login did not pass verification; the person may log in again
+    OPERATOR = "operator"  # the task waits for an operator's decision (ambiguity, no verification path)
 
 
 class DeliveryStatus(StrEnum):

@@ -324,3 +324,23 @@ async def test_a_refused_new_login_is_told_once_per_refusal_with_a_fresh_link(
     assert len([m for m in inbox.messages() if m["title"].startswith("The new login did not work")]) == 2
     kinds = [d.kind for d in rig.store.list_deliveries()]
     assert kinds.count(DeliveryKind.REFUSED) == 2
+
+
+async def test_a_task_waiting_for_an_operator_is_announced_once_each_time(
+    inbox: Inbox, make_rig: Any
+) -> None:
+    """Issue 6: two candidates for the new file are never guessed between; the operator is asked."""
+    rig = make_rig(urls=[inbox.url()], group_window_s=0)
+    task_id = rig.task("erin", T0)
+    for state, minute in ((S.OPENED, 1), (S.LOGIN_STARTED, 2), (S.CALLBACK_RECEIVED, 3), (S.VERIFYING, 4)):
+        rig.store.apply_transition(task_id, state, "step", T0 + timedelta(minutes=minute))
+    rig.store.apply_transition(
+        task_id, S.AWAITING_OPERATOR, "two candidate files for the new login", T0 + timedelta(minutes=5)
+    )
+    for minute in (6, 7):
+        await rig.outbox.flush(T0 + timedelta(minutes=minute))
+        rig.restart()
+    asked = [m for m in inbox.messages() if m["title"].startswith("Needs an operator")]
+    assert len(asked) == 1
+    assert "two candidate files" in asked[0]["message"]
+    assert not LINK.search(asked[0]["message"])  # recipient links are not for operators
