@@ -58,7 +58,7 @@ def demo_settings(state_dir: Path, sim_url: str, web_port: int) -> Settings:
                 verify_models={"vertex": "gemini-2.5-flash", "antigravity": "gemini-2.5-flash"},
             )
         ],
-        detect=DetectConfig(poll_interval_s=5, probe_interval_s=600),
+        detect=DetectConfig(poll_interval_s=5, probe_interval_s=60),
         notify=NotifyConfig(urls=[SecretStr(f"{DEMO_SCHEMA}://terminal")], group_window_s=3),
         web=WebConfig(listen=f"127.0.0.1:{web_port}", public_url=public),
         log=LogConfig(level="warning", format="console"),
@@ -102,8 +102,9 @@ reauthd's page     {public}
 credentials        {", ".join(names)}
 
 Two accounts are already revoked: Codex alice (seen by live traffic) and Claude carol (silent: only a
-probe finds it). Within a few seconds reauthd confirms both and prints ONE digest notification below,
-with a link per account. Open a link in your browser and press "Start login":
+probe finds it). Within seconds reauthd confirms the Codex one and prints a notification below with its
+link; the Claude one is found by the idle probe schedule within a minute. Open a link in your browser
+and press "Start login":
   - the simulator's fake provider page signs you in and redirects to http://localhost:1455/... ,
     which fails to load — that is expected: copy the whole address and paste it into reauthd's page;
   - reauthd verifies the new credential with one cheap request, then retires the old file.
