@@ -20,6 +20,8 @@ Shot = Callable[[Any, str], Coroutine[Any, Any, None]]
 
 pytestmark = [
     pytest.mark.browser,
+    # A real browser on a loaded machine can stall once; a second stall is a real failure.
+    pytest.mark.flaky(reruns=1, reruns_delay=2),
     pytest.mark.skipif(
         not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium"
     ),
