@@ -446,8 +446,9 @@ class Daemon:
             if problem is not None and health.state.value == "ok":
                 self.health.cpa_unreachable(name, problem)
             self.metrics.set_cpa_reachable(name, problem is None and health.state.value == "ok")
-            if problem is None and name in graph.clients:
-                self.metrics.poll_succeeded(name, self.clock())
+            polled = graph.engine.last_poll_ok.get(name)
+            if polled is not None:  # the time of the last answered poll, not of this tick
+                self.metrics.poll_succeeded(name, polled)
 
     def _observe_notifications(self, graph: _Graph, report: object) -> None:
         notify = graph.tasks.notify_health

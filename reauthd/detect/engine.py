@@ -107,6 +107,7 @@ class DetectionEngine:
         self.table = ProbeTable(self.config.probes)
         self.confirmed: asyncio.Queue[ConfirmedRevocation] = asyncio.Queue()
         self.cpa_problems: dict[str, str] = {}  # cpa -> one sentence, while its last poll failed
+        self.last_poll_ok: dict[str, datetime] = {}  # cpa -> when its auth-file list last answered
         self.cycles = 0
         self._rng = rng or random.Random()
         self._records: dict[Key, _Record] = {}
@@ -238,6 +239,7 @@ class DetectionEngine:
                 log.warning("detect.poll.failed", cpa=cpa, problem=exc.sentence)
             self.cpa_problems[cpa] = exc.sentence
             return []
+        self.last_poll_ok[cpa] = now
         if cpa in self.cpa_problems:
             log.info("detect.poll.recovered", cpa=cpa)
             del self.cpa_problems[cpa]

@@ -143,6 +143,13 @@ def test_daemon_raises_one_digest_with_working_links_and_stops_cleanly(
         )
         assert 'reauthd_credentials{cpa="sim",verdict="needs_reauth"}' in metrics
         assert "alice" not in metrics
+        # The last-successful-poll gauge is the time of a real list request, not of the latest tick.
+        found = re.search(r'reauthd_last_successful_poll_timestamp_seconds\{cpa="sim"\} (\S+)', metrics)
+        assert found is not None
+        polled = float(found.group(1))
+        oplog = httpx.get(f"{sim.base_url}/_sim/oplog", timeout=5).json()
+        lists = [e["ts"] for e in oplog if e["path"].endswith("/auth-files") and e["method"] == "GET"]
+        assert min(abs(polled - t) for t in lists) < 0.5, (polled, lists)
     finally:
         code = stop(proc)
     assert code == 0, log.read_text()
@@ -185,6 +192,8 @@ def test_wrong_key_is_tried_once_across_poll_cycles(sim: SimThread, inbox: Inbox
         assert sum(counters["failed_key_attempts"].values()) == 1, counters
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         assert 'reauthd_management_errors_total{cpa="sim",error="ManagementKeyRejected"} 1.0' in metrics
+        # No poll ever succeeded: the staleness alert must be able to fire.
+        assert 'reauthd_last_successful_poll_timestamp_seconds{cpa="sim"} 0.0' in metrics
     finally:
         assert stop(proc) == 0
     assert "wrong-key-CANARY" not in log.read_text()
