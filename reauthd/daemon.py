@@ -120,7 +120,6 @@ class Daemon:
         self.web_url: str | None = None
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
-        self._started = asyncio.Event()
         self._tick_lock = asyncio.Lock()
         self._last_state_export: dict[str, object] | None = None
         self._last_state_version: tuple[int, int] | None = None
@@ -132,9 +131,6 @@ class Daemon:
 
     def request_reload(self) -> None:
         self._reload.set()
-
-    async def wait_started(self) -> None:
-        await self._started.wait()
 
     # ------------------------------------------------------------------------------------ run
 
@@ -311,7 +307,6 @@ class Daemon:
 
             self.sd.ready(f"watching {len(clients)} CPA(s); login page at {settings.web.public_url}")
             self.metrics.set_ready(True)
-            self._started.set()
             log.info(
                 "daemon.started",
                 cpas=list(clients),
@@ -392,8 +387,8 @@ class Daemon:
             try:
                 for task in self.store.list_tasks(COMPLETING):
                     await graph.completion.advance(task.id, now)
-                report = await graph.tasks.flush_notifications(now)
-                self._observe_notifications(graph, report)
+                await graph.tasks.flush_notifications(now)
+                self._observe_notifications(graph)
             except Exception as exc:  # one bad tick must not stop the loop; the store keeps the state
                 log.error(
                     "daemon.tick_failed", error=type(exc).__name__, detail=REDACTOR.scrub_text(str(exc))
@@ -450,7 +445,7 @@ class Daemon:
             if polled is not None:  # the time of the last answered poll, not of this tick
                 self.metrics.poll_succeeded(name, polled)
 
-    def _observe_notifications(self, graph: _Graph, report: object) -> None:
+    def _observe_notifications(self, graph: _Graph) -> None:
         notify = graph.tasks.notify_health
         if notify.ok:
             self.health.notifier_ok()
