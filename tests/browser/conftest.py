@@ -3,6 +3,8 @@ and step screenshots."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -22,8 +24,36 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--disable-dev-shm-usage",  # containers often give /dev/shm only 64 MB
 ]
+# Every browser test is bounded inside its own event loop, well under pytest-timeout's 120 s: a stalled step then
+# fails with the line it was waiting on, and the fixtures still tear down (a SIGALRM in the middle of the loop
+# leaves Chromium and the servers behind).
+TEST_BUDGET_S = 75.0
+CLOSE_BUDGET_S = 20.0
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("browser") is not None and isinstance(item, pytest.Function):
+            item.obj = _within_budget(item.obj)
+
+
+def _within_budget(
+    test: Callable[..., Coroutine[Any, Any, None]],
+) -> Callable[..., Coroutine[Any, Any, None]]:
+    @functools.wraps(test)
+    async def bounded(*args: Any, **kwargs: Any) -> None:
+        try:
+            async with asyncio.timeout(TEST_BUDGET_S):
+                await test(*args, **kwargs)
+        except TimeoutError as stalled:
+            raise AssertionError(
+                f"{test.__name__} stalled for {TEST_BUDGET_S:.0f} s; the traceback shows the step"
+            ) from stalled
+
+    return bounded
 
 
 @pytest.fixture
@@ -37,12 +67,18 @@ async def box(tmp_path: Path) -> AsyncIterator[WebSandbox]:
 async def browser() -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    playwright = await async_playwright().start()
+    try:
+        chromium = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=30000
+        )
         try:
             yield chromium
         finally:
-            await chromium.close()
+            await asyncio.wait_for(chromium.close(), CLOSE_BUDGET_S)
+    finally:
+        # Stopping the driver ends Chromium with it, even when the close above gave up.
+        await asyncio.wait_for(playwright.stop(), CLOSE_BUDGET_S)
 
 
 Shot = Callable[[Any, str], Coroutine[Any, Any, None]]
