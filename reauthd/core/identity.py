@@ -87,11 +87,16 @@ def _newer(value: datetime | None, since: datetime) -> bool:
 
 def written_since(entry: Credential, since: datetime) -> bool:
     """Did something write this file after `since`? `modtime` is the file's mtime, `last_refresh` the
-    token time CPA loaded (auth_files.go buildAuthFileEntryLocked)."""
+    token time CPA loaded (auth_files.go buildAuthFileEntryLocked).
+
+    A Kimi login always writes a new `kimi-<unixms>.json` (§4.4), so for such a name only the time in the
+    name counts: CPA's auto-refresh rewrites another Kimi account's file (fresh mtime and last_refresh)
+    at any moment, and that file must not become a second candidate.
+    """
     if entry.provider == "kimi":
         named_at = kimi_name_time(entry.name)
-        if named_at is not None and named_at >= since:
-            return True
+        if named_at is not None:
+            return named_at >= since
     return _newer(entry.modtime, since) or _newer(entry.last_refresh, since)
 
 
@@ -116,7 +121,8 @@ def same_account(old: OldCredential, entry: Credential) -> bool:
         old = OldCredential(old.name, old.auth_index, old.provider, entry.email, old.account_id)
     provider = old.provider
     if provider == "kimi":
-        # Kimi files carry no account identity at all; "appeared after the login started" is all we have.
+        # Kimi files carry no account identity at all; "named after the login started" is all we have
+        # (written_since reads the time in the name, never a refresh's mtime).
         return True
     if provider == "codex":
         if not _same_email(old.email, entry.email):

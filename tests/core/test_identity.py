@@ -229,6 +229,25 @@ def test_kimi_new_file_found_by_time_in_its_name() -> None:
     assert result.credential is not None and result.credential.name == f"kimi-{new_ms}.json"
 
 
+def test_another_kimi_file_refreshed_during_the_login_is_no_candidate() -> None:
+    # CPA's auto-refresh rewrites another Kimi account's file inside the login window (fresh mtime and
+    # last_refresh); its name still carries the time of its own, older login, and only that counts.
+    old = OldCredential("kimi-1700000000000.json", "idx-kimi-1700000000000.json", "kimi")
+    new_ms = int(AFTER.timestamp() * 1000)
+    older_ms = int(BEFORE.timestamp() * 1000)
+    refreshed = cred(f"kimi-{older_ms}.json", "kimi", modtime=AFTER, last_refresh=AFTER)
+    listing = [
+        cred("kimi-1700000000000.json", "kimi", status="error"),
+        refreshed,
+        cred(f"kimi-{new_ms}.json", "kimi", modtime=AFTER),
+    ]
+    result = find_replacement(old, listing, SINCE)
+    assert result.kind is MatchKind.FOUND
+    assert result.credential is not None and result.credential.name == f"kimi-{new_ms}.json"
+    # Before the login's own file shows up, the refreshed one is no candidate either.
+    assert find_replacement(old, listing[:2], SINCE).kind is MatchKind.WAITING
+
+
 def test_two_kimi_logins_at_once_are_ambiguous() -> None:
     old = OldCredential("kimi-1.json", "i", "kimi")
     ms = int(AFTER.timestamp() * 1000)
