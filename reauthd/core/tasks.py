@@ -11,7 +11,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
-from reauthd.core.model import Credential, ReauthTask, TaskEvent, TaskState, Verdict, VerdictKind
+from reauthd.core.model import (
+    Credential,
+    EvidenceSource,
+    ReauthTask,
+    TaskEvent,
+    TaskState,
+    Verdict,
+    VerdictKind,
+)
 from reauthd.core.sanitize import mask_account, sanitize_line
 
 S = TaskState
@@ -45,8 +53,9 @@ TRANSITIONS: Mapping[TaskState, frozenset[TaskState]] = {
 # the outcome, so reconcile neither closes nor expires such a task (see `plan`).
 IN_FLIGHT: frozenset[TaskState] = frozenset({S.LOGIN_STARTED, S.CALLBACK_RECEIVED, S.VERIFYING, S.RETIRING})
 # A login that was started but never finished stops counting as in flight after this long: CPA forgets an
-# unfinished callback flow after 5 minutes (contract §4), a device code after its own `expires_in`.
-LOGIN_STALE_AFTER = timedelta(minutes=20)
+# unfinished callback flow after 5 minutes and any pending session after 30 (contract §4.2); xAI's device
+# code also lives 30 minutes. The margin covers a poll that lands just after.
+LOGIN_STALE_AFTER = timedelta(minutes=35)
 # A callback/verify/retire step takes minutes. One that made no progress for this long was lost (a bug, or a
 # CPA that never answered): hand it to an operator instead of letting it sit in flight forever.
 STUCK_AFTER = timedelta(hours=24)
@@ -219,6 +228,43 @@ def _latest_evidence(verdict: Verdict) -> datetime | None:
     return max(times) if times else None
 
 
+def works_again_since(item: Subject | Credential, verdict: Verdict, since: datetime) -> bool:
+    """Positive evidence, newer than `since`, that the credential works again.
+
+    "CPA lists it as active" alone is not: after a CPA restart every file auth starts `active` (contract
+    §2.2), and so does one whose cooldown was reset or that was re-enabled, whatever its tokens. What counts:
+    - a probe with the credential's own token that the provider accepted (2xx) after `since`;
+    - a `last_refresh` after `since`: a new login or a refresh that succeeded (both need a live refresh
+      token, contract §2.3 A2 and §4.4);
+    - for files without `last_refresh` (a Vertex key, some plugins), the file rewritten after `since`.
+    """
+    for evidence in verdict.evidence:
+        status = evidence.http_status
+        if (
+            evidence.source is EvidenceSource.PROBE
+            and status is not None
+            and 200 <= status < 300
+            and evidence.observed_at > since
+        ):
+            return True
+    return isinstance(item, Credential) and _file_renewed_since(item, since)
+
+
+def _file_renewed_since(credential: Credential, since: datetime) -> bool:
+    if credential.last_refresh is not None:
+        return credential.last_refresh > since
+    return credential.modtime is not None and credential.modtime > since
+
+
+def closes_as_done(task: ReauthTask, item: Subject | Credential, verdict: Verdict) -> bool:
+    """May a healthy verdict close this open task as "re-logged elsewhere"? A task an operator raised by hand
+    is about a credential that still works (a password or organisation change), so only a renewed file
+    closes it; a detected revocation also closes on a probe that succeeded after the task was raised."""
+    if task.source == "manual":
+        return isinstance(item, Credential) and _file_renewed_since(item, task.created_at)
+    return works_again_since(item, verdict, task.created_at)
+
+
 def _rearmed_after(closed: ReauthTask, verdict: Verdict, now: datetime) -> bool:
     """May a new task be raised for a credential whose latest task is `closed`?"""
     if closed.quiet_until_healthy:
@@ -241,8 +287,10 @@ def plan(
 
     - A confirmed needs_reauth without an open task for that credential raises one (one open task per
       credential) unless the credential's last task asked to stay quiet until it is healthy again.
-    - A healthy verdict closes an open task as done ("someone re-logged through a panel"), except while a
-      login/verify/retire of ours is in flight: that path owns the outcome.
+    - A healthy verdict closes an open task as done ("someone re-logged through a panel") only with evidence
+      newer than the task that the credential works (`works_again_since`), never on "listed as active"
+      alone (a CPA restart lists every file active), and not while a login/verify/retire of ours is in
+      flight: that path owns the outcome. Re-arming a quiet credential needs the same evidence.
     - An open task past its deadline (or `created_at + expire_after`, if earlier) expires, unless in flight;
       an in-flight step without progress for STUCK_AFTER goes to awaiting_operator.
     Credentials absent from `verdicts` are left alone (no information is not evidence).
@@ -279,13 +327,15 @@ def plan(
         mine = [t for t in credential_tasks if t.id not in closing]
         if verdict.kind is VerdictKind.HEALTHY:
             for task in mine:
-                if not in_flight(task, now):
+                if not in_flight(task, now) and closes_as_done(task, item, verdict):
                     actions.append(
                         CloseTask(task.id, S.DONE, "the credential works again (re-logged elsewhere)")
                     )
             latest_closed = closed_index.matching(subject)
             if latest_closed and latest_closed[-1].quiet_until_healthy:
-                actions.append(Rearm(latest_closed[-1].id))
+                closed = latest_closed[-1]
+                if works_again_since(item, verdict, closed.closed_at or closed.updated_at):
+                    actions.append(Rearm(closed.id))
             continue
         expiring = [t for t in credential_tasks if t.id in closing]
         if mine or expiring or raised.matching(subject):

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from reauthd.core.model import Evidence, EvidenceSource, ReauthTask, TaskState, Verdict, VerdictKind
+from reauthd.core.model import (
+    Credential,
+    Evidence,
+    EvidenceSource,
+    ReauthTask,
+    TaskState,
+    Verdict,
+    VerdictKind,
+)
 from reauthd.core.tasks import (
     LOGIN_STALE_AFTER,
     REARM_GRACE,
@@ -52,7 +61,7 @@ def task(
 SUBJ = Subject(cpa="main", name="a.json", auth_index="idx1", provider="codex", account="a***@example.com")
 NEEDS = Verdict(VerdictKind.NEEDS_REAUTH, "token revoked", confirmed=True)
 UNCONFIRMED = Verdict(VerdictKind.NEEDS_REAUTH, "token revoked", confirmed=False)
-HEALTHY = Verdict(VerdictKind.HEALTHY, "ok")
+HEALTHY = Verdict(VerdictKind.HEALTHY, "ok")  # "CPA lists it as active": what a CPA restart shows too
 QUOTA = Verdict(VerdictKind.QUOTA, "429")
 
 
@@ -161,6 +170,21 @@ def closed(state: S, at: datetime, **kw: object) -> ReauthTask:
     return transition(task(S.NOTIFIED, **kw), state, "end", at)  # type: ignore[arg-type]
 
 
+def probed_ok(at: datetime) -> Verdict:
+    return replace(HEALTHY, evidence=(Evidence(EvidenceSource.PROBE, at, 200),))
+
+
+WORKS = probed_ok(NOW)  # the provider accepted the credential's own token after the task was raised
+
+
+def listed(**kw: object) -> Credential:
+    """SUBJ as an `active` listing entry (with the file times `plan` may read)."""
+    fields: dict[str, Any] = dict(kw)
+    return Credential(
+        cpa="main", name="a.json", auth_index="idx1", provider="codex", status="active", **fields
+    )
+
+
 PLAN_TABLE = [
     # (name, tasks, verdicts, expected actions as (type, detail))
     ("confirmed needs_reauth raises", [], [(SUBJ, NEEDS)], [("raise", "a.json")]),
@@ -181,20 +205,60 @@ PLAN_TABLE = [
         [("raise", "a.json")],
     ),
     ("name is the fallback without index", [task(S.OPEN, index="")], [(SUBJ, NEEDS)], []),
-    ("healthy closes a waiting task", [task(S.NOTIFIED)], [(SUBJ, HEALTHY)], [("close", S.DONE)]),
-    ("healthy closes an opened task", [task(S.OPENED)], [(SUBJ, HEALTHY)], [("close", S.DONE)]),
-    ("healthy leaves verifying alone", [task(S.VERIFYING)], [(SUBJ, HEALTHY)], []),
-    ("healthy leaves retiring alone", [task(S.RETIRING)], [(SUBJ, HEALTHY)], []),
-    ("healthy leaves callback_received alone", [task(S.CALLBACK_RECEIVED)], [(SUBJ, HEALTHY)], []),
-    ("healthy leaves a fresh login alone", [task(S.LOGIN_STARTED, updated_at=NOW)], [(SUBJ, HEALTHY)], []),
+    ("a probe that works closes a waiting task", [task(S.NOTIFIED)], [(SUBJ, WORKS)], [("close", S.DONE)]),
+    ("a probe that works closes an opened task", [task(S.OPENED)], [(SUBJ, WORKS)], [("close", S.DONE)]),
+    # A CPA restart lists every file auth active (contract §2.2): that alone closes nothing.
+    ("listed active alone leaves a waiting task open", [task(S.NOTIFIED)], [(SUBJ, HEALTHY)], []),
+    ("listed active alone leaves an opened task open", [task(S.OPENED)], [(SUBJ, HEALTHY)], []),
+    (
+        "listed active after a restart, file unchanged since the task",
+        [task(S.NOTIFIED)],
+        [(listed(last_refresh=T0 - timedelta(days=2), modtime=NOW), HEALTHY)],
+        [],
+    ),
+    (
+        "a probe that worked before the task closes nothing",
+        [task(S.NOTIFIED)],
+        [(SUBJ, probed_ok(T0 - timedelta(minutes=1)))],
+        [],
+    ),
+    (
+        "a refused probe closes nothing",
+        [task(S.NOTIFIED)],
+        [(SUBJ, replace(HEALTHY, evidence=(Evidence(EvidenceSource.PROBE, NOW, 401),)))],
+        [],
+    ),
+    (
+        "re-logged through a panel (newer last_refresh) closes",
+        [task(S.NOTIFIED)],
+        [(listed(last_refresh=NOW - timedelta(minutes=2)), HEALTHY)],
+        [("close", S.DONE)],
+    ),
+    (
+        "a key file rewritten after the task (no last_refresh) closes",
+        [task(S.NOTIFIED, provider="vertex")],
+        [(listed(modtime=NOW - timedelta(minutes=2)), HEALTHY)],
+        [("close", S.DONE)],
+    ),
+    ("a manual task stays open on a working probe", [task(S.NOTIFIED, source="manual")], [(SUBJ, WORKS)], []),
+    (
+        "a manual task closes on a renewed file",
+        [task(S.NOTIFIED, source="manual")],
+        [(listed(last_refresh=NOW), WORKS)],
+        [("close", S.DONE)],
+    ),
+    ("healthy leaves verifying alone", [task(S.VERIFYING)], [(SUBJ, WORKS)], []),
+    ("healthy leaves retiring alone", [task(S.RETIRING)], [(SUBJ, WORKS)], []),
+    ("healthy leaves callback_received alone", [task(S.CALLBACK_RECEIVED)], [(SUBJ, WORKS)], []),
+    ("healthy leaves a fresh login alone", [task(S.LOGIN_STARTED, updated_at=NOW)], [(SUBJ, WORKS)], []),
     (
         "healthy closes an abandoned login",
         [task(S.LOGIN_STARTED, updated_at=NOW - LOGIN_STALE_AFTER)],
-        [(SUBJ, HEALTHY)],
+        [(SUBJ, WORKS)],
         [("close", S.DONE)],
     ),
     ("no verdict means no change", [task(S.NOTIFIED)], [], []),
-    ("healthy for another credential", [task(S.NOTIFIED)], [(OTHER, HEALTHY)], []),
+    ("healthy for another credential", [task(S.NOTIFIED)], [(OTHER, WORKS)], []),
     (
         "cancelled stays quiet while still broken",
         [closed(S.CANCELLED, T0)],
@@ -204,9 +268,10 @@ PLAN_TABLE = [
     (
         "healthy re-arms a cancelled credential",
         [closed(S.CANCELLED, T0)],
-        [(SUBJ, HEALTHY)],
+        [(SUBJ, WORKS)],
         [("rearm", "t1")],
     ),
+    ("listed active alone does not re-arm", [closed(S.CANCELLED, T0)], [(SUBJ, HEALTHY)], []),
     (
         "done by us: stale verdict does not re-raise",
         [closed(S.DONE, NOW - timedelta(minutes=1))],
@@ -252,7 +317,10 @@ def _summary(actions: list[RaiseTask | CloseTask | Rearm | Stuck]) -> list[tuple
     ("name", "tasks", "verdicts", "expected"), PLAN_TABLE, ids=[r[0] for r in PLAN_TABLE]
 )
 def test_plan(
-    name: str, tasks: list[ReauthTask], verdicts: list[tuple[Subject, Verdict]], expected: list[object]
+    name: str,
+    tasks: list[ReauthTask],
+    verdicts: list[tuple[Subject | Credential, Verdict]],
+    expected: list[object],
 ) -> None:
     assert _summary(plan(tasks, verdicts, NOW, expire_after=WEEK)) == expected
 

@@ -5,6 +5,7 @@ quadratic reading of the rules decides (the oracle below is the previous `plan`,
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,9 +31,11 @@ from reauthd.core.tasks import (
     Stuck,
     Subject,
     _rearmed_after,
+    closes_as_done,
     in_flight,
     plan,
     same_credential,
+    works_again_since,
 )
 from reauthd.store import Store
 from reauthd.tasks.service import TaskService, WatchedCredentials
@@ -76,13 +79,15 @@ def oracle_plan(
         mine = [t for t in open_tasks if same_credential(t, subject) and t.id not in closing]
         if verdict.kind is VerdictKind.HEALTHY:
             for task in mine:
-                if not in_flight(task, now):
+                if not in_flight(task, now) and closes_as_done(task, item, verdict):
                     actions.append(
                         CloseTask(task.id, S.DONE, "the credential works again (re-logged elsewhere)")
                     )
             latest_closed = [t for t in closed_tasks if same_credential(t, subject)]
             if latest_closed and latest_closed[-1].quiet_until_healthy:
-                actions.append(Rearm(latest_closed[-1].id))
+                last = latest_closed[-1]
+                if works_again_since(item, verdict, last.closed_at or last.updated_at):
+                    actions.append(Rearm(last.id))
             continue
         if verdict.kind is not VerdictKind.NEEDS_REAUTH or not verdict.confirmed:
             continue
@@ -138,7 +143,9 @@ def verdicts_strategy(draw: st.DrawFn) -> list[tuple[Subject, Verdict]]:
         subject = Subject(cpa=draw(CPAS), name=draw(NAMES), auth_index=draw(INDEXES), provider="codex")
         kind = draw(st.sampled_from([VerdictKind.HEALTHY, VerdictKind.NEEDS_REAUTH, VerdictKind.QUOTA]))
         seen = draw(st.none() | HOURS)
-        evidence = () if seen is None else (Evidence(EvidenceSource.LISTING, seen, code="x"),)
+        source = draw(st.sampled_from([EvidenceSource.LISTING, EvidenceSource.PROBE]))
+        status = draw(st.sampled_from([200, 401]))
+        evidence = () if seen is None else (Evidence(source, seen, status, code="x"),)
         result.append((subject, Verdict(kind, "why", evidence, confirmed=draw(st.booleans()))))
     return result
 
@@ -192,7 +199,11 @@ def credential(number: int) -> Credential:
 
 
 NEEDS = Verdict(VerdictKind.NEEDS_REAUTH, "token revoked", confirmed=True)
-HEALTHY = Verdict(VerdictKind.HEALTHY, "ok")
+
+
+def works(at: datetime) -> Verdict:
+    """Healthy with positive evidence: the provider accepted the credential's own token at `at`."""
+    return Verdict(VerdictKind.HEALTHY, "ok", (Evidence(EvidenceSource.PROBE, at, 200),))
 
 
 def test_reconcile_from_hands_the_source_the_tasks_credentials_and_plans_only_acting_verdicts(
@@ -205,7 +216,7 @@ def test_reconcile_from_hands_the_source_the_tasks_credentials_and_plans_only_ac
 
     def source(watched: WatchedCredentials) -> list[tuple[Credential, Verdict]]:
         seen.append(watched)
-        return [(c, HEALTHY if c is not fleet[8] else NEEDS) for c in fleet]
+        return [(c, works(now + timedelta(minutes=5)) if c is not fleet[8] else NEEDS) for c in fleet]
 
     result = service.reconcile_from(source, now + timedelta(minutes=5))
     (watched,) = seen
@@ -214,7 +225,7 @@ def test_reconcile_from_hands_the_source_the_tasks_credentials_and_plans_only_ac
     # fleet[7] is healthy again: its task closes; fleet[8] still fails: nothing new.
     assert [state for _, state in result.closed] == [S.DONE] and not result.raised
     # The whole list through `reconcile` agrees: the same state changes nothing more.
-    again = [(c, HEALTHY if c is not fleet[8] else NEEDS) for c in fleet]
+    again = [(c, works(now + timedelta(minutes=6)) if c is not fleet[8] else NEEDS) for c in fleet]
     assert not service.reconcile(again, now + timedelta(minutes=6)).changed
 
 
@@ -225,7 +236,8 @@ def test_a_task_without_auth_index_is_watched_by_name(service: TaskService) -> N
 
     def source(watched: WatchedCredentials) -> list[tuple[Credential, Verdict]]:
         seen.append(watched)
-        return [(credential(3), HEALTHY)]
+        # A manual task closes only on a renewed file: here someone logged in again through a panel.
+        return [(replace(credential(3), last_refresh=T0 + timedelta(seconds=30)), works(T0))]
 
     result = service.reconcile_from(source, T0 + timedelta(minutes=1))
     assert seen[0].unindexed_names == {("main", "codex-3.json")}

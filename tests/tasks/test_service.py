@@ -14,7 +14,15 @@ import pytest
 from apprise.decorators import notify as apprise_plugin
 
 from reauthd.config import Settings
-from reauthd.core.model import Credential, CredentialRef, TaskState, Verdict, VerdictKind
+from reauthd.core.model import (
+    Credential,
+    CredentialRef,
+    Evidence,
+    EvidenceSource,
+    TaskState,
+    Verdict,
+    VerdictKind,
+)
 from reauthd.core.tasks import IllegalTransition
 from reauthd.notify.notifier import Notifier
 from reauthd.store import Store
@@ -57,7 +65,12 @@ def cred(name: str = "codex-a.json", index: str = "idx-a", email: str = "alice@e
 
 
 NEEDS = Verdict(VerdictKind.NEEDS_REAUTH, "the provider revoked the token", confirmed=True)
-HEALTHY = Verdict(VerdictKind.HEALTHY, "ok")
+HEALTHY = Verdict(VerdictKind.HEALTHY, "ok")  # only "listed as active": what a CPA restart shows too
+
+
+def works(at: datetime) -> Verdict:
+    """Healthy with positive evidence: the provider accepted the credential's own token at `at`."""
+    return Verdict(VerdictKind.HEALTHY, "ok", (Evidence(EvidenceSource.PROBE, at, 200),))
 
 
 def test_confirmed_revocation_raises_one_task(service: TaskService) -> None:
@@ -92,13 +105,18 @@ def test_reconcile_closes_when_healthy_by_other_means_and_expires(service: TaskS
     a = service.on_confirmed_revocation(cred(), NEEDS, T0)
     b = service.on_confirmed_revocation(cred("b.json", "idx-b"), NEEDS, T0)
     assert a is not None and b is not None
-    result = service.reconcile([(cred(), HEALTHY), (cred("b.json", "idx-b"), NEEDS)], T0 + timedelta(hours=1))
+    # Listed active again (a CPA restart does that) closes nothing; a probe that works does.
+    assert not service.reconcile([(cred(), HEALTHY)], T0 + timedelta(minutes=30)).changed
+    later = T0 + timedelta(hours=1)
+    result = service.reconcile([(cred(), works(later)), (cred("b.json", "idx-b"), NEEDS)], later)
     assert result.closed == [(a.id, S.DONE)]
     result = service.reconcile([(cred("b.json", "idx-b"), NEEDS)], T0 + timedelta(days=1))
     assert result.closed == [(b.id, S.EXPIRED)] and result.raised == []
     # Expired: stays quiet while still broken, re-armed once seen healthy, then raised again.
     assert not service.reconcile([(cred("b.json", "idx-b"), NEEDS)], T0 + timedelta(days=2)).changed
-    assert service.reconcile([(cred("b.json", "idx-b"), HEALTHY)], T0 + timedelta(days=3)).rearmed == [b.id]
+    assert not service.reconcile([(cred("b.json", "idx-b"), HEALTHY)], T0 + timedelta(days=3)).changed
+    day3 = T0 + timedelta(days=3)
+    assert service.reconcile([(cred("b.json", "idx-b"), works(day3))], day3).rearmed == [b.id]
     assert len(service.reconcile([(cred("b.json", "idx-b"), NEEDS)], T0 + timedelta(days=4)).raised) == 1
 
 
@@ -126,7 +144,9 @@ def test_in_flight_task_is_not_closed_by_reconcile(service: TaskService) -> None
     service.mark_opened(task.id, T0)
     for to in (S.LOGIN_STARTED, S.CALLBACK_RECEIVED, S.VERIFYING):
         service.store.apply_transition(task.id, to, "flow", T0)
-    assert not service.reconcile([(cred(), HEALTHY)], T0 + timedelta(hours=12)).changed
+    assert not service.reconcile(
+        [(cred(), works(T0 + timedelta(hours=12)))], T0 + timedelta(hours=12)
+    ).changed
     assert service.store.get_task(task.id).state is S.VERIFYING
     # A step that made no progress for a day was lost: an operator gets it, then it can expire as usual.
     assert service.reconcile([(cred(), NEEDS)], T0 + timedelta(days=1)).stuck == [task.id]
@@ -220,7 +240,7 @@ async def test_notifications_end_to_end_with_restart(tmp_path: Path) -> None:
     assert c1.id in linked and None not in linked
     task_id = sorted(i for i in linked if i and i != c1.id)[0]
     service.mark_opened(task_id, T0 + timedelta(hours=1))
-    service.reconcile([(cred("c1.json", "idx1"), HEALTHY)], T0 + timedelta(hours=2))
+    service.reconcile([(cred("c1.json", "idx1"), works(T0 + timedelta(hours=2)))], T0 + timedelta(hours=2))
     await service.flush_notifications(T0 + timedelta(hours=4))  # reminders count from notified_at (T0+30s)
     assert len(SENT) == 2
     await service.flush_notifications(T0 + timedelta(hours=4, seconds=30))
