@@ -6,6 +6,7 @@ Key names here are reauthd's public interface (operators script against them): a
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -245,6 +246,9 @@ class WebConfig(_Section):
     public_url: str = "http://127.0.0.1:8390"
     operator_token: SecretStr | None = None
     operator_token_file: Path | None = None
+    # Reverse proxies (IPs or CIDR networks) whose X-Forwarded-For names the real client. Empty: trust none,
+    # and every request counts as coming from its socket peer (behind a proxy, all share one rate limit).
+    trusted_proxies: list[str] = Field(default_factory=list)
 
     @field_validator("listen")
     @classmethod
@@ -258,6 +262,20 @@ class WebConfig(_Section):
     @classmethod
     def _public_url(cls, value: str) -> str:
         return _check_http_url(value, "public_url")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: list[str]) -> list[str]:
+        networks = []
+        for entry in value:
+            try:
+                networks.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+            except ValueError:
+                # Never echo the entry: config errors do not repeat what the operator typed.
+                raise ValueError(
+                    'each entry must be an IP address or a CIDR network, e.g. "10.0.0.0/8"'
+                ) from None
+        return networks
 
     @model_validator(mode="after")
     def _resolve_secrets(self) -> WebConfig:

@@ -30,7 +30,13 @@ from reauthd.store.records import AuditEntry, LoginSession
 from reauthd.web.operator import OperatorPages
 from reauthd.web.pages import SiteLinks, message_page
 from reauthd.web.recipient import RecipientPages
-from reauthd.web.security import CookieSigner, RateLimits, SecurityHeaders
+from reauthd.web.security import (
+    CookieSigner,
+    ForwardedClient,
+    RateLimits,
+    SecurityHeaders,
+    parse_trusted_proxies,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -114,8 +120,14 @@ def create_app(
     clock: Callable[[], datetime] = _utcnow,
     cookie_key: bytes | None = None,
     limits: RateLimits | None = None,
+    trusted_proxies: Sequence[str] = (),
 ) -> ASGIApp:
-    """The whole web app. `extra_routes` are the ops routes (/livez, /readyz, /metrics)."""
+    """The whole web app. `extra_routes` are the ops routes (/livez, /readyz, /metrics).
+
+    `trusted_proxies` (`web.trusted_proxies`): reverse proxies whose X-Forwarded-For names the client the
+    per-address rate limits count; empty trusts none, so every client is its socket peer.
+    """
+    trusted = parse_trusted_proxies(trusted_proxies)
     links = site_links(public_url)
     signer = CookieSigner(cookie_key)
     rate_limits = limits or RateLimits.default()
@@ -152,4 +164,4 @@ def create_app(
         ],
         exception_handlers={HTTPException: not_found, 500: server_error},
     )
-    return SecurityHeaders(PathPrefix(AccessLog(app), links.prefix))
+    return SecurityHeaders(ForwardedClient(PathPrefix(AccessLog(app), links.prefix), trusted))

@@ -10,9 +10,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from collections import deque
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import parse_qsl
@@ -193,7 +194,104 @@ class RateLimits:
 
 
 def client_address(request: Request) -> str:
+    """The key the per-client limits count under: the socket peer, or the client a trusted proxy names
+    (ForwardedClient below rewrites the request's client before the routes see it)."""
     return request.client.host if request.client is not None else "unknown"
+
+
+# ------------------------------------------------------------------------------------ reverse proxies
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_trusted_proxies(entries: Iterable[str]) -> tuple[Network, ...]:
+    """`web.trusted_proxies`: IP addresses ("10.0.0.2") or networks ("10.0.0.0/8", "fd00::/8").
+
+    Raises ValueError without quoting the entry (config errors never echo what the operator typed).
+    """
+    networks: list[Network] = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ValueError(
+                'each entry must be an IP address or a network in CIDR form, e.g. "10.0.0.0/8"'
+            ) from None
+    return tuple(networks)
+
+
+def _address(text: str) -> Address | None:
+    """One hop of X-Forwarded-For: a bare IP, `1.2.3.4:port` or `[v6]:port`; None if it is none of these."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d
+    return address
+
+
+def _trusted(address: Address, trusted: Sequence[Network]) -> bool:
+    return any(address in network for network in trusted)
+
+
+def forwarded_client(
+    peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[Network]
+) -> str | None:
+    """Who the request is from, for rate limits. Pure.
+
+    X-Forwarded-For counts only when the socket peer is a trusted proxy; then the answer is the rightmost
+    hop that is not itself a trusted proxy. Every hop left of that was written by the client and can say
+    anything, so it is never used: a client cannot pick its own rate-limit bucket. A hop the trusted proxy
+    wrote that is not an address (a misconfigured proxy) falls back to the peer: one shared bucket rather
+    than one the client chooses.
+    """
+    if peer is None or not trusted:
+        return peer
+    peer_address = _address(peer)
+    if peer_address is None or not _trusted(peer_address, trusted):
+        return peer
+    hops = [hop for value in forwarded_for for hop in value.split(",") if hop.strip()]
+    if not hops:
+        return peer
+    for hop in reversed(hops):
+        address = _address(hop)
+        if address is None:
+            return peer
+        if not _trusted(address, trusted):
+            return str(address)
+    # Every hop is a trusted proxy (the client sits inside a trusted network): the first one is the client.
+    first = _address(hops[0])
+    return str(first) if first is not None else peer
+
+
+class ForwardedClient:
+    """ASGI middleware: behind trusted reverse proxies, the request's client becomes the forwarded one.
+
+    Without trusted proxies (the default) nothing changes: X-Forwarded-For is a header anyone can send.
+    Only the client address is taken from the proxy, not X-Forwarded-Proto or Host: links and cookies
+    follow `web.public_url`.
+    """
+
+    def __init__(self, app: ASGIApp, trusted: Sequence[Network]) -> None:
+        self.app = app
+        self.trusted = tuple(trusted)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.trusted and scope["type"] == "http":
+            client = scope.get("client")
+            peer = str(client[0]) if client else None
+            values = [v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"x-forwarded-for"]
+            resolved = forwarded_client(peer, values, self.trusted)
+            if resolved is not None and resolved != peer:
+                scope = {**scope, "client": (resolved, 0)}
+        await self.app(scope, receive, send)
 
 
 # ------------------------------------------------------------------------------------------ body caps

@@ -35,7 +35,7 @@ class WebServer:
             access_log=False,  # its lines carry the raw path, and /r/<token> is a secret
             log_config=None,
             server_header=False,
-            proxy_headers=False,
+            proxy_headers=False,  # X-Forwarded-For counts only from web.trusted_proxies (ForwardedClient)
         )
         self._server = _EmbeddedServer(self._config)
         self._task: asyncio.Task[None] | None = None
