@@ -37,7 +37,7 @@ from reauthd.core.reminders import (
 )
 from reauthd.core.tasks import AWAITING_PERSON, IllegalTransition
 from reauthd.notify.notifier import Notifier, SendOutcome
-from reauthd.notify.routes import ESCALATION, channels_of, routes_for
+from reauthd.notify.routes import ESCALATION, channel_url, channels_of, routes_for
 from reauthd.notify.templates import TaskLink, link_url, render
 from reauthd.store import Delivery, DeliveryKind, DeliveryStatus, Store
 
@@ -125,10 +125,20 @@ class Outbox:
     def _enqueue(
         self, kind: DeliveryKind, route: str, tasks: Sequence[ReauthTask], now: datetime, tag: str
     ) -> int:
+        return self._enqueue_channels(kind, channels_of(route, self._notify), tasks, now, tag)
+
+    def _enqueue_channels(
+        self,
+        kind: DeliveryKind,
+        channels: Iterable[str],
+        tasks: Sequence[ReauthTask],
+        now: datetime,
+        tag: str,
+    ) -> int:
         added = 0
         ids = sorted(t.id for t in tasks)
         digest = hashlib.sha256(",".join(ids).encode()).hexdigest()[:16]
-        for channel in channels_of(route, self._notify):
+        for channel in channels:
             row = self.store.enqueue_delivery(
                 kind=kind,
                 route=channel,
@@ -146,6 +156,23 @@ class Outbox:
             for route in routes_for(task, self._notify):
                 grouped[route].append(task)
         return grouped
+
+    def _person_and_operator_channels(self, task: ReauthTask) -> list[str]:
+        """The task's channels and the escalation route's: a message the operator must see too. A URL that
+        is both one of the task's routes and the escalation route is told once, not twice."""
+        routes = routes_for(task, self._notify)
+        if self._notify.escalation is not None:
+            routes.append(ESCALATION)
+        channels: list[str] = []
+        seen: set[str] = set()
+        for route in routes:
+            for name in channels_of(route, self._notify):
+                url = channel_url(name, self._notify)
+                key = url.get_secret_value() if url is not None else name
+                if key not in seen:
+                    seen.add(key)
+                    channels.append(name)
+        return channels
 
     def _plan_new(self, live: list[ReauthTask], now: datetime) -> int:
         announced = self.store.task_ids_with_delivery([DeliveryKind.NEW])
@@ -211,14 +238,20 @@ class Outbox:
 
     def _plan_refused(self, live: list[ReauthTask], now: datetime) -> int:
         """Tell the person and the operator when a new login failed verification (issue 6): once per
-        refusal, keyed by the task's refusal count so a restart or a second tick never repeats it."""
+        refusal, keyed by the task's refusal count so a restart or a second tick never repeats it. The
+        person hears it on the task's routes, the operator on the escalation route (when configured)."""
         added = 0
         for task in live:
             refusals = task.details.get("refused_logins") if task.details else None
             if task.state is not TaskState.OPENED or not isinstance(refusals, int) or refusals < 1:
                 continue
-            for route, tasks in self._by_route([task]).items():
-                added += self._enqueue(DeliveryKind.REFUSED, route, tasks, now, f"refused{refusals}")
+            added += self._enqueue_channels(
+                DeliveryKind.REFUSED,
+                self._person_and_operator_channels(task),
+                [task],
+                now,
+                f"refused{refusals}",
+            )
         return added
 
     def _plan_operator(self, live: list[ReauthTask], now: datetime) -> int:
@@ -231,11 +264,13 @@ class Outbox:
             entered = sum(
                 1 for e in self.store.task_history(task.id) if e.to_state is TaskState.AWAITING_OPERATOR
             )
-            routes = dict(self._by_route([task]))
-            if self._notify.escalation is not None:
-                routes.setdefault(ESCALATION, [task])
-            for route, tasks in routes.items():
-                added += self._enqueue(DeliveryKind.OPERATOR, route, tasks, now, f"operator{entered}")
+            added += self._enqueue_channels(
+                DeliveryKind.OPERATOR,
+                self._person_and_operator_channels(task),
+                [task],
+                now,
+                f"operator{entered}",
+            )
         return added
 
     # ------------------------------------------------------------------------------------ delivery

@@ -344,3 +344,44 @@ async def test_a_task_waiting_for_an_operator_is_announced_once_each_time(
     assert len(asked) == 1
     assert "two candidate files" in asked[0]["message"]
     assert not LINK.search(asked[0]["message"])  # recipient links are not for operators
+
+
+def _refuse(rig: Rig, task_id: str, at: datetime) -> None:
+    rig.store.apply_transition(task_id, S.OPENED, "link opened", at)
+    rig.store.update_task_fields(
+        task_id, at, reason="The new login did not work: 401", details={"refused_logins": 1}
+    )
+
+
+async def test_a_refused_new_login_is_told_to_the_operator_on_the_escalation_route_too(
+    inbox: Inbox, make_rig: Any
+) -> None:
+    """A login that failed verification concerns the operator as much as an operator message does."""
+    rig = make_rig(
+        urls=[inbox.url("all")],
+        escalation={"after_reminders": 2, "urls": [inbox.url("boss")]},
+        group_window_s=0,
+    )
+    task_id = rig.task("carol", T0)
+    await rig.outbox.flush(T0)
+    _refuse(rig, task_id, T0 + timedelta(minutes=5))
+    await rig.outbox.flush(T0 + timedelta(minutes=6))
+    refused = "The new login did not work: c***@example.com (codex on main)"
+    assert [m["title"] for m in inbox.messages(path="all")][1:] == [refused]
+    assert [m["title"] for m in inbox.messages(path="boss")] == [refused]
+
+
+async def test_an_escalation_url_that_is_also_a_task_route_hears_a_refusal_once(
+    inbox: Inbox, make_rig: Any
+) -> None:
+    rig = make_rig(
+        urls=[inbox.url("all")],
+        escalation={"after_reminders": 2, "urls": [inbox.url("all")]},
+        group_window_s=0,
+    )
+    task_id = rig.task("carol", T0)
+    await rig.outbox.flush(T0)
+    _refuse(rig, task_id, T0 + timedelta(minutes=5))
+    await rig.outbox.flush(T0 + timedelta(minutes=6))
+    titles = [m["title"] for m in inbox.messages(path="all")]
+    assert sum(t.startswith("The new login did not work") for t in titles) == 1, titles
