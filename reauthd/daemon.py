@@ -267,6 +267,7 @@ class Daemon:
                 extra_routes=health_routes(self.health, self.metrics),
                 clock=self.clock,
                 cookie_key=self._cookie_key(store),
+                trusted_proxies=settings.web.trusted_proxies,
             )
             web = WebServer(app, settings.web.host, settings.web.port)
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -12,10 +13,14 @@ import httpx
 import pytest
 
 from reauthd.config import ConfigError, load_config
+from reauthd.daemon import Daemon
 from reauthd.login.flow import LoginFlow
+from reauthd.sim import SimServer
 from reauthd.store import Store
 from reauthd.web.app import create_app
+from reauthd.web.sandbox import SIM_KEY
 from reauthd.web.security import forwarded_client, parse_trusted_proxies
+from tests.support.servers import free_port
 
 PROXY = "10.0.0.2"
 TRUSTED = parse_trusted_proxies(["10.0.0.0/8", "fd00::/8"])
@@ -148,3 +153,36 @@ async def test_without_trusted_proxies_the_header_is_ignored(site: Site) -> None
         for i in range(10):
             await http.get(f"/r/guess{i}", headers=via(f"198.51.100.{i}"))
         assert (await http.get(site.link, headers=via("203.0.113.9"))).status_code == 429
+
+
+async def test_the_daemon_applies_web_trusted_proxies(tmp_path: Path) -> None:
+    """The configured key reaches the page the daemon serves (reauthd.daemon passes it to create_app)."""
+    async with SimServer(SIM_KEY) as sim:
+        config = tmp_path / "config.toml"
+        config.write_text(
+            f'[state]\npath = "{tmp_path / "state.db"}"\n'
+            f'[[cpa]]\nname = "main"\nbase_url = "{sim.base_url}"\nmanagement_key = "{SIM_KEY}"\n'
+            f'[web]\nlisten = "127.0.0.1:{free_port()}"\ntrusted_proxies = ["127.0.0.1"]\n'
+        )
+        daemon = Daemon(load_config(config, environ={}))
+        running = asyncio.create_task(daemon.run())
+        try:
+            for _ in range(400):
+                if (daemon.web_url is not None and daemon.store is not None) or running.done():
+                    break
+                await asyncio.sleep(0.025)
+            assert daemon.web_url is not None and daemon.store is not None, "the daemon did not start"
+            now = datetime.now(UTC)
+            task = daemon.store.create_task(
+                cpa="main", auth_name="codex-a.json", auth_index="0" * 16, provider="codex",
+                account_masked="a***@example.com", reason="revoked", now=now, deadline=now + timedelta(days=1),
+            )  # fmt: skip
+            link = f"/r/{daemon.store.issue_link_token(task.id, now + timedelta(days=1), now)}"
+            async with httpx.AsyncClient(base_url=daemon.web_url, timeout=10) as http:
+                for i in range(10):
+                    await http.get(f"/r/guess{i}", headers=via("198.51.100.7"))
+                assert (await http.get(link, headers=via("198.51.100.7"))).status_code == 429
+                assert (await http.get(link, headers=via("203.0.113.9"))).status_code == 200
+        finally:
+            daemon.request_stop()
+            await asyncio.wait_for(running, 20)
