@@ -24,7 +24,12 @@ from reauthd.cpa.errors import CPAError
 from reauthd.login.callback import CallbackProblem, CallbackRejected, check_callback_url
 from reauthd.login.ports import CompletionRunner, LoginCPA, LoginStore
 from reauthd.login.providers import LoginKind, UnsupportedProvider, login_for_provider, resolve_kind
-from reauthd.login.timing import STATUS_POLL_INTERVAL_S, login_deadline, window_lapsed
+from reauthd.login.timing import (
+    STATUS_POLL_INTERVAL_S,
+    login_deadline,
+    window_lapsed,
+    worth_reusing,
+)
 from reauthd.login.vertex import ServiceAccountRejected, check_location, check_service_account
 from reauthd.login.wording import (
     Explanation,
@@ -141,8 +146,9 @@ class LoginFlow:
     async def start(self, task_id: str, now: datetime) -> Notice | None:
         """The "Start login" POST: mark the task opened and mint a fresh login at this moment.
 
-        A login minted earlier and still inside its window is kept (a double click or a second tab must
-        not kill the link the person is already using); a lapsed one is cancelled and replaced.
+        A login minted earlier with enough of its window left is kept (a double click or a second tab must
+        not kill the link the person is already using); one that lapsed, or would lapse before a person could
+        finish (timing.worth_reusing), is cancelled at CPA and replaced.
         """
         async with self._lock(task_id):
             task = self.store.get_task(task_id, with_history=False)
@@ -161,7 +167,12 @@ class LoginFlow:
                 log.info("login opened", task_id=task_id, cpa=task.cpa, provider=task.provider)
             if task.state is S.LOGIN_STARTED:
                 session = self.store.get_login_session(task_id)
-                if session is not None and not window_lapsed(session.expires_at, now):
+                if session is not None and worth_reusing(
+                    session.created_at,
+                    session.expires_at,
+                    now,
+                    device=session.flow == LoginKind.DEVICE,
+                ):
                     self._watch(task_id)
                     return None
                 return await self._restart_locked(task, session, now)
@@ -235,6 +246,8 @@ class LoginFlow:
             task.id, S.LOGIN_STARTED, f"The proxy server issued {what}.", now, expect=S.OPENED
         )
         log.info("login started", task_id=task.id, cpa=task.cpa, provider=task.provider, flow=kind.value)
+        if self.completion is not None:  # before the person can use the link: it is not on the page yet
+            await self.completion.remember_old_file(task.id, now)
         self._watch(task.id)
         return None
 
@@ -302,6 +315,8 @@ class LoginFlow:
             self.store.apply_transition(
                 task_id, S.LOGIN_STARTED, "uploading a new service-account key", now, expect=S.OPENED
             )
+            if self.completion is not None:  # a same-project import overwrites the file, re-enabling it
+                await self.completion.remember_old_file(task_id, now)
             try:
                 result = await self._client(task).vertex_import(data, where)
             except CPAError as exc:

@@ -75,6 +75,9 @@ class LoginCPA(Protocol):
 
 
 class CompletionRunner(Protocol):
-    """The verify/retire side (issue 6): called once CPA holds the new credential (task in `verifying`)."""
+    """The verify/retire side (issue 6): called once CPA holds the new credential (task in `verifying`),
+    and once when a login is minted, to look at the old file before a same-name re-login re-enables it."""
 
     async def advance(self, task_id: str, now: datetime) -> object: ...
+
+    async def remember_old_file(self, task_id: str, now: datetime) -> None: ...

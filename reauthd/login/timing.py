@@ -25,6 +25,21 @@ def login_deadline(minted_at: datetime, *, device: bool, expires_in: int | None)
     return minted_at + CALLBACK_WINDOW
 
 
+#: A live login is handed out again (a second tab, a double click) only while this share of its window is
+#: left: 2 of CPA's 5 callback minutes is enough to sign in and paste, and a device code gets the same share
+#: of its lifetime. With less left, "Start login" mints a fresh one rather than a link about to die.
+REUSE_MIN_SHARE = 0.4
+
+
+def worth_reusing(created_at: datetime | None, expires_at: datetime, now: datetime, *, device: bool) -> bool:
+    """Whether a login minted at `created_at` still leaves a person time to finish it."""
+    if created_at is not None and created_at < expires_at:
+        window = expires_at - created_at
+    else:  # an old row without its mint time: the window CPA gives this kind of login by default
+        window = timedelta(seconds=DEFAULT_DEVICE_EXPIRES_IN_S) if device else CALLBACK_WINDOW
+    return expires_at - now >= window * REUSE_MIN_SHARE
+
+
 def seconds_left(deadline: datetime, now: datetime) -> int:
     """Whole seconds until `deadline`, never negative (rounded down: never promise time CPA will not give)."""
     return max(0, int((deadline - now).total_seconds()))

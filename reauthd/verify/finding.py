@@ -38,6 +38,7 @@ class FindPhase(RunBase):
                 self.save()
                 return Next.WAIT
             now = self.clock()
+            self._note_disabled_old(self._old_entry(listing))
             old = self._old_from(listing)
             result = find_replacement(old, listing, self.flow.since, expected_name=self.flow.expected_name)
             if result.credential is not None and result.kind is not MatchKind.AMBIGUOUS:
@@ -80,6 +81,16 @@ class FindPhase(RunBase):
             if entry.auth_index == self.task.auth_index and entry.name == self.task.auth_name:
                 return entry
         return None
+
+    def _note_disabled_old(self, entry: Credential | None) -> None:
+        # A second chance after the look when the login was minted (runner.remember_old_file): until CPA's
+        # watcher reloads a same-name file, the listing still shows the old auth, disabled or not (§4.4).
+        if entry is None or not entry.disabled or self.task.disabled_by_person or self.flow.we_disabled:
+            return
+        if self.runner.left_disabled_by_reauthd(self.task):
+            return
+        self.save(disabled_by_person=True)
+        log.info("verify.old_file_disabled", task_id=self.task.id, by_person=True)
 
     def _old_from(self, listing: list[Credential]) -> OldCredential:
         # The listing still shows the old file when the login landed under a new name; its e-mail and

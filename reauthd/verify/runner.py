@@ -20,9 +20,10 @@ import structlog
 
 from reauthd.config import Settings
 from reauthd.core.model import ReauthTask
+from reauthd.core.retire import RetireStep
 from reauthd.core.tasks import IllegalTransition
 from reauthd.cpa.client import CPAClient
-from reauthd.cpa.errors import KeyProblem
+from reauthd.cpa.errors import CPAError, KeyProblem
 from reauthd.detect.probes import ProbeTable
 from reauthd.store.sqlite import Store
 from reauthd.verify.checking import VerifyPhase
@@ -32,6 +33,7 @@ from reauthd.verify.flow import (
     DETAILS_KEY,
     Flow,
     Phase,
+    StepState,
 )
 from reauthd.verify.public_api import PublicAPI
 from reauthd.verify.retiring import RetirePhase
@@ -39,6 +41,9 @@ from reauthd.verify.retiring import RetirePhase
 __all__ = ["CompletionConfig", "CompletionRunner"]
 
 log = structlog.get_logger(__name__)
+
+#: Looking at the old file when a login is minted must not keep the person waiting for their link long.
+REMEMBER_TIMEOUT_S = 5.0
 
 
 class CompletionRunner:
@@ -139,6 +144,57 @@ class CompletionRunner:
     async def advance_all(self, now: datetime) -> list[ReauthTask]:
         """One pass over every task in `verifying` or `retiring` (the daemon calls this on each tick)."""
         return [await self.advance(task.id, now) for task in self.store.list_tasks(ACTIVE_STATES)]
+
+    # --------------------------------------------------------------------- before the login: the old file
+
+    async def remember_old_file(self, task_id: str, now: datetime) -> None:
+        """Record whether a person had disabled the old file, before a login can change that.
+
+        A re-login to the same file name makes CPA write `disabled: false` (FileTokenStore.Save, contract
+        §4.4), and by the time verification starts CPA's watcher has usually reloaded the file (it reloads
+        about a second after the save; reauthd polls get-auth-status every 2.5 s), so the person's choice
+        would be lost. The login flow calls this when it mints a login (or before a Vertex import); the
+        verification's first listing looks again (verify/finding.py). Best effort: if CPA does not answer
+        in time, nothing is recorded and the login goes ahead.
+        """
+        async with self._lock(task_id):
+            task = self.store.get_task(task_id, with_history=False)
+            client = self.clients.get(task.cpa)
+            if client is None or task.state.terminal:
+                return
+            try:
+                async with asyncio.timeout(REMEMBER_TIMEOUT_S):
+                    files = await client.list_auth_files(name=task.auth_name)
+            except (CPAError, TimeoutError) as exc:
+                reason = exc.sentence if isinstance(exc, CPAError) else "CPA did not answer in time"
+                log.warning("verify.old_file_not_read", task_id=task_id, cpa=task.cpa, error=reason)
+                return
+            entry = next(
+                (f for f in files if f.name == task.auth_name and f.auth_index == task.auth_index), None
+            )
+            if entry is None:
+                return  # gone (or another file under that name): no login can re-enable it
+            by_person = entry.disabled and not self.left_disabled_by_reauthd(task)
+            if by_person != task.disabled_by_person:
+                self.store.update_task_fields(task_id, now, disabled_by_person=by_person)
+                log.info("verify.old_file_disabled", task_id=task_id, by_person=by_person)
+
+    def left_disabled_by_reauthd(self, task: ReauthTask) -> bool:
+        """Did reauthd itself disable this very file and leave it so (retire policy "disable")? Then its
+        `disabled` flag is not a person's choice. The latest run that disabled it decides: if that run
+        also deleted it, whatever is under the name now is a later file, and its flag is not ours."""
+        latest: tuple[datetime, dict[str, Any]] | None = None
+        key = (task.cpa, task.auth_name, task.auth_index)
+        for other in self.store.list_tasks():
+            raw = other.details.get(DETAILS_KEY)
+            if (other.cpa, other.auth_name, other.auth_index) != key or not isinstance(raw, dict):
+                continue
+            if raw.get("we_disabled") and (latest is None or other.updated_at > latest[0]):
+                latest = (other.updated_at, raw)
+        if latest is None:
+            return False
+        steps = latest[1].get("steps") or {}
+        return bool(steps.get(RetireStep.DELETE_OLD.value) != StepState.DONE.value)
 
     # ------------------------------------------------------------------------------------- the record
 

@@ -10,7 +10,7 @@ import pytest
 
 from reauthd.core.model import TaskState
 from reauthd.login.flow import LoginFlow, PollOutcome
-from reauthd.login.timing import COMPLETED_STATE_TTL
+from reauthd.login.timing import CALLBACK_WINDOW, COMPLETED_STATE_TTL
 from reauthd.login.wording import NextStep
 from reauthd.web.sandbox import CPA_NAME, WebSandbox
 from tests.support.completion import RecordingRunner
@@ -105,6 +105,25 @@ async def test_start_twice_keeps_the_live_link(box: WebSandbox) -> None:
     session = box.store.get_login_session(task_id)
     assert session is not None and session.oauth_state == state
     assert len([op for op in box.sim.state.oplog if op["path"].endswith("-auth-url")]) == 1
+
+
+async def test_start_in_a_stale_tab_replaces_a_login_about_to_lapse(box: WebSandbox) -> None:
+    task_id, state = await started(box)
+    box.clock.advance(150)  # 2:30 of the 5 callback minutes left: the person can still finish
+    assert await box.flow.start(task_id, box.clock()) is None
+    kept = box.store.get_login_session(task_id)
+    assert kept is not None and kept.oauth_state == state
+    box.clock.advance(140)  # 10 s left: a link handed out now would die before anyone used it
+    now = box.clock()
+    assert await box.flow.start(task_id, now) is None
+    fresh = box.store.get_login_session(task_id)
+    assert fresh is not None and fresh.oauth_state != state
+    assert fresh.expires_at == now + CALLBACK_WINDOW
+    assert box.state_of(task_id) is S.LOGIN_STARTED
+    cancels = [op for op in box.sim.state.oplog if op["path"].endswith("/oauth-session")]
+    assert [op["method"] for op in cancels] == ["DELETE"]  # the old session is cancelled at CPA
+    assert box.sim.state.sessions.get(state, box.sim.state.now()) is None
+    assert len([op for op in box.sim.state.oplog if op["path"].endswith("-auth-url")]) == 2
 
 
 async def test_paste_twice_sends_once(box: WebSandbox) -> None:

@@ -10,7 +10,13 @@ import pytest
 from reauthd.core.model import ReauthTask, TaskEvent, TaskState
 from reauthd.cpa.errors import CPARequestError, ManagementBanned, TransientCPAError
 from reauthd.login.providers import LoginKind, UnsupportedProvider, login_for_provider, resolve_kind
-from reauthd.login.timing import format_countdown, login_deadline, seconds_left, window_lapsed
+from reauthd.login.timing import (
+    format_countdown,
+    login_deadline,
+    seconds_left,
+    window_lapsed,
+    worth_reusing,
+)
 from reauthd.login.vertex import ServiceAccountRejected, check_location, check_service_account
 from reauthd.login.view import Phase, StepStatus, describe
 from reauthd.login.wording import (
@@ -81,6 +87,31 @@ def test_resolve_kind(provider: str, flow: str | None, kind: LoginKind) -> None:
 )
 def test_login_deadline(device: bool, expires_in: int | None, seconds: int) -> None:
     assert login_deadline(T0, device=device, expires_in=expires_in) == T0 + timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(
+    ("window_s", "device", "elapsed_s", "reuse"),
+    [
+        (300, False, 0, True),
+        (300, False, 180, True),  # exactly 2 of the 5 callback minutes left: still enough
+        (300, False, 181, False),
+        (300, False, 290, False),  # the stale second tab: 10 s left
+        (300, False, 300, False),
+        (900, True, 540, True),  # a device code: 40 % of its lifetime, 6 of 15 minutes
+        (900, True, 541, False),
+        (1800, True, 1000, True),
+        (1800, True, 1200, False),
+        (None, False, 150, True),  # no mint time (an old row): CPA's default windows
+        (None, False, 200, False),
+        (None, True, 500, True),
+        (None, True, 600, False),
+    ],
+)
+def test_worth_reusing(window_s: int | None, device: bool, elapsed_s: int, reuse: bool) -> None:
+    window = timedelta(seconds=window_s if window_s is not None else (900 if device else 300))
+    created = T0 if window_s is not None else None
+    now = T0 + timedelta(seconds=elapsed_s)
+    assert worth_reusing(created, T0 + window, now, device=device) is reuse
 
 
 @pytest.mark.parametrize(
