@@ -10,10 +10,10 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
-from reauthd.sim.auths import Failure, SimAuth
+from reauthd.sim.auths import Failure, SimAuth, content_hash
 from reauthd.sim.clock import go_time
 from reauthd.sim.credentials import ACCESS_LIFETIME, PROVIDERS, Identity, file_content
-from reauthd.sim.state import Fault, LoginPlan, SimState
+from reauthd.sim.state import DiskFile, Fault, LoginPlan, SimState
 from reauthd.sim.upstream import DEFAULT_REVOCATION, PROVIDER_MODELS, REVOCATION_KINDS, UpstreamAnswer, dumps
 
 
@@ -301,12 +301,32 @@ def revoke(state: SimState, name: str, kind: str | None = None, *, live: bool = 
         if rec is not None:  # the access token is merely expired: the refresh decides
             rec.dead_kind = None
             rec.expires_at = state.now() - timedelta(seconds=1)
+            _expire_on_file(state, auth, rec.expires_at)
     if live:
         if kind == "unauthorized":
             auto_refresh(state, auth)
         else:
             execute(state, auth, PROVIDER_MODELS.get(auth.provider, ("model",))[0])
     return auth
+
+
+def _expire_on_file(state: SimState, auth: SimAuth, when: datetime) -> None:
+    """In CPA `expired` comes from the token endpoint with the access token (contract §5, §8): a token
+    the provider treats as expired is past `expired` in memory and on disk too. Time has passed, nobody
+    wrote the file: the disk copy keeps its mtime and the watcher is not woken."""
+    if not isinstance(auth.metadata.get("expired"), str):
+        return  # no expiry recorded (Vertex, some Kimi files): nothing to keep in step
+    stamp = when.isoformat()
+    auth.metadata = {**auth.metadata, "expired": stamp}
+    auth.touch()
+    disk = state.disk.get(auth.name)
+    if disk is not None and not auth.runtime_only:
+        in_step = auth.loaded_hash == content_hash(disk.content)
+        content = {**disk.content, "expired": stamp}
+        raw = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+        state.disk[auth.name] = DiskFile(content, raw, disk.mtime)
+        if in_step:  # a later watcher pass must not take this for a new file and reset the auth
+            auth.loaded_hash = content_hash(content)
 
 
 def set_condition(

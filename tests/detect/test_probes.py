@@ -44,17 +44,31 @@ def test_probe_table() -> None:
     assert not ProbeTable().has_probe("antigravity")
 
 
-@pytest.mark.parametrize("provider", ["codex", "claude", "kimi", "xai"])
-async def test_healthy_and_revoked(sim: SimServer, client: CPAClient, provider: str) -> None:
+@pytest.mark.parametrize(
+    ("provider", "kind", "expected"),
+    [
+        ("codex", None, VerdictKind.NEEDS_REAUTH),  # token_invalidated: the access token itself is dead
+        ("claude", None, VerdictKind.NEEDS_REAUTH),  # 403 "OAuth token has been revoked"
+        ("xai", None, VerdictKind.NEEDS_REAUTH),  # 403 bad-credentials on a token not yet expired
+        # Kimi's default revocation kills the refresh token: the access token is past `expired` (in
+        # the file too), so the probe alone cannot tell a dead login from one CPA will refresh (§5).
+        ("kimi", None, VerdictKind.SUSPECT),
+        ("kimi", "unauthorized", VerdictKind.SUSPECT),
+    ],
+)
+async def test_healthy_and_revoked(
+    sim: SimServer, client: CPAClient, provider: str, kind: str | None, expected: VerdictKind
+) -> None:
     auth = scenarios.add_credential(sim.state, provider)
     credential = await listed(client, auth.name)
     ok = await probe(client, credential, datetime.now(UTC))
     assert ok.source is EvidenceSource.PROBE and ok.http_status == 200
-    scenarios.revoke(sim.state, auth.name)
+    scenarios.revoke(sim.state, auth.name, kind)
     dead = await probe(client, credential, datetime.now(UTC))
     assert dead.http_status in (401, 403)
+    assert dead.token_expired is (expected is VerdictKind.SUSPECT)
     signal = interpret(dead, provider)
-    assert signal is not None and signal.kind is VerdictKind.NEEDS_REAUTH
+    assert signal is not None and signal.kind is expected
     assert sim.state.counters.list_requests == 1  # probing never lists
 
 

@@ -114,13 +114,17 @@ async def test_vertex_and_antigravity_specials(sim: SimServer, client: httpx.Asy
     sim.state.revoke(dead.name, "invalid_grant")
     r = await client.post("/api-call", json=probe(dead.auth_index, "antigravity"))
     assert (r.status_code, r.json()) == (400, {"error": "auth token refresh failed"})
-    live = sim.state.add_credential("antigravity", email="live@x.com")
-    sim.state.revoke(live.name, "invalid_grant")  # expired access, dead refresh, but not within 30 s
+    live = sim.state.add_credential("antigravity", email="live@x.com")  # expires in an hour
     token = live.access_token
     assert (await client.post("/api-call", json=probe(live.auth_index, "antigravity"))).json()[
         "status_code"
-    ] == 401
-    assert live.access_token == token
+    ] == 200
+    assert live.access_token == token  # not within 30 s of `expired`: no refresh
+    # A revocation that expires the access token expires `expired` too (CPA's token endpoint sets
+    # both): /api-call then refreshes, and the dead refresh token answers 400.
+    sim.state.revoke(live.name, "invalid_grant")
+    r = await client.post("/api-call", json=probe(live.auth_index, "antigravity"))
+    assert (r.status_code, r.json()) == (400, {"error": "auth token refresh failed"})
 
 
 @pytest.mark.parametrize(
