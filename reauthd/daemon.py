@@ -82,6 +82,10 @@ class MeteredNotifier(Notifier):
             self._metrics.notification_failed(route)
         return outcome
 
+    def record_gave_up(self, channel: str, now: datetime) -> None:
+        super().record_gave_up(channel, now)
+        self._metrics.notification_gave_up(route_label(split_channel(channel)[0], self._notify_config))
+
 
 @dataclass
 class _Graph:
@@ -452,6 +456,7 @@ class Daemon:
             self.health.notifier_ok()
         else:
             self.health.notifier_failing(notify.detail)
+        self.health.notifier_gave_up(notify.gave_up)
 
     def _observe_metrics(self, graph: _Graph) -> None:
         assert self.store is not None

@@ -53,6 +53,7 @@ class NotifyHealth:
     failing: tuple[str, ...]
     detail: str
     last_success_at: datetime | None = None
+    gave_up: int = 0  # messages given up since this process started (final notices only, see outbox)
 
 
 class Notifier:
@@ -64,6 +65,7 @@ class Notifier:
         self._last_ok: dict[str, bool] = {}
         self._last_success_at: datetime | None = None
         self._warned_none_working = False
+        self._gave_up = 0
         if not all_channels(notify):
             log.error(
                 "notify.no_channel_configured",
@@ -131,10 +133,15 @@ class Notifier:
             self._warned_none_working = True
             log.error("notify.no_working_channel", detail=health.detail)
 
+    def record_gave_up(self, channel: str, now: datetime) -> None:
+        """The outbox gave up a message to `channel` after `retry_max_attempts` failed attempts."""
+        self._gave_up += 1
+
     @property
     def health(self) -> NotifyHealth:
         channels = self.channels
         failing = tuple(c for c in channels if self._last_ok.get(c) is False)
+        lost = f"; {self._gave_up} message(s) given up since start" if self._gave_up else ""
         if not channels:
             return NotifyHealth(False, 0, (), "no notification channel is configured (notify.urls is empty)")
         if len(failing) == len(channels):
@@ -142,8 +149,9 @@ class Notifier:
                 False,
                 len(channels),
                 failing,
-                f"no notification channel works: all {len(channels)} failed their last delivery",
+                f"no notification channel works: all {len(channels)} failed their last delivery{lost}",
                 self._last_success_at,
+                self._gave_up,
             )
         detail = "all channels work" if not failing else f"{len(failing)} of {len(channels)} channels failing"
-        return NotifyHealth(True, len(channels), failing, detail, self._last_success_at)
+        return NotifyHealth(True, len(channels), failing, detail + lost, self._last_success_at, self._gave_up)

@@ -8,6 +8,13 @@ row `sending`: it is sent again after its retry time. That is at-least-once for 
 and exactly-once otherwise — we accept a rare duplicate over a lost revocation notice. A restart never
 re-plans a message that is already in the outbox (rows are planned from durable task fields and existing
 rows, never from memory).
+
+Retries. A failed attempt is retried with backoff (30 s doubling, capped at an hour). A message a task still
+waits for — a digest, reminder, escalation, refused-login or operator message — is never given up: past
+`retry_max_attempts` it is reported (`notify.still_undelivered`) and retried at the cap until it is delivered,
+its task moves on (then it is skipped: nothing left to say), or a newer message about the task replaces it on
+that channel (skipped as superseded). Only a final notice about a closed task is given up after
+`retry_max_attempts` attempts, and that is counted where operators look (log, metrics, /healthz).
 """
 
 from __future__ import annotations
@@ -51,9 +58,16 @@ _FINAL_KIND = {
     TaskState.FAILED: DeliveryKind.FAILED,
     TaskState.EXPIRED: DeliveryKind.EXPIRED,
 }
+# Messages about tasks that still wait for someone: retried (at the backoff cap) for as long as the task
+# needs them, never given up; once the task moves on (or a newer message replaces one) they are skipped.
+_WAITING_KINDS = _ACTION_KINDS | {DeliveryKind.REFUSED, DeliveryKind.OPERATOR}
+# A newer message of these kinds about the same task on the same channel makes an undelivered older one stale.
+_SUPERSEDED_BY_NEWER = frozenset({DeliveryKind.REFUSED, DeliveryKind.OPERATOR})
 _OPEN_ROWS = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
 # Final notices are planned for tasks closed this recently; older ones were handled (or predate a channel).
 _FINAL_LOOKBACK = timedelta(days=2)
+#: `last_error` of a message skipped because a newer one about the same task replaced it on its channel.
+SUPERSEDED = "superseded by a newer message"
 
 
 def quiet_hours(config: QuietHoursConfig | None) -> QuietHours | None:
@@ -77,6 +91,7 @@ class FlushReport:
     failed: int = 0
     gave_up: int = 0
     skipped: int = 0
+    superseded: int = 0
     deferred: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -186,19 +201,41 @@ class Outbox:
             self._enqueue(DeliveryKind.NEW, r, ts, now, "new") for r, ts in self._by_route(waiting).items()
         )
 
+    def _undelivered_channels(self) -> dict[str, set[str]]:
+        """For each task, the channels that still hold an undelivered digest or reminder about it."""
+        busy: dict[str, set[str]] = defaultdict(set)
+        for row in self.store.list_deliveries(
+            statuses=_OPEN_ROWS, kinds=[DeliveryKind.NEW, DeliveryKind.REMINDER]
+        ):
+            for task_id in row.task_ids:
+                busy[task_id].add(row.route)
+        return busy
+
     def _plan_follow_ups(self, live: list[ReauthTask], now: datetime) -> int:
         announced = self.store.task_ids_with_delivery([DeliveryKind.NEW])
-        busy = self.store.task_ids_with_delivery([DeliveryKind.NEW, DeliveryKind.REMINDER], _OPEN_ROWS)
+        # A channel that has not delivered the previous message about a task (quiet hours, an outage) gets no
+        # new reminder on top of it: it delivers that one when it can. The task's other channels go on, so one
+        # dead URL does not silence the reminders everyone else should get.
+        busy = self._undelivered_channels()
         goes_out_at = defer_for_quiet_hours(now, self._quiet)
         remind: list[ReauthTask] = []
+        remind_on: dict[str, list[ReauthTask]] = defaultdict(list)
         escalate: list[ReauthTask] = []
         for task in live:
             if task.state not in AWAITING_PERSON or task.id not in announced:
                 continue
             anchor = task.reminded_at or task.notified_at or task.created_at
             due = next_reminder_due(anchor, task.reminders_sent, self._policy, awaiting_person=True)
-            if due is not None and now >= due and task.id not in busy:
+            free = [
+                name
+                for route in routes_for(task, self._notify)
+                for name in channels_of(route, self._notify)
+                if name not in busy.get(task.id, ())
+            ]
+            if due is not None and now >= due and free:
                 remind.append(task)
+                for name in free:
+                    remind_on[name].append(task)
             esc = escalation_due(
                 anchor,
                 task.reminders_sent,
@@ -214,9 +251,9 @@ class Outbox:
             self.store.update_task_fields(
                 task.id, now, reminders_sent=task.reminders_sent + 1, reminded_at=goes_out_at
             )
-        for route, tasks in self._by_route(remind).items():
-            added += self._enqueue(
-                DeliveryKind.REMINDER, route, tasks, now, f"r{max(t.reminders_sent for t in tasks) + 1}"
+        for name, tasks in remind_on.items():
+            added += self._enqueue_channels(
+                DeliveryKind.REMINDER, [name], tasks, now, f"r{max(t.reminders_sent for t in tasks) + 1}"
             )
         if escalate:
             for task in escalate:
@@ -292,26 +329,50 @@ class Outbox:
         # synchronous between awaits, so the concurrent drains never interleave inside a transaction.
         await asyncio.gather(*(drain(rows) for rows in per_channel.values()))
 
-    def _relevant(self, delivery: Delivery) -> list[ReauthTask]:
+    def _relevant(self, delivery: Delivery) -> tuple[list[ReauthTask], str]:
+        """The tasks this message is still about, and why there are none when the list is empty."""
         tasks = [self.store.get_task(task_id) for task_id in delivery.task_ids]
         if delivery.kind in _ACTION_KINDS:
             # Someone opened the link, or the task ended: no need to ask any more.
-            return [t for t in tasks if t.state in AWAITING_PERSON]
-        if delivery.kind is DeliveryKind.OPERATOR:
-            return [t for t in tasks if t.state is TaskState.AWAITING_OPERATOR]
-        if delivery.kind is DeliveryKind.REFUSED:
+            tasks = [t for t in tasks if t.state in AWAITING_PERSON]
+        elif delivery.kind is DeliveryKind.OPERATOR:
+            tasks = [t for t in tasks if t.state is TaskState.AWAITING_OPERATOR]
+        elif delivery.kind is DeliveryKind.REFUSED:
             # Already logging in again (or finished): the message would be stale.
-            return [t for t in tasks if t.state is TaskState.OPENED]
-        return tasks
+            tasks = [t for t in tasks if t.state is TaskState.OPENED]
+        if not tasks:
+            return [], "nothing left to say"
+        if delivery.kind in _SUPERSEDED_BY_NEWER:
+            tasks = [t for t in tasks if not self._superseded(delivery, t)]
+            if not tasks:
+                return [], SUPERSEDED
+        return tasks, ""
+
+    def _superseded(self, delivery: Delivery, task: ReauthTask) -> bool:
+        """A later refusal (or a later wait for an operator) of this task was planned for this channel: the
+        person hears the newest one only, not a backlog of stale ones once the channel works again."""
+        return any(
+            row.id > delivery.id and row.route == delivery.route
+            for row in self.store.list_deliveries(task_id=task.id, kinds=[delivery.kind])
+        )
 
     async def _deliver_one(self, delivery: Delivery, now: datetime, report: FlushReport) -> None:
         with self.store.transaction():
-            tasks = self._relevant(delivery)
-            if not tasks:
+            if channel_url(delivery.route, self._notify) is None:
+                # A reload removed the route (or one of its URLs): nobody is left to hear it on this channel.
                 self.store.finish_delivery(
-                    delivery.id, DeliveryStatus.SKIPPED, now, error="nothing left to say"
+                    delivery.id, DeliveryStatus.SKIPPED, now, error="the channel is no longer configured"
                 )
+                log.warning("notify.channel_removed", kind=delivery.kind.value, channel=delivery.route)
                 report.skipped += 1
+                return
+            tasks, why_not = self._relevant(delivery)
+            if not tasks:
+                self.store.finish_delivery(delivery.id, DeliveryStatus.SKIPPED, now, error=why_not)
+                if why_not == SUPERSEDED:
+                    report.superseded += 1
+                else:
+                    report.skipped += 1
                 return
             retry_at = now + retry_delay(delivery.attempts + 1, self._jitter())
             claimed = self.store.claim_delivery(delivery.id, now, retry_at)
@@ -333,8 +394,13 @@ class Outbox:
                 log.info("notify.sent", kind=delivery.kind.value, channel=delivery.route, tasks=len(tasks))
                 return
             error = outcome.error or "delivery failed"
-            if claimed.attempts >= self._notify.retry_max_attempts:
+            report.errors.append(error)
+            exhausted = claimed.attempts >= self._notify.retry_max_attempts
+            if exhausted and delivery.kind not in _WAITING_KINDS:
+                # A final notice about a closed task: nobody has to act on it any more, so it is given up,
+                # loudly (log, reauthd_notifications_gave_up_total, /healthz).
                 self.store.finish_delivery(delivery.id, DeliveryStatus.GAVE_UP, now, error=error)
+                self.notifier.record_gave_up(delivery.route, now)
                 report.gave_up += 1
                 log.error(
                     "notify.gave_up",
@@ -342,10 +408,19 @@ class Outbox:
                     channel=delivery.route,
                     attempts=claimed.attempts,
                 )
-            else:
-                self.store.finish_delivery(delivery.id, DeliveryStatus.PENDING, now, error=error)
-                report.failed += 1
-            report.errors.append(error)
+                return
+            # A task still waits for this message: it is retried at the backoff cap (every 30-60 min) for as
+            # long as the task needs it, however long the outage lasts.
+            self.store.finish_delivery(delivery.id, DeliveryStatus.PENDING, now, error=error)
+            report.failed += 1
+            if claimed.attempts == self._notify.retry_max_attempts:
+                log.error(
+                    "notify.still_undelivered",
+                    kind=delivery.kind.value,
+                    channel=delivery.route,
+                    attempts=claimed.attempts,
+                    detail="still retried, at most hourly, while its task waits",
+                )
 
     def _link(self, task: ReauthTask, now: datetime) -> str:
         token = self.store.issue_link_token(task.id, task.deadline, now)

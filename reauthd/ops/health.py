@@ -98,6 +98,7 @@ class Health:
         }
         self._notifier_ok = True
         self._notifier_reason = ""
+        self._notifier_gave_up = 0
         self._stopping = False
 
     # ------------------------------------------------------------------------------- main loop
@@ -201,6 +202,10 @@ class Health:
     def notifier_failing(self, reason: str) -> None:
         self._notifier_ok, self._notifier_reason = False, _plain(reason)
 
+    def notifier_gave_up(self, count: int) -> None:
+        """How many messages the outbox has given up since start (shown in /healthz; not a readiness matter)."""
+        self._notifier_gave_up = count
+
     # ------------------------------------------------------------------------------- evaluation
 
     async def ready(self) -> HealthReport:
@@ -230,7 +235,11 @@ class Health:
                 name: {"state": st.state.value, "reason": st.reason}
                 for name, st in sorted(self._cpas.items())
             },
-            "notifier": {"ok": self._notifier_ok, "reason": self._notifier_reason},
+            "notifier": {
+                "ok": self._notifier_ok,
+                "reason": self._notifier_reason,
+                "gave_up": self._notifier_gave_up,
+            },
         }
 
 

@@ -131,6 +131,13 @@ class Metrics:
             ["route"],
             registry=reg,
         )
+        self.notifications_gave_up = Counter(
+            "reauthd_notifications_gave_up",
+            "Notifications given up after retry_max_attempts failed attempts (final notices about closed "
+            "tasks only: messages a task still waits for are retried until delivered), by route name.",
+            ["route"],
+            registry=reg,
+        )
         self.last_poll = Gauge(
             "reauthd_last_successful_poll_timestamp_seconds",
             "Unix time of the last successful auth-files poll of each CPA (0 = never).",
@@ -189,6 +196,7 @@ class Metrics:
     def _create_route(self, route: str) -> None:
         self.notifications_sent.labels(route=route)
         self.notifications_failed.labels(route=route)
+        self.notifications_gave_up.labels(route=route)
 
     def _create_probe_series(self, cpa: str, provider: str) -> None:
         if (cpa, provider) in self._providers:
@@ -231,6 +239,9 @@ class Metrics:
     def notification_failed(self, route: str) -> None:
         self.notifications_failed.labels(route=label_value(route)).inc()
         self.notifications_sent.labels(route=label_value(route))
+
+    def notification_gave_up(self, route: str) -> None:
+        self.notifications_gave_up.labels(route=label_value(route)).inc()
 
     def poll_succeeded(self, cpa: str, at: datetime) -> None:
         self.last_poll.labels(cpa=self._cpa(cpa)).set(at.timestamp())

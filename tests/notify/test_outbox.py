@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from reauthd.config import Settings
 from reauthd.core.model import TaskState
 from reauthd.notify.notifier import Notifier
-from reauthd.notify.outbox import Outbox
+from reauthd.notify.outbox import SUPERSEDED, Outbox
 from reauthd.store import DeliveryKind, DeliveryStatus, Store
 from tests.notify.notify_settings import make_settings
 from tests.support.inbox import Inbox
@@ -213,17 +214,119 @@ async def test_failures_are_retried_with_backoff_then_delivered_once(inbox: Inbo
     assert len(inbox.messages()) == 1
 
 
-async def test_gives_up_after_retry_max_attempts_and_says_so(inbox: Inbox, make_rig: Any) -> None:
-    rig = make_rig(urls=[inbox.url()], group_window_s=0, retry_max_attempts=2)
-    rig.task("a", T0)
+async def test_a_ten_hour_outage_then_recovery_delivers_the_open_tasks_message_once(
+    inbox: Inbox, make_rig: Any
+) -> None:
+    """The default 12 attempts are spent after ~6 h; the task still waits for its link, so the digest keeps
+    being retried (hourly at most) instead of being given up, and arrives once when the channel is back."""
+    rig = make_rig(urls=[inbox.url()], group_window_s=0)
+    a = rig.task("a", T0)
     inbox.fail_with = 500
+    with capture_logs() as logs:
+        for minutes in range(0, 10 * 60 + 1, 10):
+            report = await rig.outbox.flush(T0 + timedelta(minutes=minutes))
+            assert report.gave_up == 0
+    assert inbox.messages() == [] and rig.state(a) is S.OPEN
+    (row,) = rig.store.list_deliveries()  # no reminders piled up behind the undelivered digest either
+    assert row.status is DeliveryStatus.PENDING and row.attempts > rig.settings.notify.retry_max_attempts
+    assert row.next_attempt_at <= T0 + timedelta(hours=11)  # retried at the one-hour cap
+    undelivered = [e for e in logs if e["event"] == "notify.still_undelivered"]
+    assert len(undelivered) == 1 and undelivered[0]["log_level"] == "error"  # said once, loudly
+    inbox.fail_with = None
+    for minutes in range(10 * 60 + 10, 12 * 60 + 1, 10):
+        await rig.outbox.flush(T0 + timedelta(minutes=minutes))
+    (message,) = inbox.messages()
+    assert message["title"] == "Log in again: a***@example.com (codex on main)"
+    assert LINK.search(message["message"])
+    assert rig.state(a) is S.NOTIFIED
+    assert [(d.kind, d.status) for d in rig.store.list_deliveries()] == [
+        (DeliveryKind.NEW, DeliveryStatus.SENT)
+    ]
+
+
+async def test_a_dead_channel_does_not_hold_back_the_reminders_of_the_others(
+    inbox: Inbox, make_rig: Any
+) -> None:
+    """The working channel gets its reminders on time; the dead one keeps its undelivered digest (no pile of
+    reminders behind it) and delivers it when it works again."""
+    rig = make_rig(
+        urls=[inbox.url("ok"), "json://127.0.0.1:9/dead"],
+        group_window_s=0,
+        reminder_interval_s=3600,
+        max_reminders=2,
+    )
+    rig.task("a", T0)
+    for minutes in range(0, 4 * 60 + 1, 10):
+        await rig.outbox.flush(T0 + timedelta(minutes=minutes))
+    assert [m["title"] for m in inbox.messages(path="ok")] == [
+        "Log in again: a***@example.com (codex on main)",
+        "Reminder: log in again to a***@example.com (codex on main)",
+        "Reminder: log in again to a***@example.com (codex on main)",
+    ]
+    dead = [d for d in rig.store.list_deliveries() if d.route == "default#1"]
+    assert [(d.kind, d.status) for d in dead] == [(DeliveryKind.NEW, DeliveryStatus.PENDING)]
+
+
+async def test_a_final_notice_is_given_up_after_retry_max_attempts_and_says_so(
+    inbox: Inbox, make_rig: Any
+) -> None:
+    """Nobody has to act on a closed task's final notice: that is the one message that can be given up,
+    and the give-up is counted in the channel health (and, in the daemon, on /metrics)."""
+    rig = make_rig(urls=[inbox.url()], group_window_s=0, retry_max_attempts=2)
+    a = rig.task("a", T0)
     await rig.outbox.flush(T0)
-    report = await rig.outbox.flush(T0 + timedelta(minutes=5))
+    rig.store.apply_transition(a, S.DONE, "the credential works again", T0 + timedelta(hours=1))
+    inbox.fail_with = 500
+    with capture_logs() as logs:
+        await rig.outbox.flush(T0 + timedelta(hours=1))
+        report = await rig.outbox.flush(T0 + timedelta(hours=1, minutes=5))
     assert report.gave_up == 1
-    assert rig.store.list_deliveries()[0].status is DeliveryStatus.GAVE_UP
-    assert "no notification channel works" in rig.notifier.health.detail
-    rig.restart()  # the health survives a restart: it is rebuilt from the outbox
+    resolved = rig.store.list_deliveries(kinds=[DeliveryKind.RESOLVED])[0]
+    assert resolved.status is DeliveryStatus.GAVE_UP
+    assert [e["log_level"] for e in logs if e["event"] == "notify.gave_up"] == ["error"]
+    health = rig.notifier.health
+    assert health.gave_up == 1 and "1 message(s) given up" in health.detail
+    assert "no notification channel works" in health.detail
+    rig.restart()  # the channel health survives a restart: it is rebuilt from the outbox
     assert not rig.notifier.health.ok and rig.notifier.health.failing == ("default#0",)
+
+
+async def test_an_undelivered_refusal_is_superseded_by_a_newer_one(inbox: Inbox, make_rig: Any) -> None:
+    """Two refusals during an outage: the person hears the newest once the channel is back, not both."""
+    rig = make_rig(urls=[inbox.url()], group_window_s=0)
+    task_id = rig.task("carol", T0)
+    await rig.outbox.flush(T0)
+    inbox.fail_with = 500
+    _refuse(rig, task_id, T0 + timedelta(minutes=5))
+    await rig.outbox.flush(T0 + timedelta(minutes=6))
+    rig.store.update_task_fields(task_id, T0 + timedelta(minutes=20), details={"refused_logins": 2})
+    superseded = (await rig.outbox.flush(T0 + timedelta(minutes=21))).superseded
+    inbox.fail_with = None
+    for minutes in range(30, 120, 10):
+        superseded += (await rig.outbox.flush(T0 + timedelta(minutes=minutes))).superseded
+    refused = [m for m in inbox.messages() if m["title"].startswith("The new login did not work")]
+    assert len(refused) == 1 and superseded == 1
+    rows = rig.store.list_deliveries(kinds=[DeliveryKind.REFUSED])
+    assert [(d.status, d.last_error) for d in rows] == [
+        (DeliveryStatus.SKIPPED, SUPERSEDED),
+        (DeliveryStatus.SENT, None),
+    ]
+
+
+async def test_a_message_for_a_channel_removed_by_a_reload_is_skipped(
+    inbox: Inbox, make_rig: Any, tmp_path: Path
+) -> None:
+    rig = make_rig(urls=[inbox.url("kept"), "json://127.0.0.1:9/removed"], group_window_s=0)
+    rig.task("a", T0)
+    await rig.outbox.flush(T0)
+    rig.settings = make_settings(tmp_path, urls=[inbox.url("kept")], group_window_s=0)
+    rig.restart()
+    report = await rig.outbox.flush(T0 + timedelta(hours=1))
+    assert report.skipped == 1 and report.failed == 0
+    removed = [d for d in rig.store.list_deliveries() if d.route == "default#1"]
+    assert [(d.status, d.last_error) for d in removed] == [
+        (DeliveryStatus.SKIPPED, "the channel is no longer configured")
+    ]
 
 
 async def test_restart_between_plan_and_send_sends_once(inbox: Inbox, make_rig: Any) -> None:
@@ -292,8 +395,10 @@ async def test_a_rendering_bug_counts_as_a_failed_attempt(
     rig = make_rig(urls=[inbox.url()], group_window_s=0, retry_max_attempts=1)
     rig.task("a", T0)
     report = await rig.outbox.flush(T0)
-    assert report.gave_up == 1 and inbox.messages() == []
-    assert rig.store.list_deliveries()[0].last_error == "internal error RuntimeError"
+    assert report.failed == 1 and inbox.messages() == []
+    (row,) = rig.store.list_deliveries()
+    assert row.last_error == "internal error RuntimeError"
+    assert row.status is DeliveryStatus.PENDING  # the task still waits: retried, not given up
 
 
 async def test_a_refused_new_login_is_told_once_per_refusal_with_a_fresh_link(

@@ -72,6 +72,7 @@ def test_every_series_exists_at_zero_from_the_start() -> None:
     for route in ("default", "ops"):
         expected_zero.append(("reauthd_notifications_sent_total", {"route": route}))
         expected_zero.append(("reauthd_notifications_failed_total", {"route": route}))
+        expected_zero.append(("reauthd_notifications_gave_up_total", {"route": route}))
     expected_zero.append(("reauthd_ready", {}))
     missing = [(n, lab) for n, lab in expected_zero if (n, frozenset(lab.items())) not in got]
     assert missing == []
@@ -115,6 +116,9 @@ def test_updates_land_on_their_series() -> None:
     assert value(metrics, "reauthd_notifications_sent_total", route="ops") == 2
     assert value(metrics, "reauthd_notifications_sent_total", route="default") == 0
     assert value(metrics, "reauthd_notifications_failed_total", route="default") == 1
+    metrics.notification_gave_up("ops")
+    assert value(metrics, "reauthd_notifications_gave_up_total", route="ops") == 1
+    assert value(metrics, "reauthd_notifications_gave_up_total", route="default") == 0
 
     metrics.poll_succeeded("main", NOW)
     assert value(metrics, "reauthd_last_successful_poll_timestamp_seconds", cpa="main") == NOW.timestamp()
