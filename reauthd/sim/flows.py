@@ -12,7 +12,14 @@ from datetime import timedelta
 from urllib.parse import urlencode
 
 from reauthd.sim.credentials import Identity, file_content, file_name_for, merge_relogin
-from reauthd.sim.oauth import CALLBACK_PROVIDERS, CALLBACK_WAIT, DEVICE_PROVIDERS, PENDING_TTL, OAuthSession
+from reauthd.sim.oauth import (
+    CALLBACK_PROVIDERS,
+    CALLBACK_WAIT,
+    DEVICE_PROVIDERS,
+    FORWARDER_PORTS,
+    PENDING_TTL,
+    OAuthSession,
+)
 from reauthd.sim.state import LoginPlan, SimState
 
 # Per provider: (bad request, exchange failed, save failed) messages of §4.2.
@@ -37,12 +44,23 @@ TIMEOUT = {
 }
 
 
-def start_callback_flow(state: SimState, provider: str) -> tuple[str, str]:
-    """Register a 32-hex state and return (authorize url, state); the waiter times out after 5 min."""
+class CallbackServerUnavailable(Exception):
+    """`is_webui`: CPA could not listen on the provider's fixed localhost port (another program holds it)."""
+
+
+def start_callback_flow(state: SimState, provider: str, *, webui: bool = False) -> tuple[str, str]:
+    """Register a 32-hex state and return (authorize url, state); the waiter times out after 5 min.
+
+    `webui` (the `is_webui` query): CPA starts its callback forwarder after registering the session. If the
+    port is taken, the handler answers 500 and returns before starting the waiter, so the session stays
+    pending for its 30-minute TTL with no 5-minute timeout (auth_files_provider_oauth.go, contract §4.1).
+    """
     now = state.now()
     st = secrets.token_hex(16)
     session = OAuthSession(st, provider, now, now + PENDING_TTL, "callback")
     state.sessions.register(session, now)
+    if webui and FORWARDER_PORTS[provider] in state.sessions.forwarder_ports_in_use:
+        raise CallbackServerUnavailable
     _, redirect, _ = CALLBACK_PROVIDERS[provider]
     query = {
         "client_id": {
@@ -76,9 +94,15 @@ def start_plugin_flow(state: SimState, provider: str) -> tuple[str, str]:
 
 
 def start_device_flow(state: SimState, provider: str) -> dict[str, object]:
-    """kimi/xai device flow: state `kmi-<nanos>`/`xai-<nanos>`, user_code, expires_in."""
+    """kimi/xai device flow: state `kmi-<nanos>`/`xai-<nanos>`, user_code, and `expires_in` when CPA sends it.
+
+    xAI always sends it (the upstream's, else 1800). Kimi sends it only when its upstream gave one
+    (`sessions.kimi_expires_in`, none by default) and polls min(that, 15 min) either way.
+    """
     now = state.now()
-    prefix, expires_in = DEVICE_PROVIDERS[provider]
+    prefix, poll_limit = DEVICE_PROVIDERS[provider]
+    told = state.sessions.kimi_expires_in if provider == "kimi" else poll_limit
+    expires_in = min(told, poll_limit) if told is not None and told > 0 else poll_limit
     # `<unix nanos>` from the simulated clock; the counter keeps states unique when it stands still.
     st = f"{prefix}{int(now.timestamp()) * 1_000_000_000 + now.microsecond * 1000 + next(_NANO_TIEBREAK)}"
     user_code = f"{secrets.token_hex(2).upper()}-{secrets.token_hex(2).upper()}"
@@ -94,14 +118,16 @@ def start_device_flow(state: SimState, provider: str) -> dict[str, object]:
     state.sessions.register(session, now)
     url = f"{state.settings.base_url}/_sim/provider/{provider}/device?user_code={user_code}"
     _poll_device(state, st)
-    return {
+    answer: dict[str, object] = {
         "status": "ok",
         "url": url,
         "state": st,
         "flow": "device",
         "user_code": user_code,
-        "expires_in": expires_in,
     }
+    if told is not None and told > 0:
+        answer["expires_in"] = told
+    return answer
 
 
 def _poll_device(state: SimState, st: str) -> None:

@@ -21,6 +21,11 @@ CALLBACK_PROVIDERS = {
     "codex": ("codex", "http://localhost:1455/auth/callback", "/codex/callback"),
     "antigravity": ("antigravity", "http://localhost:51121/oauth-callback", "/antigravity/callback"),
 }
+# With `is_webui`, CPA forwards the provider's fixed localhost port to its own callback route
+# (auth_files_oauth_callback.go startCallbackForwarder, listening on 0.0.0.0:<port>).
+FORWARDER_PORTS = {"anthropic": 54545, "codex": 1455, "antigravity": 51121}
+# session provider: (state prefix, how long CPA polls at most). Kimi polls min(expires_in, 15 min)
+# (internal/auth/kimi/kimi.go maxPollDuration), xAI min(expires_in, 30 min) (xai.go MaxPollDuration).
 DEVICE_PROVIDERS = {"kimi": ("kmi-", 900), "xai": ("xai-", 1800)}
 
 _STATE_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -76,10 +81,19 @@ class OAuthSession:
 
 
 class OAuthSessions:
-    """The in-memory map of states, purged lazily on every access like CPA's store."""
+    """The in-memory map of states, purged lazily on every access like CPA's store.
+
+    Two switches for tests and demos live here too (like the sessions, a simulated CPA restart clears them):
+    - `forwarder_ports_in_use`: ports another program holds. An `is_webui` login whose forwarder port is
+      listed gets CPA's `500 {"error":"failed to start callback server"}`, its session left pending.
+    - `kimi_expires_in`: what Kimi's upstream says about its device code. None (the default): it says
+      nothing, and CPA's answer has no `expires_in` (it sends one only when the upstream gave it, §4.1).
+    """
 
     def __init__(self) -> None:
         self.sessions: dict[str, OAuthSession] = {}
+        self.forwarder_ports_in_use: set[int] = set()
+        self.kimi_expires_in: int | None = None
 
     def _purge(self, now: datetime) -> None:
         for state in [s for s, v in self.sessions.items() if now > v.expires_at]:

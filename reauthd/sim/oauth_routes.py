@@ -17,12 +17,20 @@ from reauthd.sim.responses import Handler, gin_json, read_json
 from reauthd.sim.state import SimState
 
 
+def _is_webui(request: Request) -> bool:
+    """isWebUIRequest (auth_files_oauth_callback.go): `is_webui` = 1/true/yes/on, any case."""
+    return request.query_params.get("is_webui", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def auth_url_handler(provider: str) -> Handler:
     async def handler(request: Request, state: SimState) -> Response:
         if provider in DEVICE_PROVIDERS:
             return gin_json(200, flows.start_device_flow(state, provider))
         if provider in CALLBACK_PROVIDERS:
-            url, st = flows.start_callback_flow(state, provider)
+            try:
+                url, st = flows.start_callback_flow(state, provider, webui=_is_webui(request))
+            except flows.CallbackServerUnavailable:
+                return gin_json(500, {"error": "failed to start callback server"})
         else:  # a configured plugin provider with a callback flow
             url, st = flows.start_plugin_flow(state, provider)
         return gin_json(200, {"status": "ok", "url": url, "state": st})

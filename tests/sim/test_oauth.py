@@ -63,13 +63,62 @@ async def test_callback_auth_urls(
     assert await status(client, body["state"]) == {"status": "wait"}
 
 
-@pytest.mark.parametrize(("provider", "prefix", "expires"), [("kimi", "kmi-", 900), ("xai", "xai-", 1800)])
-async def test_device_auth_urls(client: httpx.AsyncClient, provider: str, prefix: str, expires: int) -> None:
-    """§4.1: device flows carry `flow`, `user_code`, `expires_in` and a `kmi-`/`xai-<nanos>` state."""
+@pytest.mark.parametrize(("provider", "prefix", "expires"), [("kimi", "kmi-", None), ("xai", "xai-", 1800)])
+async def test_device_auth_urls(
+    client: httpx.AsyncClient, provider: str, prefix: str, expires: int | None
+) -> None:
+    """§4.1: device flows carry `flow`, `user_code` and a `kmi-`/`xai-<nanos>` state; xAI always sends
+    `expires_in` (1800 when the upstream gives none), Kimi only when its upstream gave one."""
     body = await start(client, provider)
     assert re.fullmatch(re.escape(prefix) + r"\d{19}", body["state"])
-    assert (body["flow"], body["expires_in"]) == ("device", expires)
+    assert (body["flow"], body.get("expires_in")) == ("device", expires)
+    assert ("expires_in" in body) is (expires is not None)
     assert re.fullmatch(r"[0-9A-F]{4}-[0-9A-F]{4}", body["user_code"])
+
+
+@pytest.mark.parametrize(("told", "expired_after"), [(None, 900), (600, 600), (1800, 900)])
+async def test_kimi_expires_in_only_when_the_upstream_gives_it(
+    sim: SimServer, client: httpx.AsyncClient, told: int | None, expired_after: int
+) -> None:
+    """§4.1/§4.2: Kimi's answer has `expires_in` only when the upstream gave one; CPA polls at most 15 min."""
+    sim.state.sessions.kimi_expires_in = told
+    body = await start(client, "kimi")
+    assert body.get("expires_in") == told
+    sim.state.advance(expired_after - 5)
+    assert await status(client, body["state"]) == {"status": "wait"}
+    sim.state.advance(10)
+    answer = await status(client, body["state"])
+    assert answer["status"] == "error" and "expired" in answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("provider", "port"), [("codex", 1455), ("anthropic", 54545), ("antigravity", 51121)]
+)
+async def test_is_webui_forwarder_port_taken(
+    sim: SimServer, client: httpx.AsyncClient, provider: str, port: int
+) -> None:
+    """§4.1: with `is_webui`, a forwarder port CPA cannot listen on gives 500 `failed to start callback
+    server`; the session is already registered and stays pending (no waiter, so no 5-minute timeout)."""
+    sim.state.sessions.forwarder_ports_in_use.add(port)
+    r = await client.get(f"/{provider}-auth-url", params={"is_webui": "TRUE"})
+    assert (r.status_code, r.json()) == (500, {"error": "failed to start callback server"})
+    assert r.headers.get("x-cpa-version")  # CPA's own answer, past the key middleware
+    [left] = sim.state.sessions.sessions.values()
+    assert left.provider == provider
+    sim.state.advance(6 * 60)
+    assert await status(client, left.state) == {"status": "wait"}
+    # Without is_webui (or with a false value) no forwarder is started, so the port does not matter.
+    for params in ({}, {"is_webui": "0"}):
+        assert (await client.get(f"/{provider}-auth-url", params=params)).status_code == 200
+    sim.state.sessions.forwarder_ports_in_use.clear()
+    assert (await client.get(f"/{provider}-auth-url", params={"is_webui": "1"})).status_code == 200
+
+
+async def test_is_webui_is_ignored_for_device_flows(sim: SimServer, client: httpx.AsyncClient) -> None:
+    """§4.1: `is_webui` applies to anthropic, codex and antigravity only."""
+    sim.state.sessions.forwarder_ports_in_use.update({1455, 54545, 51121})
+    for provider in ("kimi", "xai"):
+        assert (await client.get(f"/{provider}-auth-url", params={"is_webui": "true"})).status_code == 200
 
 
 async def test_codex_full_flow_with_watcher_lag(
