@@ -146,6 +146,21 @@ def explain_start_problem(exc: CPAError) -> Explanation:
                 "The operator needs to look at it.",
                 NextStep.TRY_LATER,
             )
+        low = exc.error_text.strip().lower()
+        if low == "failed to start callback server":
+            # is_webui: CPA could not listen on the provider's fixed localhost port (1455, 54545, 51121),
+            # usually because another program or an earlier sign-in holds it (contract §4.1).
+            return Explanation(
+                "The proxy server could not open the local port this sign-in needs (another program or "
+                "sign-in may be using it); try again in a minute, and tell the operator if it keeps failing.",
+                NextStep.TRY_LATER,
+            )
+        if low == "callback server unavailable":
+            return Explanation(
+                "The proxy server is not set up to receive this sign-in by itself; "
+                "the operator needs to look at it.",
+                NextStep.TRY_LATER,
+            )
         return Explanation(
             f"The proxy server could not start a sign-in ({_phrase(exc.error_text)}). Try again in a moment.",
             NextStep.START_AGAIN,

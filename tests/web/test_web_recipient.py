@@ -560,6 +560,31 @@ async def test_is_webui_asks_cpa_for_a_forwarded_login(tmp_path: Path) -> None:
         assert len(minted) == 1 and any("is_webui" in str(q) for q in minted[0]["query"])
 
 
+async def test_is_webui_forwarder_port_taken_reads_as_one_sentence_and_start_works_after(
+    tmp_path: Path,
+) -> None:
+    """CPA answers 500 `failed to start callback server` when its forwarder port is taken (contract §4.1)."""
+    async with WebSandbox(tmp_path, webui=True) as sb, httpx.AsyncClient() as http:
+        task = sb.add_task("codex")
+        html = await open_link(http, task.link)
+        sb.sim.state.sessions.forwarder_ports_in_use.add(1455)
+        answer = await http.post(sb.url(f"/t/{task.task_id}/start"), data={"csrf": csrf_of(html)})
+        assert answer.status_code == 503
+        alerts = re.findall(r'<p class="notice bad" role="alert">([^<]*)</p>', answer.text)
+        assert alerts == [
+            "The proxy server could not open the local port this sign-in needs (another program or sign-in "
+            "may be using it); try again in a minute, and tell the operator if it keeps failing."
+        ]
+        assert "failed to start callback server" not in answer.text
+        assert sb.state_of(task.task_id) is S.OPENED  # the task stays usable: its Start button is there
+        assert f'action="/t/{task.task_id}/restart"' in answer.text
+        assert sb.store.get_login_session(task.task_id) is None
+        sb.sim.state.sessions.forwarder_ports_in_use.clear()  # the other program let go of the port
+        page = await start(http, sb, task.task_id, answer.text)
+        assert sb.state_of(task.task_id) is S.LOGIN_STARTED
+        assert "Copy the <strong>whole address</strong>" in page.text
+
+
 async def test_hostile_form_bodies_are_refused_not_500(box: WebSandbox, http: httpx.AsyncClient) -> None:
     """Regressions from tests/reliability/test_fuzz_forms.py: non-ASCII csrf, too many fields, a cut upload."""
     task = box.add_task("vertex")
