@@ -113,7 +113,12 @@ def settings_to_copy(old_file: Mapping[str, Any], new_file: Mapping[str, Any]) -
             if missing:
                 body["headers"] = missing
             continue
-        if key in new_file and new_file[key] is not None:
+        have = new_file.get(key)
+        if key == "prefix" and isinstance(have, str) and not have.strip():
+            # "" is how a prefix is taken away: PATCH /auth-files/fields never deletes a key (contract §3),
+            # so the public-API check restores "no prefix" as "" (verify/checking.py). It is not a setting.
+            have = None
+        if have is not None:
             continue
         if key == "weight" and not _is_int(value):
             continue

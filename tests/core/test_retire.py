@@ -95,6 +95,12 @@ OLD_FILE: dict[str, Any] = {
         # Values CPA's PATCH would reject or misread are skipped.
         ({"weight": "3", "request_retry": -1, "prefix": "", "note": None, "headers": "x"}, {}, {}),
         ({"weight": True, "request_retry": 1.5}, {}, {}),
+        # The public-API check leaves "" where the new file had no prefix (PATCH never deletes a key,
+        # contract §3): "" is no prefix, so the old file's prefix still goes over.
+        ({"prefix": "team-a"}, {"prefix": ""}, {"prefix": "team-a"}),
+        ({"prefix": "team-a"}, {"prefix": "  "}, {"prefix": "team-a"}),
+        # ... but only for `prefix`: an empty note is the new file's own choice.
+        ({"note": "seat"}, {"note": ""}, {}),
         # A temporary verification prefix left by a crash is never carried over.
         ({"prefix": "reauthd-verify-abc123"}, {}, {}),
         # Running it again after the copy landed copies nothing (idempotent).

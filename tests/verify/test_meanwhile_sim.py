@@ -43,6 +43,24 @@ async def test_vertex_is_verified_through_the_public_api_with_a_temporary_prefix
     assert "sim-proxy-key" not in dump
 
 
+async def test_the_old_prefix_is_copied_after_the_public_check_put_back_no_prefix(world: World) -> None:
+    # The check restores the new file's missing prefix as "" (PATCH /auth-files/fields never deletes a
+    # key, contract §3); that "" must not stop the old file's prefix from going over afterwards.
+    task_id, _, new_name = await vertex_relogin(world, old_prefix="team-v")
+    runner = world.runner(public=True, verify_models={"vertex": "gemini-2.5-flash"})
+    try:
+        result = await runner.advance(task_id, utcnow(), wait=True)
+    finally:
+        await runner.aclose()
+
+    assert result.state is S.DONE, result.history[-1].reason
+    assert world.state.disk[new_name].content["prefix"] == "team-v"
+    fields = [op["body"] for op in world.mgmt_ops() if op["path"].endswith("/auth-files/fields")]
+    assert fields[1] == {"name": new_name, "prefix": ""}  # the restore
+    assert fields[2]["prefix"] == "team-v"  # then the settings copy
+    assert "copied the settings prefix" in result.history[-1].reason
+
+
 async def test_no_verification_path_waits_for_the_operator_and_retires_nothing(world: World) -> None:
     task_id, old_name, _ = await vertex_relogin(world)
     result = await world.runner().advance(task_id, utcnow(), wait=True)  # no proxy key, no verify model

@@ -127,10 +127,12 @@ class World:
         return [op for op in self.state.oplog if op.get("path", "").startswith("/v0/management")]
 
 
-async def vertex_relogin(world: World) -> tuple[str, str, str]:
+async def vertex_relogin(world: World, *, old_prefix: str | None = None) -> tuple[str, str, str]:
     """An old, dead Vertex credential and a task whose new key CPA imported under a new name."""
     state = world.state
-    old = scenarios.add_credential(state, "vertex", project_id="proj-old", email="sa@proj-old.iam")
+    old = scenarios.add_credential(
+        state, "vertex", project_id="proj-old", email="sa@proj-old.iam", prefix=old_prefix
+    )
     scenarios.revoke(state, old.name, live=True)
     task = world.task_for(old)
     sa = service_account("proj-new", "sa@proj-new.iam", "key-new-1")
