@@ -153,7 +153,7 @@ def explain_start_problem(exc: CPAError) -> Explanation:
             return Explanation(
                 "The proxy server could not open the local port this sign-in needs (another program or "
                 "sign-in may be using it); try again in a minute, and tell the operator if it keeps failing.",
-                NextStep.TRY_LATER,
+                NextStep.START_AGAIN,
             )
         if low == "callback server unavailable":
             return Explanation(

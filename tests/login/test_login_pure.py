@@ -192,9 +192,9 @@ def test_vertex_and_start_answers() -> None:
     assert explain_vertex_answer(_req(400, "invalid service account")).next_step is NextStep.FIX_FILE
     assert explain_vertex_answer(_req(500, "save_failed")).next_step is NextStep.TRY_LATER
     assert explain_start_problem(_req(404, "")).next_step is NextStep.TRY_LATER
-    assert (
-        explain_start_problem(_req(500, "failed to start callback server")).next_step is NextStep.START_AGAIN
-    )
+    port_taken = explain_start_problem(_req(500, "failed to start callback server"))
+    assert port_taken.next_step is NextStep.START_AGAIN and "local port" in port_taken.sentence
+    assert explain_start_problem(_req(500, "callback server unavailable")).next_step is NextStep.TRY_LATER
 
 
 def _key(**changes: object) -> bytes:

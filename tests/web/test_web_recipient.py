@@ -569,8 +569,8 @@ async def test_is_webui_forwarder_port_taken_reads_as_one_sentence_and_start_wor
         html = await open_link(http, task.link)
         sb.sim.state.sessions.forwarder_ports_in_use.add(1455)
         answer = await http.post(sb.url(f"/t/{task.task_id}/start"), data={"csrf": csrf_of(html)})
-        assert answer.status_code == 503
-        alerts = re.findall(r'<p class="notice bad" role="alert">([^<]*)</p>', answer.text)
+        assert answer.status_code == 409
+        alerts = re.findall(r'<p class="notice[^"]*" role="alert">([^<]*)</p>', answer.text)
         assert alerts == [
             "The proxy server could not open the local port this sign-in needs (another program or sign-in "
             "may be using it); try again in a minute, and tell the operator if it keeps failing."
