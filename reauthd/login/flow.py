@@ -25,6 +25,7 @@ from reauthd.login.callback import CallbackProblem, CallbackRejected, check_call
 from reauthd.login.ports import CompletionRunner, LoginCPA, LoginStore
 from reauthd.login.providers import LoginKind, UnsupportedProvider, login_for_provider, resolve_kind
 from reauthd.login.timing import (
+    DEVICE_POLL_LIMIT_S,
     STATUS_POLL_INTERVAL_S,
     login_deadline,
     window_lapsed,
@@ -227,7 +228,12 @@ class LoginFlow:
             log.warning("CPA did not mint a login", task_id=task.id, cpa=task.cpa, error=str(exc))
             return _notice(explain_start_problem(exc))
         kind = resolve_kind(login, answer.flow)
-        deadline = login_deadline(now, device=kind is LoginKind.DEVICE, expires_in=answer.expires_in)
+        deadline = login_deadline(
+            now,
+            device=kind is LoginKind.DEVICE,
+            expires_in=answer.expires_in,
+            poll_limit_s=DEVICE_POLL_LIMIT_S.get(login.auth_url_provider),
+        )
         session = LoginSession(
             task_id=task.id,
             provider=login.auth_url_provider,

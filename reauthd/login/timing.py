@@ -13,14 +13,23 @@ CALLBACK_WINDOW = timedelta(minutes=5)
 COMPLETED_STATE_TTL = timedelta(seconds=60)
 #: How often reauthd asks get-auth-status: far inside the 60-s completed window, gentle on CPA.
 STATUS_POLL_INTERVAL_S = 2.5
-#: xAI falls back to 1800 s when the upstream gives no `expires_in` (contract §4.1); Kimi may omit it.
+#: A device code without `expires_in`: Kimi sends one only when its upstream does (contract §4.1), and then
+#: CPA polls for its 15-minute maximum; plugin device flows get the same.
 DEFAULT_DEVICE_EXPIRES_IN_S = 900
+#: How long CPA polls a device code at most, whatever `expires_in` says: min(expires_in, limit)
+#: (internal/auth/kimi/kimi.go maxPollDuration, internal/auth/xai/types.go MaxPollDuration).
+DEVICE_POLL_LIMIT_S = {"kimi": 900, "xai": 1800}
 
 
-def login_deadline(minted_at: datetime, *, device: bool, expires_in: int | None) -> datetime:
-    """When CPA stops waiting for this login: 5 min for callbacks, `expires_in` for device codes."""
+def login_deadline(
+    minted_at: datetime, *, device: bool, expires_in: int | None, poll_limit_s: int | None = None
+) -> datetime:
+    """When CPA stops waiting for this login: 5 min for callbacks; for device codes `expires_in` (else
+    DEFAULT_DEVICE_EXPIRES_IN_S), never past `poll_limit_s` (DEVICE_POLL_LIMIT_S of the provider)."""
     if device:
         seconds = expires_in if expires_in is not None and expires_in > 0 else DEFAULT_DEVICE_EXPIRES_IN_S
+        if poll_limit_s is not None:
+            seconds = min(seconds, poll_limit_s)
         return minted_at + timedelta(seconds=seconds)
     return minted_at + CALLBACK_WINDOW
 

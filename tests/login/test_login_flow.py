@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from reauthd.core.model import TaskState
 from reauthd.login.flow import LoginFlow, PollOutcome
 from reauthd.login.timing import CALLBACK_WINDOW, COMPLETED_STATE_TTL
+from reauthd.login.view import Phase, describe
 from reauthd.login.wording import NextStep
 from reauthd.web.sandbox import CPA_NAME, WebSandbox
 from tests.support.completion import RecordingRunner
@@ -124,6 +126,22 @@ async def test_start_in_a_stale_tab_replaces_a_login_about_to_lapse(box: WebSand
     assert [op["method"] for op in cancels] == ["DELETE"]  # the old session is cancelled at CPA
     assert box.sim.state.sessions.get(state, box.sim.state.now()) is None
     assert len([op for op in box.sim.state.oplog if op["path"].endswith("-auth-url")]) == 2
+
+
+@pytest.mark.parametrize(("upstream_says", "window_s"), [(None, 900), (600, 600), (1800, 900)])
+async def test_kimi_countdown_follows_what_cpa_really_waits(
+    box: WebSandbox, upstream_says: int | None, window_s: int
+) -> None:
+    """Kimi's answer has `expires_in` only when its upstream gave one, and CPA polls 15 minutes at most."""
+    box.sim.state.sessions.kimi_expires_in = upstream_says
+    task = box.add_task("kimi")
+    now = box.clock()
+    assert await box.flow.start(task.task_id, now) is None
+    session = box.store.get_login_session(task.task_id)
+    assert session is not None and session.flow == "device" and session.user_code
+    assert session.expires_at == now + timedelta(seconds=window_s)
+    view = describe(box.store.get_task(task.task_id), session, now)
+    assert view.phase is Phase.DEVICE and view.seconds_left == window_s and not view.lapsed
 
 
 async def test_paste_twice_sends_once(box: WebSandbox) -> None:

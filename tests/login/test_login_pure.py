@@ -90,6 +90,24 @@ def test_login_deadline(device: bool, expires_in: int | None, seconds: int) -> N
 
 
 @pytest.mark.parametrize(
+    ("expires_in", "limit", "seconds"),
+    [
+        (None, 900, 900),  # Kimi without expires_in: CPA polls its 15-minute maximum
+        (600, 900, 600),
+        (1800, 900, 900),  # Kimi says more than CPA waits: CPA gives up at 15 minutes
+        (1800, 1800, 1800),  # xAI
+        (3600, 1800, 1800),
+        (None, None, 900),  # a plugin's device flow without expires_in
+    ],
+)
+def test_login_deadline_never_past_cpa_poll_limit(
+    expires_in: int | None, limit: int | None, seconds: int
+) -> None:
+    deadline = login_deadline(T0, device=True, expires_in=expires_in, poll_limit_s=limit)
+    assert deadline == T0 + timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(
     ("window_s", "device", "elapsed_s", "reuse"),
     [
         (300, False, 0, True),
