@@ -62,6 +62,22 @@ def _sanitise(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9@._-]", "_", value)
 
 
+def xai_file_segment(value: str) -> str:
+    """internal/auth/xai/token.go sanitizeFileSegment: trim, any rune outside [A-Za-z0-9@._-] becomes
+    `-`, then leading and trailing dashes go."""
+    return re.sub(r"[^A-Za-z0-9@._-]", "-", value.strip()).strip("-")
+
+
+def xai_file_name(email: str, sub: str, now: datetime) -> str:
+    """internal/auth/xai/token.go CredentialFileName: `xai-<email>.json`, else `xai-<sub>.json` (the
+    token's subject), else `xai-<unixms>.json` (§4.4)."""
+    for value in (email, sub):
+        segment = xai_file_segment(value)
+        if segment:
+            return f"xai-{segment}.json"
+    return f"xai-{int(now.timestamp() * 1000)}.json"
+
+
 def file_name_for(ident: Identity, now: datetime) -> str:
     """The name CPA's login saves to (§4.4); kimi gets a new name every time."""
     p = ident.provider
@@ -72,9 +88,7 @@ def file_name_for(ident: Identity, now: datetime) -> str:
     if p == "antigravity":
         return f"antigravity-{ident.email}.json" if ident.email else "antigravity.json"
     if p == "xai":
-        return (
-            f"xai-{_sanitise(ident.email)}.json" if ident.email else f"xai-{int(now.timestamp() * 1000)}.json"
-        )
+        return xai_file_name(ident.email, ident.account_id, now)  # account_id is the token's `sub`
     if p == "kimi":
         return f"kimi-{int(now.timestamp() * 1000)}.json"
     if p == "vertex":
@@ -141,7 +155,7 @@ def file_content(
             "disabled": False,
         }
     if p == "xai":
-        return {
+        xai: dict[str, Any] = {
             "type": "xai",
             "access_token": access,
             "refresh_token": refresh,
@@ -153,10 +167,14 @@ def file_content(
             "base_url": "https://api.x.ai/v1",
             "token_endpoint": "https://auth.x.ai/oauth2/token",
             "auth_kind": "oauth",
-            "email": ident.email,
-            "sub": ident.account_id,
             "disabled": False,
         }
+        # auth_files_provider_oauth.go writes `email` and `sub` only when the token carries them.
+        if ident.email:
+            xai["email"] = ident.email
+        if ident.account_id:
+            xai["sub"] = ident.account_id
+        return xai
     if p == "vertex":
         email = ident.email or f"sa@{ident.project_id}.iam.gserviceaccount.com"
         return {

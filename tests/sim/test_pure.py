@@ -1,7 +1,7 @@
 """Pure pieces of the simulator as tables: reshaping, request-scoped faults, Go formatting, states.
 
 Pure pieces of the simulator as tables: executor reshaping (§9), request-scoped faults (§2.3 A.6),
-Go time and duration formatting (§1, §2.1), OAuth state validation (§4.2).
+Go time and duration formatting (§1, §2.1), OAuth state validation (§4.2), xAI file names (§4.4).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from reauthd.sim.clock import go_duration_seconds, go_time
+from reauthd.sim.credentials import Identity, file_content, xai_file_name
 from reauthd.sim.oauth import normalize_provider, valid_state
 from reauthd.sim.scenarios import classify, request_scoped
 from reauthd.sim.upstream import UpstreamAnswer
@@ -125,6 +126,32 @@ def test_valid_state(state: str, ok: bool) -> None:
 )
 def test_normalize_provider(given: str, want: str | None) -> None:
     assert normalize_provider(given) == want
+
+
+@pytest.mark.parametrize(
+    ("email", "sub", "want"),
+    [
+        # internal/auth/xai/token.go CredentialFileName: e-mail, else the token's `sub`, else unix ms.
+        ("x@x.com", "sub-1", "xai-x@x.com.json"),
+        ("", "sub-1", "xai-sub-1.json"),
+        ("  ", "user|42 ", "xai-user-42.json"),  # sanitizeFileSegment: other runes become "-"
+        ("", "|auth0|", "xai-auth0.json"),  # ... and dashes at the ends go
+        ("", "", "xai-1767225600000.json"),
+        ("", " - ", "xai-1767225600000.json"),
+    ],
+)
+def test_xai_file_name(email: str, sub: str, want: str) -> None:
+    assert xai_file_name(email, sub, datetime(2026, 1, 1, tzinfo=UTC)) == want
+
+
+def test_xai_file_without_email_carries_sub_only() -> None:
+    content = file_content(
+        Identity("xai", "", account_id="sub-1"), "a", "r", datetime(2026, 1, 1, tzinfo=UTC), None
+    )
+    assert content["sub"] == "sub-1" and "email" not in content
+    assert "sub" not in file_content(
+        Identity("xai", "x@x.com"), "a", "r", datetime(2026, 1, 1, tzinfo=UTC), None
+    )
 
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -142,6 +142,26 @@ async def test_kimi_login_writes_a_new_file_which_replaces_the_old_one(world: Wo
     assert old.name not in state.auths
 
 
+async def test_xai_without_email_relogs_to_the_same_sub_named_file(world: World) -> None:
+    # CPA names an e-mail-less xAI file after the token's `sub` (xai-<sub>.json, contract §4.4). The
+    # listing does not show `sub` (§2.1), so nothing else could match it: the same account's re-login
+    # lands on the same name, which is the same-name path.
+    state = world.state
+    old = scenarios.add_credential(state, "xai", email="", account_id="sub-7f3a")
+    assert old.name == "xai-sub-7f3a.json"
+    scenarios.revoke(state, old.name, live=True)
+    task = world.task_for(old)
+    assert relogin(state, identity_of(old)) == old.name
+
+    result = await world.runner().advance(task.id, utcnow(), wait=True)
+
+    assert result.state is S.DONE, result.history[-1].reason
+    assert result.new_auth_name == old.name and result.new_auth_index == old.auth_index
+    assert "nothing to retire" in result.history[-1].reason
+    assert state.auths[old.name].status == "active"
+    assert state.disk[old.name].content["sub"] == "sub-7f3a" and "email" not in state.disk[old.name].content
+
+
 async def test_verification_failure_leaves_the_old_credential_exactly_as_it_was(world: World) -> None:
     state = world.state
     old = scenarios.add_credential(

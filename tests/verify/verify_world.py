@@ -60,7 +60,7 @@ def identity_of(auth: SimAuth) -> Identity:
     return Identity(
         auth.provider,
         str(meta.get("email", "")),
-        account_id=str(meta.get("account_id") or meta.get("account_uuid") or ""),
+        account_id=str(meta.get("account_id") or meta.get("account_uuid") or meta.get("sub") or ""),
         plan="plus" if auth.provider == "codex" else "",
         project_id=str(meta.get("project_id", "")),
     )
