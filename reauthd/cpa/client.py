@@ -82,8 +82,10 @@ _AUTH_URL_ROUTE = {
     # Removed built-ins, still present on older CPAs (contract §4.1).
     "iflow": "iflow",
     "qwen": "qwen",
+    # Not a built-in any more (removed 2026-06-18, contract §4.1): Gemini CLI is a plugin, and CPA hands a
+    # `type:"gemini"` file to plugins as provider "gemini-cli" (internal/watcher/synthesizer/file.go), so
+    # its login is that plugin's `/gemini-cli-auth-url` (served by ServePluginAuthURL). Same as providers.py.
     "gemini": "gemini-cli",
-    "gemini-cli": "gemini-cli",
 }
 _WEBUI_PROVIDERS = frozenset({"anthropic", "codex", "antigravity"})
 

@@ -71,7 +71,14 @@ _ALIASES = {
 }
 
 # Built-ins removed from CPA (contract §4.1): asking for their auth URL would 404.
-_REMOVED = frozenset({"qwen", "iflow", "gemini"})
+_REMOVED = frozenset({"qwen", "iflow"})
+
+# Gemini is not among them: its built-in route went away (2026-06-18), but Gemini CLI lives on as a plugin.
+# CPA lists a `type:"gemini"` file only when a plugin parses it, and hands it to the plugins as provider
+# "gemini-cli" (internal/watcher/synthesizer/file.go), so it logs in through that plugin's
+# `/gemini-cli-auth-url`; without the plugin CPA answers an empty 404 and the page says the plugin is missing.
+_PLUGIN_ALIASES = {"gemini": "gemini-cli"}
+_PLUGIN_NAMES = {"gemini-cli": "Gemini CLI"}
 
 # Plugin ids: CPA routes `/<id>-auth-url` through its NoRoute handler for ids of this shape (contract §4.1).
 _PLUGIN_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -83,9 +90,10 @@ def login_for_provider(provider: str) -> ProviderLogin:
     key = _ALIASES.get(key, key)
     if key in _BUILTIN:
         return _BUILTIN[key]
+    key = _PLUGIN_ALIASES.get(key, key)
     if key in _REMOVED or not _PLUGIN_ID.fullmatch(key):
         raise UnsupportedProvider(provider)
-    return ProviderLogin(key, key, None, key)
+    return ProviderLogin(key, key, None, _PLUGIN_NAMES.get(key, key))
 
 
 def resolve_kind(login: ProviderLogin, answered_flow: str | None) -> LoginKind:

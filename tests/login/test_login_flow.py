@@ -188,3 +188,27 @@ async def test_unsupported_and_missing_plugin_providers(box: WebSandbox) -> None
     )  # fmt: skip
     notice = await box.flow.start(plugin.id, now)
     assert notice is not None and notice.next_step is NextStep.TRY_LATER and "plugin" in notice.sentence
+
+
+async def test_a_gemini_file_signs_in_through_the_gemini_cli_plugin(box: WebSandbox) -> None:
+    """Contract §4.1: /gemini-cli-auth-url is no built-in any more; a `gemini` file is a plugin's (CPA hands
+    it to plugins as gemini-cli), so reauthd asks the plugin's route and says so when the plugin is absent."""
+    now = box.clock()
+    task = box.store.create_task(
+        cpa=CPA_NAME, auth_name="gemini-a@example.com.json", auth_index="2" * 16, provider="gemini",
+        account_masked="a***@example.com", reason="revoked", now=now, deadline=now + timedelta(days=1),
+    )  # fmt: skip
+    notice = await box.flow.start(task.id, now)
+    assert notice is not None and notice.next_step is NextStep.TRY_LATER
+    assert notice.sentence == (
+        "This proxy server has no sign-in for this provider (its plugin may be missing). "
+        "The operator needs to look at it."
+    )
+    asked = [op["path"] for op in box.sim.state.oplog if op["path"].endswith("-auth-url")]
+    assert asked == ["/v0/management/gemini-cli-auth-url"]
+    assert box.state_of(task.id) is S.OPENED
+    box.sim.state.settings.plugin_providers = ("gemini-cli",)  # CPA with the Gemini CLI plugin loaded
+    assert await box.flow.start(task.id, now) is None
+    session = box.store.get_login_session(task.id)
+    assert session is not None and session.provider == "gemini-cli" and session.flow == "callback"
+    assert describe(box.store.get_task(task.id), session, now).headline == "Sign in to Gemini CLI"

@@ -45,6 +45,8 @@ T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
         ("grok", "xai", LoginKind.DEVICE),
         ("vertex", "", LoginKind.VERTEX),
         ("gemini-cli", "gemini-cli", None),  # a plugin: CPA's answer decides
+        ("gemini", "gemini-cli", None),  # CPA hands `type:"gemini"` files to plugins as gemini-cli
+        ("Gemini", "gemini-cli", None),
         ("my-plugin2", "my-plugin2", None),
     ],
 )
@@ -54,7 +56,7 @@ def test_provider_mapping(provider: str, route: str, kind: LoginKind | None) -> 
     assert login.kind is kind
 
 
-@pytest.mark.parametrize("provider", ["qwen", "iflow", "gemini", "", "a/b", "UPPER_case", "x" * 80])
+@pytest.mark.parametrize("provider", ["qwen", "iflow", "", "a/b", "UPPER_case", "x" * 80])
 def test_unsupported_providers(provider: str) -> None:
     with pytest.raises(UnsupportedProvider):
         login_for_provider(provider)
