@@ -255,7 +255,11 @@ async def patch_fields(request: Request, state: SimState) -> Response:
     auth = state.auth_by_name(raw_name.strip())
     if auth is None:
         return err(404, "auth file not found")
-    md = auth.metadata
+    # CPA edits a clone (Manager.GetByID returns auth.Clone(), which copies the top-level metadata map)
+    # and calls authManager.Update only at the end: a 400 on any key leaves the auth and its file as they
+    # were, whatever keys came before it. Like Clone, nested maps are shared (a dot path may still reach
+    # the live metadata); only the top level is copied.
+    md = dict(auth.metadata)
     for path, value in fields.items():
         if not path.strip():
             return err(400, "field name is required")
@@ -292,6 +296,8 @@ async def patch_fields(request: Request, state: SimState) -> Response:
         else:
             parts = [p.strip() for p in path.split(".")]
             if any(not p for p in parts):
+                # setAuthFileMetadataValue's own error (auth_files_fields.go); "invalid field <k>" is only
+                # for a value that does not decode, which cannot happen once the whole body parsed.
                 return err(400, f"invalid field path: {path}")
             node = md
             for part in parts[:-1]:
@@ -303,6 +309,7 @@ async def patch_fields(request: Request, state: SimState) -> Response:
             node[parts[-1]] = value
     if not fields:
         return err(400, "no fields to update")
+    auth.metadata = md
     if isinstance(fields.get("disabled"), bool):
         auth.disabled = fields["disabled"]
         auth.status = "disabled" if auth.disabled else "active"

@@ -295,6 +295,29 @@ async def test_patch_fields(sim: SimServer, client: httpx.AsyncClient) -> None:
     assert (r.status_code, r.json()) == (400, {"error": "invalid request body"})
 
 
+async def test_patch_fields_refusing_one_key_changes_nothing(
+    sim: SimServer, client: httpx.AsyncClient
+) -> None:
+    """auth_files_fields.go edits a clone (Manager.GetByID) and persists it only at the end: a 400 on a
+    later key leaves the earlier ones unapplied, in memory and on disk."""
+    a = sim.state.add_credential("claude", email="g@x.com", note="keep")
+    before = dict(sim.state.disk[a.name].content)
+    for bad, msg in [
+        ({"a..b": 1}, "invalid field path: a..b"),  # setAuthFileMetadataValue's message
+        ({"weight": 2.5}, "weight must be an integer"),
+        ({"weight.x": 1}, "weight does not support nested fields"),
+    ]:
+        # Earlier keys in the body: a Go map has no order, so the refusal must not depend on position.
+        body = {"name": a.name, "note": "changed", "prefix": "p1", "headers": {"X": "1"}, **bad}
+        r = await client.patch("/auth-files/fields", json=body)
+        assert (r.status_code, r.json()) == (400, {"error": msg})
+        raw = (await client.get("/auth-files/download", params={"name": a.name})).json()
+        assert raw == before
+        assert sim.state.auths[a.name].metadata == before
+        (entry,) = (await client.get("/auth-files", params={"name": a.name})).json()["files"]
+        assert entry["note"] == "keep"
+
+
 async def test_download_upload_delete(sim: SimServer, client: httpx.AsyncClient) -> None:
     """§3: download errors; invalid JSON never overwrites; upload registers at once; delete hides."""
     a = sim.state.add_credential("kimi", name="kimi-1.json")
