@@ -156,7 +156,9 @@ def describe(task: ReauthTask, session: LoginSession | None, now: datetime) -> L
                 "Expired: start again" if lapsed else f"Enter the code at {name}",
                 "The code has expired. Start again for a new one."
                 if lapsed
-                else "Open the verification page, enter the code below and approve. This page follows along.",
+                else "Open the verification page, enter the code below and approve. This page follows along."
+                if session.user_code
+                else "Open the verification page and approve the sign-in there. This page follows along.",
                 left,
                 format_countdown(left),
                 lapsed,

@@ -136,9 +136,14 @@ def task_body(
             )
         else:
             try:
-                hint = login_for_provider(task.provider).redirect_hint or "http://localhost"
+                login = login_for_provider(task.provider)
+                hint = login.redirect_hint or "http://localhost"
+                # CPA forwards the callback by itself only for the providers it takes `is_webui` for
+                # (anthropic, codex, antigravity; contract §4.1): a plugin's login still needs the paste.
+                forwarded = webui and login.supports_webui
             except UnsupportedProvider:
                 hint = "http://localhost"
+                forwarded = False
             inner = render(
                 "callback_steps.html",
                 seconds=view.seconds_left or 0,
@@ -149,7 +154,7 @@ def task_body(
                 callback_url=links.url(f"/t/{t}/callback"),
                 csrf=csrf,
                 restart=restart_form(links, t, csrf, primary=False),
-                webui_note=WEBUI_NOTE if webui else EMPTY,
+                webui_note=WEBUI_NOTE if forwarded else EMPTY,
             )
         return render(
             "callback.html",
@@ -174,7 +179,9 @@ def task_body(
             provider=view.provider_name,
             notice=box,
             detail=view.detail,
-            user_code=view.user_code or "",
+            # CPA omits `user_code` when the provider gives none (contract §4.1; a plugin's device flow,
+            # or a verification link that carries the code): no empty box to copy from then.
+            code_box=render("device_code.html", user_code=view.user_code) if view.user_code else EMPTY,
             seconds=view.seconds_left or 0,
             countdown=view.countdown or "",
             signin_url=links.url(f"/t/{t}/signin"),
