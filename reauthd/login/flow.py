@@ -368,6 +368,7 @@ class LoginFlow:
             session = self.store.get_login_session(task_id)
             if task.state not in POLLED_STATES or session is None or session.flow == LoginKind.VERTEX:
                 return PollOutcome.IDLE
+            device = session.flow == LoginKind.DEVICE
             try:
                 status = await self._client(task).get_auth_status(session.oauth_state)
             except CPAError as exc:
@@ -380,7 +381,9 @@ class LoginFlow:
                 if now > session.expires_at + POLL_GIVE_UP_AFTER:
                     with contextlib.suppress(CPAError):
                         await self._client(task).cancel_oauth_session(session.oauth_state)
-                    return self._end(task, _LAPSED.sentence, now)
+                    return self._end(
+                        task, explain_status_error("unknown or expired state", device=device).sentence, now
+                    )
                 return PollOutcome.WAITING
             if status.status == "ok":
                 return self._completed(task, "The proxy server saved the new login; testing it now.", now)
@@ -399,8 +402,9 @@ class LoginFlow:
                     "The proxy server no longer reports the finished sign-in; looking for the new login.",
                     now,
                 )
-            log.info("login ended at CPA", task_id=task_id, error=explain_status_error(error).sentence)
-            return self._end(task, explain_status_error(error).sentence, now)
+            ended = explain_status_error(error, device=device).sentence
+            log.info("login ended at CPA", task_id=task_id, error=ended)
+            return self._end(task, ended, now)
 
     def _completed(self, task: ReauthTask, reason: str, now: datetime) -> str:
         self.store.delete_login_session(task.id)

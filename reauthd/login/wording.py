@@ -37,8 +37,14 @@ _UNREACHABLE = Explanation(
     NextStep.TRY_LATER,
 )
 
+_CODE_EXPIRED = Explanation(
+    "The code expired before it was approved. Start again for a new one.", NextStep.START_AGAIN
+)
+
 # CPA's waiter timeouts (contract §4.2): anthropic/codex say the first, antigravity the second.
 _TIMEOUT_TEXTS = ("timeout waiting for oauth callback", "oauth flow timed out")
+# A device code that ran out: `Authentication failed: kimi: device code expired` (internal/auth/kimi/kimi.go).
+_CODE_EXPIRED_TEXTS = ("device code expired",)
 
 
 def _phrase(text: str) -> str:
@@ -47,10 +53,13 @@ def _phrase(text: str) -> str:
     return head[:120] or "no reason given"
 
 
-def explain_status_error(error_text: str | None) -> Explanation:
-    """`get-auth-status` said `error` (contract §4.2)."""
+def explain_status_error(error_text: str | None, *, device: bool = False) -> Explanation:
+    """`get-auth-status` said `error` (contract §4.2). `device`: the login is a device code, which CPA
+    waits for until the code expires (up to 15 or 30 minutes), not 5 minutes."""
     text = (error_text or "").strip()
     low = text.lower()
+    if device and (low == "unknown or expired state" or any(t in low for t in _CODE_EXPIRED_TEXTS)):
+        return _CODE_EXPIRED
     if low == "unknown or expired state" or any(t in low for t in _TIMEOUT_TEXTS):
         return _LAPSED
     if "state" in low and ("mismatch" in low or "code error" in low):

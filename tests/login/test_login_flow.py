@@ -144,6 +144,14 @@ async def test_kimi_countdown_follows_what_cpa_really_waits(
     assert view.phase is Phase.DEVICE and view.seconds_left == window_s and not view.lapsed
 
 
+async def test_an_expired_device_code_is_told_as_such_not_as_a_5_minute_lapse(box: WebSandbox) -> None:
+    task_id, _ = await started(box, "kimi")
+    box.sim.state.advance(905)  # CPA stops polling Kimi after 15 minutes: "... device code expired"
+    await until(box, task_id, S.OPENED)
+    reason = box.store.get_task(task_id).history[-1].reason
+    assert reason == "The code expired before it was approved. Start again for a new one."
+
+
 async def test_paste_twice_sends_once(box: WebSandbox) -> None:
     task_id, state = await started(box)
     url = box.sim.state.provider_login(state)

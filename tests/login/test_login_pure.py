@@ -208,6 +208,28 @@ def test_status_errors_in_words(error: str | None, words: str) -> None:
     assert words in explanation.sentence
 
 
+@pytest.mark.parametrize(
+    ("error", "device", "words"),
+    [
+        ("unknown or expired state", False, "(5 minutes)"),
+        ("unknown or expired state", True, "The code expired before it was approved."),
+        (
+            "Authentication failed: kimi: device code expired",
+            True,
+            "The code expired before it was approved.",
+        ),
+        ("Authentication failed: access_denied", True, "did not complete: Authentication failed."),
+        ("Timeout waiting for OAuth callback", False, "(5 minutes)"),
+    ],
+)
+def test_status_errors_for_device_codes_do_not_speak_of_5_minutes(
+    error: str, device: bool, words: str
+) -> None:
+    explanation = explain_status_error(error, device=device)
+    assert words in explanation.sentence and explanation.next_step is NextStep.START_AGAIN
+    assert device is ("5 minutes" not in explanation.sentence)
+
+
 def test_vertex_and_start_answers() -> None:
     assert explain_vertex_answer(_req(400, "invalid service account")).next_step is NextStep.FIX_FILE
     assert explain_vertex_answer(_req(500, "save_failed")).next_step is NextStep.TRY_LATER
