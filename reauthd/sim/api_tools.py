@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from reauthd.sim.auths import AUTH_DIR
-from reauthd.sim.credentials import vertex_file_name
+from reauthd.sim.credentials import merge_relogin, vertex_file_name
 from reauthd.sim.responses import err, gin_json, read_form, read_json
 from reauthd.sim.scenarios import refresh
 from reauthd.sim.state import SimState
@@ -165,6 +165,15 @@ async def vertex_import(request: Request, state: SimState) -> Response:
         "label": f"{project} ({email})",
         "disabled": False,
     }
+    # The import is saved like a login (saveTokenRecord → mergeExistingAuthFileMetadata, vertex_import.go):
+    # a re-import of the same project keeps the old file's keys the new record lacks (prefix, note, ...),
+    # read from disk, else from the registered auth; FileTokenStore.Save then forces disabled to false.
+    existing = state.disk.get(name)
+    previous = existing.content if existing is not None else None
+    if previous is None and (auth := state.auths.get(name)) is not None:
+        previous = auth.metadata
+    if previous:
+        content = merge_relogin(previous, content)
     ensure_vertex_key(state, content)
     state.write_file(name, content)
     return gin_json(

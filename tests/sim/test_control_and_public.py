@@ -15,6 +15,7 @@ import pytest
 
 from reauthd.sim import SimServer, run_sim_in_thread
 from reauthd.sim.cli import seed_demo_world
+from reauthd.sim.credentials import service_account
 
 PROXY = {"Authorization": "Bearer sim-proxy-key"}
 
@@ -88,6 +89,30 @@ async def test_vertex_import_and_verification(
     e = (await client.get("/auth-files")).json()["files"][0]
     assert e["status"] == "error"
     assert "invalid_grant" in e["status_message"]
+
+
+async def test_vertex_reimport_keeps_the_old_files_settings(
+    sim: SimServer, client: httpx.AsyncClient
+) -> None:
+    """vertex_import.go saves through saveTokenRecord → mergeExistingAuthFileMetadata: a re-import of the
+    same project keeps the old file's keys the new record lacks; the new key, location and `disabled:
+    false` (FileTokenStore.Save) win."""
+    old = sim.state.add_credential(
+        "vertex", project_id="proj-r", email="sa@proj-r.iam", prefix="team-v", note="finance",
+        disabled=True, extra={"location": "europe-west4", "proxy_url": "http://p:1", "priority": 3},
+    )  # fmt: skip
+    sa = service_account("proj-r", "sa@proj-r.iam", "k-new")
+    r = await client.post("/vertex/import", files={"file": ("sa.json", json.dumps(sa).encode())})
+    assert r.json()["auth-file"].endswith(f"/{old.name}")
+    saved = sim.state.disk[old.name].content
+    kept = {k: saved.get(k) for k in ("prefix", "note", "proxy_url", "priority")}
+    assert kept == {"prefix": "team-v", "note": "finance", "proxy_url": "http://p:1", "priority": 3}
+    assert saved["service_account"]["private_key_id"] == "k-new"
+    assert saved["location"] == "us-central1"  # the new record has one: it wins
+    assert saved["disabled"] is False
+    sim.state.advance(1.1)
+    [entry] = (await client.get("/auth-files")).json()["files"]
+    assert (entry["auth_index"], entry["note"], entry["disabled"]) == (old.auth_index, "finance", False)
 
 
 async def test_usage_queue_pops(client: httpx.AsyncClient) -> None:
