@@ -18,6 +18,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -53,6 +54,14 @@ Clock = Callable[[], datetime]
 
 # How often the main loop wakes: flush due notifications, advance logins being verified and retired.
 TICK_S = 2.0
+# How often the heartbeat job proves the event loop and the scheduler turn (/livez, the systemd watchdog).
+HEARTBEAT_S = 1.0
+# One tick starts no new task step after this long, and then no new delivery after this long again: the
+# rest is the next tick's (2 s later). Single steps are bounded by their own timeouts (a CPA call, a send).
+TICK_BUDGET_S = 20.0
+# Every scheduler job: a suspended host (or a tick longer than the interval) catches up with one run, not a
+# burst, and a job never runs twice at once (APScheduler skips a run while the previous one is still going).
+JOB_DEFAULTS: dict[str, Any] = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
 # How long SIGTERM waits for in-flight steps (a verify request, a delete) before closing anyway.
 SHUTDOWN_GRACE_S = 15.0
 DETECTION_STATE_KEY = "detect.confirmation"
@@ -98,6 +107,7 @@ class _Graph:
     login: LoginFlow
     completion: CompletionRunner
     web: WebServer
+    scheduler: AsyncIOScheduler
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -111,6 +121,9 @@ class Daemon:
         config_path: str | os.PathLike[str] | None = None,
         clock: Clock = utcnow,
         notifier: Notifier | None = None,
+        liveness_timeout_s: float = 120.0,
+        step_timeout_s: float = 300.0,
+        tick_budget_s: float = TICK_BUDGET_S,
     ) -> None:
         self.settings = settings
         self.config_path = config_path
@@ -118,7 +131,12 @@ class Daemon:
         self._notifier_override = notifier
         self.sd = SystemdNotifier()
         self.metrics = Metrics(cpas=[c.name for c in settings.cpa], routes=route_names(settings.notify))
-        self.health = Health(cpas=[c.name for c in settings.cpa])
+        self.health = Health(
+            cpas=[c.name for c in settings.cpa],
+            liveness_timeout_s=liveness_timeout_s,
+            step_timeout_s=step_timeout_s,
+        )
+        self.tick_budget_s = tick_budget_s
         self.store: Store | None = None
         self.graph: _Graph | None = None
         self.web_url: str | None = None
@@ -127,6 +145,7 @@ class Daemon:
         self._tick_lock = asyncio.Lock()
         self._last_state_export: dict[str, object] | None = None
         self._last_state_version: tuple[int, int] | None = None
+        self._last_advanced: str | None = None
 
     # ------------------------------------------------------------------------------------ control
 
@@ -226,6 +245,13 @@ class Daemon:
         store = self.store
         settings = self.settings
         async with AsyncExitStack() as stack:
+            # The heartbeat runs from the start, so a slow first look at CPA is a slow start, not a dead loop.
+            scheduler = AsyncIOScheduler(timezone=UTC)
+            scheduler.add_job(
+                self._heartbeat, "interval", seconds=HEARTBEAT_S, id="heartbeat", **JOB_DEFAULTS
+            )
+            scheduler.start()
+            stack.callback(scheduler.shutdown, wait=False)
             self.sd.status("connecting to CPA")
             clients = {}
             for cpa in settings.cpa:
@@ -283,29 +309,33 @@ class Daemon:
                 return EXIT_ATTENTION
             stack.push_async_callback(web.stop)
             self.web_url = web.url
-            graph = _Graph(settings, clients, engine, tasks, login, completion, web)
+            graph = _Graph(settings, clients, engine, tasks, login, completion, web, scheduler)
             self.graph = graph
+            tasks.outbox.on_progress = self.health.progress
 
             # First look at every CPA before declaring readiness (systemd READY=1, /readyz).
             self.sd.status("reading every CPA's auth files")
-            await engine.cycle(self.clock())
-            self._observe_clients(graph)
-            resumed = await login.resume()
-            await self._tick(graph)
+            with self.health.working():
+                await engine.cycle(self.clock())
+                self.health.progress()
+                self._observe_clients(graph)
+                resumed = await login.resume()
+                self.health.progress()
+                await self._tick(graph)
 
-            scheduler = AsyncIOScheduler(timezone=UTC)
-            # coalesce + misfire grace: a suspended host catches up with one run, not a burst.
-            job_defaults = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
-            scheduler.add_job(self._tick, "interval", args=[graph], seconds=TICK_S, **job_defaults)
-            scheduler.add_job(
-                self._reconcile,
-                "interval",
-                args=[graph],
-                seconds=max(5.0, settings.detect.poll_interval_s / 2),
-                **job_defaults,
-            )
-            scheduler.start()
-            stack.callback(scheduler.shutdown, wait=False)
+            work = [
+                scheduler.add_job(
+                    self._tick, "interval", args=[graph], seconds=TICK_S, id="tick", **JOB_DEFAULTS
+                ),
+                scheduler.add_job(
+                    self._reconcile,
+                    "interval",
+                    args=[graph],
+                    seconds=max(5.0, settings.detect.poll_interval_s / 2),
+                    id="reconcile",
+                    **JOB_DEFAULTS,
+                ),
+            ]
             graph.background.append(
                 asyncio.create_task(engine.run(skip_first_cycle=True), name="reauthd-detect")
             )
@@ -329,7 +359,8 @@ class Daemon:
             else:
                 self.sd.reloading("applying the new configuration")
             self.metrics.set_ready(False)
-            scheduler.pause()
+            for job in work:  # the heartbeat goes on while in-flight steps finish
+                job.remove()
             for job in graph.background:
                 job.cancel()
             await asyncio.gather(*graph.background, return_exceptions=True)
@@ -383,23 +414,46 @@ class Daemon:
 
     # ------------------------------------------------------------------------------------ ticks
 
+    async def _heartbeat(self) -> None:
+        """A scheduler job on the event loop: it runs only while both turn (/livez, the systemd watchdog)."""
+        self.health.beat()
+
     async def _tick(self, graph: _Graph) -> None:
-        """Wake-up: deliver due messages, continue verifications and retirements, refresh health."""
+        """Wake-up: continue verifications and retirements, deliver due messages, refresh health.
+
+        Each task step and each delivery counts as progress for /livez, and each phase stops starting new
+        work after `tick_budget_s`: a slow CPA or a blackholed webhook makes ticks long, never the daemon
+        "dead" (the heartbeat job keeps beating meanwhile)."""
         async with self._tick_lock:
-            assert self.store is not None
-            now = self.clock()
-            self.health.beat()
-            try:
-                for task in self.store.list_tasks(COMPLETING):
-                    await graph.completion.advance(task.id, now)
-                await graph.tasks.flush_notifications(now)
-                self._observe_notifications(graph)
-            except Exception as exc:  # one bad tick must not stop the loop; the store keeps the state
-                log.error(
-                    "daemon.tick_failed", error=type(exc).__name__, detail=REDACTOR.scrub_text(str(exc))
-                )
-            self._observe_clients(graph)
-            self._persist(graph)
+            with self.health.working():
+                try:
+                    await self._advance_completing(graph)
+                    await graph.tasks.outbox.flush(self.clock(), budget_s=self.tick_budget_s)
+                    self._observe_notifications(graph)
+                except Exception as exc:  # one bad tick must not stop the loop; the store keeps the state
+                    log.error(
+                        "daemon.tick_failed", error=type(exc).__name__, detail=REDACTOR.scrub_text(str(exc))
+                    )
+                self._observe_clients(graph)
+                self._persist(graph)
+
+    async def _advance_completing(self, graph: _Graph) -> None:
+        """One step for each task being verified or retired, round-robin from where the last tick stopped,
+        until the tick's budget is spent."""
+        assert self.store is not None
+        ids = [task.id for task in self.store.list_tasks(COMPLETING)]
+        if self._last_advanced in ids:
+            start = ids.index(self._last_advanced) + 1
+            ids = ids[start:] + ids[:start]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.tick_budget_s
+        for done, task_id in enumerate(ids):
+            if loop.time() >= deadline:
+                log.info("daemon.tick_budget_spent", steps_done=done, steps_left=len(ids) - done)
+                return
+            await graph.completion.advance(task_id, self.clock())
+            self._last_advanced = task_id
+            self.health.progress()
 
     async def _reconcile(self, graph: _Graph) -> None:
         """Level-triggered: raise, close and expire tasks from the latest verdicts."""

@@ -92,6 +92,7 @@ class FlushReport:
     gave_up: int = 0
     skipped: int = 0
     superseded: int = 0
+    postponed: int = 0  # due but not tried: the flush's time budget ran out (they go out on the next flush)
     deferred: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -115,13 +116,20 @@ class Outbox:
         self._policy = reminder_policy(settings.notify)
         self._jitter = jitter
         self._lock = asyncio.Lock()
+        #: Called after each delivery attempt: the daemon's liveness counts it as progress of its tick.
+        self.on_progress: Callable[[], None] | None = None
         notifier.seed(store.last_channel_outcomes())
 
-    async def flush(self, now: datetime) -> FlushReport:
+    async def flush(self, now: datetime, *, budget_s: float | None = None) -> FlushReport:
+        """Plan what is due, then deliver it. With `budget_s`, no delivery starts once that many seconds have
+        passed: the rest stays due for the next flush (one blackholed webhook cannot hold a tick for
+        100 × its timeout)."""
         async with self._lock:
+            loop = asyncio.get_running_loop()
+            deadline = None if budget_s is None else loop.time() + budget_s
             report = FlushReport()
             report.planned = self.plan(now)
-            await self._deliver(now, report)
+            await self._deliver(now, report, deadline)
             return report
 
     # ------------------------------------------------------------------------------------ planning
@@ -312,7 +320,8 @@ class Outbox:
 
     # ------------------------------------------------------------------------------------ delivery
 
-    async def _deliver(self, now: datetime, report: FlushReport) -> None:
+    async def _deliver(self, now: datetime, report: FlushReport, deadline: float | None = None) -> None:
+        loop = asyncio.get_running_loop()
         per_channel: dict[str, list[Delivery]] = defaultdict(list)
         for delivery in self.store.due_deliveries(now):
             if self._quiet is not None and self._quiet.contains(now):
@@ -322,8 +331,13 @@ class Outbox:
             per_channel[delivery.route].append(delivery)
 
         async def drain(rows: list[Delivery]) -> None:
-            for delivery in rows:  # in order within a channel, so a digest is never overtaken by its reminder
+            for done, delivery in enumerate(rows):  # in order within a channel: a digest before its reminder
+                if deadline is not None and loop.time() >= deadline:
+                    report.postponed += len(rows) - done
+                    return
                 await self._deliver_one(delivery, now, report)
+                if self.on_progress is not None:
+                    self.on_progress()
 
         # Channels are independent: one slow or dead webhook must not hold up the others. Store writes stay
         # synchronous between awaits, so the concurrent drains never interleave inside a transaction.

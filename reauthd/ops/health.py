@@ -1,8 +1,11 @@
 """The health model the daemon keeps up to date, and the /livez, /readyz, /healthz and /metrics routes.
 
 Liveness and readiness answer different questions (and a supervisor acts differently on each):
-- live: the main loop still turns (its heartbeat is recent). Failing it gets the process restarted,
-  so it must not depend on CPA or the notifier: a restart fixes neither.
+- live: the main loop still turns — its heartbeat (a cheap scheduler job) is recent, and the work it is
+  doing (a task step, a delivery, a CPA cycle) keeps making progress. Failing it gets the process
+  restarted, so it must not depend on CPA or the notifier being fast: a restart fixes neither. A slow
+  step only has to finish within `step_timeout_s`, which is longer than any bounded CPA call sequence
+  or delivery; a blocked event loop, a dead scheduler or a step that never returns still fails it.
 - ready: reauthd can do its job — the state store is writable and every CPA answers with the key
   accepted. Failing it is reported (503 with the reason in plain words) and, in Kubernetes, only
   takes the pod out of Service endpoints.
@@ -18,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -73,8 +77,9 @@ class HealthReport:
 class Health:
     """What the daemon knows about its own health. All updates are cheap and never raise.
 
-    `clock` is a monotonic clock in seconds (injected so tests need no sleeping); the heartbeat of the
-    main loop must be younger than `liveness_timeout_s` for /livez to pass. Until the first beat the
+    `clock` is a monotonic clock in seconds (injected so tests need no sleeping). For /livez to pass, the
+    heartbeat of the main loop must be younger than `liveness_timeout_s`, and while work is in progress
+    (`working()`) its last progress must be younger than `step_timeout_s`. Until the first beat the
     time of construction counts, so a slow start is not a dead loop.
     """
 
@@ -83,13 +88,17 @@ class Health:
         *,
         cpas: Iterable[str],
         liveness_timeout_s: float = 120.0,
+        step_timeout_s: float = 300.0,
         store_check: StoreCheck | None = None,
         store_check_timeout_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
         self.liveness_timeout_s = liveness_timeout_s
+        self.step_timeout_s = step_timeout_s
         self._last_beat = clock()
+        self._working = 0
+        self._last_progress = self._last_beat
         self._store_check = store_check
         self._store_check_timeout_s = store_check_timeout_s
         self._cpas: dict[str, _CPAState] = {
@@ -104,23 +113,46 @@ class Health:
     # ------------------------------------------------------------------------------- main loop
 
     def beat(self) -> None:
-        """The main loop finished one turn (call it every tick, alongside the systemd watchdog ping)."""
+        """The main loop turned: the daemon's heartbeat job calls it every second, so it proves the event
+        loop and the scheduler run, whatever slow I/O the ticks are waiting for."""
         self._last_beat = self._clock()
 
     def heartbeat_age_s(self) -> float:
         return self._clock() - self._last_beat
 
+    @contextmanager
+    def working(self) -> Iterator[None]:
+        """A unit of main-loop work (a tick, the startup): while it runs, each `progress()` must come within
+        `step_timeout_s` of the previous one, or the loop counts as stuck. Nests."""
+        self._working += 1
+        self.progress()
+        try:
+            yield
+        finally:
+            self._working -= 1
+            self.progress()
+
+    def progress(self) -> None:
+        """One step of the current work finished (a task advanced, a message delivered or tried)."""
+        self._last_progress = self._clock()
+
+    def stalled_s(self) -> float:
+        """How long the work in progress has made no progress (0 when nothing is in progress)."""
+        return self._clock() - self._last_progress if self._working else 0.0
+
     def live(self) -> HealthReport:
+        reasons: list[str] = []
         age = self.heartbeat_age_s()
-        if age <= self.liveness_timeout_s:
-            return HealthReport(True, ())
-        return HealthReport(
-            False,
-            (
-                f"the main loop has not completed a turn for {age:.0f} s (limit {self.liveness_timeout_s:.0f} s)",
-            ),
-            "not live",
-        )
+        if age > self.liveness_timeout_s:
+            reasons.append(
+                f"the main loop has not completed a turn for {age:.0f} s (limit {self.liveness_timeout_s:.0f} s)"
+            )
+        stalled = self.stalled_s()
+        if stalled > self.step_timeout_s:
+            reasons.append(
+                f"a main-loop step has made no progress for {stalled:.0f} s (limit {self.step_timeout_s:.0f} s)"
+            )
+        return HealthReport(not reasons, tuple(reasons), "not live")
 
     def begin_shutdown(self) -> None:
         """SIGTERM received: report unready so no new work (or traffic) arrives while steps finish."""

@@ -1,9 +1,10 @@
 """Feeds systemd's watchdog only while the main loop is alive, so a stuck loop gets the process restarted.
 
-A timer that pinged unconditionally would prove only that the event loop turns; the reconcile loop
-could hang on a lock forever and systemd would never notice. So each ping first asks `alive()`
-(normally `lambda: health.live().ok`, which checks the main loop's heartbeat) and stays silent when it
-says no: systemd then kills the service after WatchdogSec and restarts it (Restart=on-failure).
+A timer that pinged unconditionally would prove only that the event loop turns; the scheduler could be
+dead, or a tick could hang on a step forever, and systemd would never notice. So each ping first asks
+`alive()` (normally `lambda: health.live().ok`, which checks the scheduler's heartbeat job and that the
+step in progress keeps progressing) and stays silent when it says no: systemd then kills the service
+after WatchdogSec and restarts it (Restart=on-failure).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ quiet hours, retries with backoff, final notices, and restarts without duplicate
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ from structlog.testing import capture_logs
 
 from reauthd.config import Settings
 from reauthd.core.model import TaskState
-from reauthd.notify.notifier import Notifier
+from reauthd.notify.notifier import Notifier, SendOutcome
 from reauthd.notify.outbox import SUPERSEDED, Outbox
 from reauthd.store import DeliveryKind, DeliveryStatus, Store
 from tests.notify.notify_settings import make_settings
@@ -490,3 +491,37 @@ async def test_an_escalation_url_that_is_also_a_task_route_hears_a_refusal_once(
     await rig.outbox.flush(T0 + timedelta(minutes=6))
     titles = [m["title"] for m in inbox.messages(path="all")]
     assert sum(t.startswith("The new login did not work") for t in titles) == 1, titles
+
+
+class _SlowNotifier(Notifier):
+    def __init__(self, settings: Settings, delay_s: float) -> None:
+        super().__init__(settings.notify)
+        self.delay_s = delay_s
+        self.sent: list[str] = []
+
+    async def send(self, channel: str, message: Any, now: datetime) -> SendOutcome:
+        await asyncio.sleep(self.delay_s)
+        self.sent.append(message.title)
+        return SendOutcome(True)
+
+
+async def test_a_flush_starts_no_delivery_after_its_budget_and_reports_progress(make_rig: Any) -> None:
+    """A slow channel cannot hold one flush (the daemon's tick) for all its due messages: what is left is the
+    next flush's. Each attempt is reported as progress (the daemon's liveness)."""
+    rig = make_rig(urls=["json://127.0.0.1:9/slow"], group_window_s=0)
+    for i in range(6):
+        task_id = rig.task(f"a{i}", T0)
+        rig.store.apply_transition(task_id, S.DONE, "works again", T0)
+        rig.store.enqueue_delivery(
+            kind=DeliveryKind.RESOLVED, route="default#0", task_ids=[task_id], due_at=T0, now=T0,
+            dedupe_key=f"final{i}",
+        )  # fmt: skip
+    notifier = _SlowNotifier(rig.settings, 0.5)
+    outbox = Outbox(rig.store, rig.settings, notifier, jitter=lambda: 1.0)
+    beats: list[int] = []
+    outbox.on_progress = lambda: beats.append(len(notifier.sent))
+    first = await outbox.flush(T0, budget_s=0.75)
+    assert (first.sent, first.postponed) == (2, 4)  # started at 0 s and 0.5 s; not at 1 s
+    assert beats == [1, 2]
+    second = await outbox.flush(T0 + timedelta(seconds=2))
+    assert (second.sent, second.postponed) == (4, 0)

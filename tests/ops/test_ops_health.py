@@ -67,6 +67,49 @@ def test_liveness_counts_from_construction_until_the_first_beat() -> None:
     assert health.live().ok
 
 
+@pytest.mark.parametrize(
+    ("steps", "alive", "reason"),
+    [
+        # (seconds between progress marks while working — the heartbeat beats every second meanwhile)
+        ([50, 50, 50, 50], True, ""),  # a long tick of steps that each finish in time: alive
+        ([299, 299], True, ""),
+        ([301], False, "a main-loop step has made no progress for 301 s (limit 300 s)"),  # stuck step
+        ([10, 400], False, "a main-loop step has made no progress for 400 s"),
+    ],
+)
+def test_liveness_while_working_follows_progress_not_the_length_of_the_work(
+    steps: list[float], alive: bool, reason: str
+) -> None:
+    clock = FakeClock()
+    health = Health(cpas=["main"], liveness_timeout_s=60, step_timeout_s=300, clock=clock)
+    with health.working():
+        for index, seconds in enumerate(steps):
+            for _ in range(int(seconds)):
+                clock.now += 1
+                health.beat()
+            if index < len(steps) - 1:
+                health.progress()
+        report = health.live()
+        assert report.ok is alive
+        assert reason in report.text
+    assert health.live().ok  # the work ended (finished after all): nothing is in progress any more
+
+
+def test_no_progress_is_needed_while_idle_but_the_heartbeat_is() -> None:
+    clock = FakeClock()
+    health = Health(cpas=["main"], liveness_timeout_s=60, step_timeout_s=300, clock=clock)
+    for _ in range(1000):
+        clock.now += 1
+        health.beat()
+    assert health.live().ok and health.stalled_s() == 0
+    with health.working():
+        clock.now += 61  # a blocked event loop: neither heartbeat nor progress
+        report = health.live()
+    assert not report.ok and report.reasons == (
+        "the main loop has not completed a turn for 61 s (limit 60 s)",
+    )
+
+
 async def test_ready_when_store_writable_and_every_cpa_answers() -> None:
     report = await healthy(cpas=("main", "eu")).ready()
     assert report.ok
