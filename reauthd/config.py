@@ -85,10 +85,12 @@ class CPAConfig(_Section):
     proxy_api_key_file: Path | None = None
     # provider -> model used for the public-API verification of that provider (e.g. vertex = "gemini-2.5-flash").
     verify_models: dict[str, str] = Field(default_factory=dict)
-    # After CPA refused the key (401) or banned us (403), wait at least this long before trying again
-    # unless the key changes. CPA bans an IP for 30 minutes after 5 failures and forgets failures only
-    # after 2 h without one (purged hourly, contract §1): 3 h between tries never adds up to a ban.
-    key_rejected_pause_s: Annotated[float, Field(ge=60)] = 3 * 3600.0
+    # After CPA refused the key (401), 0 (the default) means never try again until the key changes
+    # (design: "reported, never retried"); an operator may set a pause instead, at least 60 s. CPA bans an
+    # IP for 30 minutes after 5 failures and forgets failures only after 2 h without one (purged hourly,
+    # contract §1): 3 h or more between tries never adds up to a ban. A ban answer always pauses for the
+    # ban time CPA reported.
+    key_rejected_pause_s: Annotated[float, Field(ge=0)] = 0.0
     # Verify CPA's TLS certificate (https base_url): true, false, or the path of a CA bundle.
     tls_verify: bool | Path = True
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 30.0
@@ -110,6 +112,9 @@ class CPAConfig(_Section):
             key = _credentials_dir_secret(f"cpa-{self.name}-management-key", "management-key")
         if key is None:
             raise ValueError("needs management_key or management_key_file")
+        if key.get_secret_value() != key.get_secret_value().strip():
+            # CPA compares the key exactly; a stray space would be one failed attempt toward a ban.
+            raise ValueError("management_key starts or ends with a space or line break")
         proxy = self.proxy_api_key
         if proxy is None and self.proxy_api_key_file is not None:
             proxy = _read_secret_file(self.proxy_api_key_file, "proxy_api_key")
@@ -388,8 +393,16 @@ def _coerce_env_value(raw: str) -> Any:
         return raw
 
 
-def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+EnvOrigins = list[tuple[tuple[int | str, ...], str]]
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> EnvOrigins:
+    """Merge the overrides into `data`; returns where each one landed (a pydantic-style location) and the
+    variable that set it, so an error about that value can name the variable rather than the file."""
+    origins: EnvOrigins = []
     for parts, raw in _env_overrides(environ):
+        variable = f"{ENV_PREFIX}{'__'.join(parts)}"
+        where: tuple[int | str, ...] = ()
         section = parts[0].lower()
         keys = [p.lower() for p in parts[1:]]
         value = _coerce_env_value(raw)
@@ -410,7 +423,9 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
                 )
             node: dict[str, Any] = target
             keys = keys[1:]
+            where = (section, next(i for i, entry in enumerate(entries) if entry is target))
         else:
+            where = (section,)
             node = data.setdefault(section, {})
             if not isinstance(node, dict):
                 raise ConfigError(
@@ -425,6 +440,16 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
                 )
             node = child
         node[keys[-1]] = value
+        origins.append(((*where, *keys), variable))
+    return origins
+
+
+def _env_origin(loc: tuple[int | str, ...], origins: EnvOrigins) -> str | None:
+    """The environment variable that set the value at `loc` (or a table above it), if any."""
+    for where, variable in reversed(origins):
+        if loc[: len(where)] == where:
+            return variable
+    return None
 
 
 def _location(loc: tuple[int | str, ...], data: Mapping[str, Any]) -> str:
@@ -520,7 +545,7 @@ def _load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str]
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{config_path}: not valid TOML ({exc})") from None
     try:
-        _apply_env(data, env)
+        origins = _apply_env(data, env)
     except ConfigError as exc:
         raise ConfigError(f"{config_path}: {exc}") from None
     try:
@@ -528,6 +553,9 @@ def _load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str]
     except ValidationError as exc:
         errors = exc.errors(include_input=False, include_url=False)
         first = _describe(errors[0], data)
+        variable = _env_origin(tuple(errors[0].get("loc", ())), origins)
+        if variable is not None:
+            first += f" (set by the environment variable {variable})"
         more = (
             f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
             if len(errors) > 1

@@ -122,6 +122,53 @@ def test_environment_naming_an_unknown_cpa_is_an_error(tmp_path: Path) -> None:
         load_config(write(tmp_path, MINIMAL), environ={"REAUTHD_CPA__other__MANAGEMENT_KEY": "x"})
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("REAUTHD_DETECT__POLL_INTERVALL_S", "30", "unknown key 'poll_intervall_s' in [detect]"),
+        ("REAUTHD_DETECT__POLL_INTERVAL_S", "1", "[detect] poll_interval_s: Input should be greater"),
+        ("REAUTHD_CPA__main__TIMEOUT_S", "-1", "[[cpa]] #1 timeout_s: Input should be greater than 0"),
+    ],
+)
+def test_a_bad_environment_override_is_named_by_its_variable(
+    tmp_path: Path, variable: str, value: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, MINIMAL), environ={variable: value})
+    message = str(caught.value)
+    assert expected in message and f"(set by the environment variable {variable})" in message
+
+
+def test_a_file_error_is_not_blamed_on_an_unrelated_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(
+            write(tmp_path, MINIMAL + "[detect]\npoll_interval_s = 1\n"),
+            environ={"REAUTHD_RETIRE__POLICY": "keep"},
+        )
+    assert "environment variable" not in str(caught.value)
+
+
+@pytest.mark.parametrize("key", [" KEY-CANARY-7f3a", "KEY-CANARY-7f3a ", "KEY-CANARY-7f3a\n"])
+def test_a_management_key_with_surrounding_whitespace_is_refused_without_echoing_it(
+    tmp_path: Path, key: str
+) -> None:
+    # CPA compares the key exactly: sending it would be one failed attempt toward a ban.
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, MINIMAL), environ={"REAUTHD_CPA__main__MANAGEMENT_KEY": key})
+    assert "starts or ends with a space or line break" in str(caught.value)
+    assert "CANARY" not in str(caught.value)
+
+
+def test_a_refused_key_is_never_retried_by_default(tmp_path: Path) -> None:
+    from reauthd.cpa.factory import client_from_config
+
+    settings = load_config(write(tmp_path, MINIMAL), environ={})
+    assert settings.cpa[0].key_rejected_pause_s == 0
+    assert client_from_config(settings.cpa[0]).gate.pause_after_rejection is None
+    paused = load_config(write(tmp_path, MINIMAL + "key_rejected_pause_s = 10800\n"), environ={})
+    assert client_from_config(paused.cpa[0]).gate.pause_after_rejection is not None
+
+
 def test_key_from_file_and_from_systemd_credentials(tmp_path: Path) -> None:
     key_file = tmp_path / "key"
     key_file.write_text("file-key\n")

@@ -32,7 +32,9 @@ def client_from_config(
         cpa.base_url,
         cpa.key,
         timeout=cpa.timeout_s,
-        pause_after_rejection=timedelta(seconds=cpa.key_rejected_pause_s),
+        pause_after_rejection=(
+            timedelta(seconds=cpa.key_rejected_pause_s) if cpa.key_rejected_pause_s > 0 else None
+        ),
         gate_snapshot=gate_snapshot,
         tls_verify=cpa.tls_verify if isinstance(cpa.tls_verify, bool) else str(cpa.tls_verify),
         clock=clock,
