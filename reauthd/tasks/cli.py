@@ -131,6 +131,11 @@ def _show(args: argparse.Namespace) -> int:
         print(f"{'new file:':<12} {data['new_auth_name']} ({data['new_auth_index'] or '?'})")
     if data["verification"]:
         print(f"{'verified:':<12} {data['verification']}")
+    if data["evidence"]:
+        print("evidence:")
+        for e in data["evidence"]:
+            status = f" {e['http_status']}" if "http_status" in e else ""
+            print(f"  {e['observed_at']}  {e['source']}{status}  {e['text']}")
     print("history:")
     for event in data["history"]:
         print(f"  {event['at']}  {event['from'] or '-'} -> {event['to']}  {event['reason']}")
@@ -149,6 +154,13 @@ def _cancel(args: argparse.Namespace) -> int:
     settings = load_settings_or_exit(args, quiet=True)
     service = _open(settings)
     try:
+        task = service.store.get_task(args.id, with_history=False)
+        session = service.store.get_login_session(task.id)
+        note = ""
+        if session is not None and task.state is TaskState.LOGIN_STARTED and _configured(settings, task.cpa):
+            # First at CPA: a device approval after the cancel would otherwise still make CPA save a file
+            # (for Kimi a new one) that nothing verifies or retires.
+            note = asyncio.run(_cancel_cpa_login(settings, task.cpa, session.oauth_state))
         task = service.cancel(args.id, _now(), args.reason)
     except TaskNotFound as exc:
         fail(str(exc))
@@ -156,8 +168,32 @@ def _cancel(args: argparse.Namespace) -> int:
         fail(f"{exc}; nothing was changed")
     finally:
         service.store.close()
-    print(f"task {task.id} cancelled")
+    print(f"task {task.id} cancelled{note}")
     return 0
+
+
+def _configured(settings: Settings, cpa_name: str) -> bool:
+    return any(cpa.name == cpa_name for cpa in settings.cpa)
+
+
+async def _cancel_cpa_login(settings: Settings, cpa_name: str, oauth_state: str) -> str:
+    """Best effort `DELETE /oauth-session` for the task's pending login; returns a note for the operator."""
+    from reauthd.cpa import CPAError
+    from reauthd.cpa.factory import client_from_config, load_gate, save_gate, shared_state
+
+    cpa = settings.cpa_by_name(cpa_name)
+    try:
+        with shared_state(settings) as state:
+            gate = load_gate(state, cpa.name) if state is not None else None
+            async with client_from_config(cpa, gate_snapshot=gate) as client:
+                try:
+                    cancelled = await client.cancel_oauth_session(oauth_state)
+                finally:
+                    if state is not None:
+                        save_gate(state, client, _now())
+    except CPAError as exc:
+        return f"; CPA {cpa_name} could not cancel its pending sign-in ({exc}); it lapses within 30 minutes"
+    return "; its pending sign-in at CPA was cancelled too" if cancelled else ""
 
 
 async def _look_up(settings: Settings, cpa_name: str, auth_name: str) -> dict[str, str]:

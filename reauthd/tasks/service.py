@@ -121,6 +121,8 @@ def task_to_dict(task: ReauthTask, *, history: bool = False) -> dict[str, Any]:
         "new_auth_index": task.new_auth_index,
         "verification": task.verification,
         "disabled_by_person": task.disabled_by_person,
+        # The observations behind the detection (source, time, status, sanitised text), newest last.
+        "evidence": list(task.details.get("evidence", [])),
     }
     if history:
         data["history"] = [
@@ -379,6 +381,10 @@ class TaskService:
                     )
                 except DuplicateOpenTask:
                     continue
+                if action.verdict.evidence:
+                    self.store.update_task_fields(
+                        task.id, now, details={**task.details, "evidence": evidence_record(action.verdict)}
+                    )
                 result.raised.append(task.id)
                 log.info(
                     "task.raised", task=task.id, cpa=subject.cpa, auth_name=subject.name, source="detect"
@@ -405,6 +411,28 @@ class TaskService:
                 self.store.update_task_fields(action.task_id, now, quiet_until_healthy=False)
                 result.rearmed.append(action.task_id)
         return result
+
+
+#: How much of a verdict's evidence a task keeps (the newest observations) and how long each text may be.
+EVIDENCE_KEPT = 5
+EVIDENCE_TEXT_CHARS = 300
+
+
+def evidence_record(verdict: Verdict) -> list[dict[str, Any]]:
+    """The observations behind a verdict, JSON-ready for the task's details (`tasks show`, the operator view).
+    Evidence texts are sanitised when observed; they are sanitised again here, as everything stored is."""
+    newest = sorted(verdict.evidence, key=lambda e: e.observed_at)[-EVIDENCE_KEPT:]
+    return [
+        {
+            "source": e.source.value,
+            "observed_at": e.observed_at.isoformat(),
+            **({"http_status": e.http_status} if e.http_status is not None else {}),
+            **({"code": sanitize_line(e.code)} if e.code else {}),
+            **({"token_expired": e.token_expired} if e.token_expired is not None else {}),
+            "text": sanitize_line(e.text)[:EVIDENCE_TEXT_CHARS],
+        }
+        for e in newest
+    ]
 
 
 def _acting_item(raw: Any, watched: WatchedCredentials) -> VerdictItem | None:

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from reauthd.cli import main
+from reauthd.core.model import TaskState
 from reauthd.sim.server import SimThread, run_sim_in_thread
 from reauthd.store import Store
+from reauthd.store.records import LoginSession
 
 KEY = "sim-key-for-cli-tests"
 
@@ -132,3 +135,79 @@ def test_show_unknown_task_and_list_next_to_a_running_daemon(
         assert code == 1 and "no task with id 'missing'" in err
     finally:
         daemon_store.close()
+
+
+def test_cancel_during_a_login_cancels_the_pending_sign_in_at_cpa(
+    sim: SimThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without it, a device approval after the cancel would still make CPA save a file nothing verifies."""
+    sim.call(lambda st: st.add_credential("codex", email="dan@example.com", name="codex-dan.json"))
+    config = str(write_config(tmp_path, sim.base_url))
+    code, out, err = run(capsys, "reauth", "--config", config, "--cpa", "main", "codex-dan.json", "--json")
+    assert code == 0, err
+    task_id = json.loads(out)["id"]
+    minted = httpx.get(
+        f"{sim.base_url}/v0/management/codex-auth-url", headers={"Authorization": f"Bearer {KEY}"}, timeout=5
+    ).json()
+    state = minted["state"]
+    now = datetime.now(UTC)
+    store = Store.open(tmp_path / "state" / "state.db", lock=False)
+    try:
+        store.apply_transition(task_id, TaskState.OPENED, "the person opened the link", now)
+        store.apply_transition(task_id, TaskState.LOGIN_STARTED, "login started", now)
+        store.save_login_session(
+            LoginSession(task_id, "codex", state, "callback", now + timedelta(minutes=5)), now
+        )
+    finally:
+        store.close()
+
+    code, out, err = run(capsys, "tasks", "cancel", task_id, "--config", config)
+    assert code == 0, err
+    assert "pending sign-in at CPA was cancelled too" in out and state not in out + err
+    deletes = sim.call(lambda st: [op for op in st.oplog if op["method"] == "DELETE"])
+    assert [op["path"] for op in deletes] == ["/v0/management/oauth-session"]
+    status = httpx.get(
+        f"{sim.base_url}/v0/management/get-auth-status",
+        params={"state": state},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=5,
+    ).json()
+    assert status["status"] == "error"  # CPA no longer waits for this sign-in
+
+
+def test_show_prints_the_evidence_behind_a_detected_task(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(write_config(tmp_path))
+    store = Store.open(tmp_path / "state" / "state.db", lock=False)
+    from reauthd.config import load_config
+    from reauthd.core.model import Credential, Evidence, EvidenceSource, Verdict, VerdictKind
+    from reauthd.tasks.service import TaskService
+
+    now = datetime.now(UTC)
+    canary = "sk-ant-oat01-CANARYCANARYCANARY"
+    verdict = Verdict(
+        VerdictKind.NEEDS_REAUTH,
+        "Claude says the token was revoked",
+        (
+            Evidence(EvidenceSource.LISTING, now - timedelta(minutes=2), 403, "OAuth token has been revoked"),
+            Evidence(EvidenceSource.PROBE, now, 401, f"revoked token {canary} for eve@example.com"),
+        ),
+        confirmed=True,
+    )
+    credential = Credential(
+        cpa="main", name="claude-x.json", auth_index="i1", provider="claude", status="error"
+    )
+    try:
+        task = TaskService(store, load_config(config, environ={})).on_confirmed_revocation(
+            credential, verdict, now
+        )
+        assert task is not None
+    finally:
+        store.close()
+    code, out, _ = run(capsys, "tasks", "show", task.id, "--config", config, "--json")
+    evidence = json.loads(out)["evidence"]
+    assert [(e["source"], e["http_status"]) for e in evidence] == [("listing", 403), ("probe", 401)]
+    code, out, _ = run(capsys, "tasks", "show", task.id, "--config", config)
+    assert code == 0 and "evidence:" in out and "OAuth token has been revoked" in out
+    assert "CANARY" not in out and "eve@example.com" not in out
