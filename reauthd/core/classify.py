@@ -24,6 +24,16 @@ PROBE_NO_TOKEN = "auth_token_not_found"  # noqa: S105 — /api-call 400: nothing
 PROBE_TRANSPORT = "request_failed"  # /api-call 502 request failed / failed to read response
 PROBE_UNAVAILABLE = "probe_unavailable"  # CPA itself could not be asked (timeout, 5xx, key refused)
 
+# Rules of a probe that answered but cannot decide about the login (core/confirm.py falls back to
+# repeated observations for these).
+PROBE_EXPIRED = "expired_access_token"  # 401/403 on a token already past `expired` (contract §5)
+PROBE_NOT_PROBEABLE = "not_probeable"
+PROBE_FORBIDDEN = "probe_403"  # a 403 without revoked/invalid-credential wording
+INCONCLUSIVE_PROBE_RULES = frozenset({PROBE_EXPIRED, PROBE_NOT_PROBEABLE, PROBE_FORBIDDEN})
+# The combined rule: a real request's auth failure (CPA refreshed once and failed, contract §2.3 A2-3)
+# while the access token is past `expired`.
+REFRESH_FAILED = "expired_refresh_failed"
+
 _NEGATIVE_AUTH = (VerdictKind.ACCOUNT_GONE, VerdictKind.NEEDS_REAUTH, VerdictKind.SUSPECT)
 _POSITIVE = (VerdictKind.HEALTHY, VerdictKind.QUOTA)
 _STRENGTH = {VerdictKind.ACCOUNT_GONE: 3, VerdictKind.NEEDS_REAUTH: 2, VerdictKind.SUSPECT: 1}
@@ -53,10 +63,14 @@ _REVOKED = re.compile(
     r"|token has been (?:revoked|invalidated)|authentication token has been invalidated"
     r"|refresh_token_(?:reused|expired|invalidated|revoked)"
     r"|refresh token (?:has been |was )?(?:revoked|reused)"
-    r"|invalid_refresh_token|invalid_grant|bad[-_]credentials|access token could not be validated"
+    r"|invalid_refresh_token|invalid_grant"
     r"|requires re-?authori[sz]ation|requires re-?authentication"
     r"|token refresh failed with status 40[13]|no[_ ]auth[_ ]context"
 )
+# xAI's answer for a token it cannot validate (contract §9: a 403 CPA remaps to 401, then refreshes).
+# Conclusive after CPA's refresh failed (listing, stream) or on a live token; a probe of a token already
+# past `expired` gets the same words, and that is not a revocation yet (contract §5).
+_BAD_CREDENTIALS = re.compile(r"bad[-_]credentials|access token could not be validated")
 # Expired credentials: strong once CPA's refresh-on-401 has failed (listing, stream), not in a probe of a
 # token already past `expired` (contract §5).
 _EXPIRED = re.compile(
@@ -81,8 +95,11 @@ _AUTH_LIKE = re.compile(
     r"(?:[ _-]?(?:error|failed|failure|invalid|required|expired|revoked))?"
     r"|unauthenticated|unauthorized|authentication_error|permission_error|permission_denied|forbidden"
     r"|invalid_(?:api_key|token|credentials)|(?:api_key|token|credentials)_(?:invalid|revoked)"
-    r"|auth_unavailable|invalid api key|invalid bearer token|invalid x-api-key"
+    r"|auth_unavailable|(?:invalid|incorrect) api key|invalid bearer token|invalid x-api-key"
 )
+# A 403 on the no-model path is written as the fixed code `payment_required` (contract §2.3-5), so that
+# code alone does not say quota: only a known 402 does.
+_PAYMENT_REQUIRED = "payment_required"
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -158,16 +175,19 @@ def interpret(evidence: Evidence, provider: str = "") -> Signal | None:
             f"{who} says the account or workspace was deactivated; a new login will not help",
         )
     if _REVOKED.search(haystack):
-        return _revoked_signal(haystack, who)
-    if (
-        source is EvidenceSource.PROBE
-        and evidence.token_expired
-        and (status in (401, 403) or _EXPIRED.search(haystack))
-    ):
+        return _revoked_signal(haystack, who, provider)
+    expired_probe = source is EvidenceSource.PROBE and evidence.token_expired is True
+    if _BAD_CREDENTIALS.search(haystack) and not expired_probe:
+        return Signal(
+            VerdictKind.NEEDS_REAUTH,
+            "bad_credentials",
+            f"{who} rejects the credentials; a new login is needed",
+        )
+    if expired_probe and (status in (401, 403) or _EXPIRED.search(haystack)):
         # /api-call never refreshes (contract §5): an expired access token says nothing about the login yet.
         return Signal(
             VerdictKind.SUSPECT,
-            "expired_access_token",
+            PROBE_EXPIRED,
             f"{who}'s access token had expired and CPA has not refreshed it yet; not a revocation so far",
         )
     if _EXPIRED.search(haystack) and source is not EvidenceSource.PROBE:
@@ -196,8 +216,16 @@ def interpret(evidence: Evidence, provider: str = "") -> Signal | None:
             "unauthorized_after_refresh",
             f"{who} refused the credential and CPA's token refresh failed too; a new login is needed",
         )
-    if exact == "payment_required" and status == 403:
+    if exact == _PAYMENT_REQUIRED and status == 403:
         return Signal(VerdictKind.SUSPECT, "forbidden", f"{who} refused the credential (403); checking")
+    if exact == _PAYMENT_REQUIRED and status != 402:
+        # CPA writes this code for a 402 *or* a 403 (Claude's revoked 403 on the no-model path among
+        # them): a probe decides between quota and a dead login.
+        return Signal(
+            VerdictKind.SUSPECT,
+            "payment_required",
+            f"{who} refused the credential (CPA recorded payment_required: a 402 or a 403); checking",
+        )
     if exact == "not_found" or status == 404:
         return Signal(VerdictKind.UNKNOWN, "not_found", f"{who} answered 404 (model or endpoint not found)")
     if status in (402, 429) or _QUOTA.search(haystack):
@@ -206,12 +234,22 @@ def interpret(evidence: Evidence, provider: str = "") -> Signal | None:
         )
     if (status is not None and (status == 408 or status >= 500)) or _TRANSIENT.search(haystack):
         return Signal(VerdictKind.TRANSIENT, "transient", f"{who} or the network had a temporary error")
-    if source is EvidenceSource.PROBE and status in (401, 403):
-        # The probes are read-only identity/usage calls: 401/403 there means the token is dead (contract §5).
+    if source is EvidenceSource.PROBE and status == 401:
+        # The probes are read-only identity/usage calls: a 401 on a token not yet expired means the token
+        # is dead (contract §5).
         return Signal(
             VerdictKind.NEEDS_REAUTH,
-            f"probe_{status}",
-            f"{who} refused the credential on a test request ({status}); a new login is needed",
+            "probe_401",
+            f"{who} refused the credential on a test request (401); a new login is needed",
+        )
+    if source is EvidenceSource.PROBE and status == 403:
+        # A 403 without revoked/invalid-credential wording (matched above) is not about the login: a
+        # region block (Codex unsupported_country_region_territory, contract §2.3 A3 names it), an
+        # organisation without access to the usage endpoint. The probe cannot decide.
+        return Signal(
+            VerdictKind.SUSPECT,
+            PROBE_FORBIDDEN,
+            f"{who} refused the test request (403) without saying the sign-in is dead; not a revocation so far",
         )
     if status == 401 or status == 403 or _AUTH_LIKE.search(haystack):
         what = f"an HTTP {status}" if status in (401, 403) else "an authentication error"
@@ -239,18 +277,21 @@ def _usage_limit_reached(text: str) -> bool:
     return limit.get("limit_reached") is True or limit.get("allowed") is False
 
 
-def _revoked_signal(haystack: str, who: str) -> Signal:
+def _revoked_signal(haystack: str, who: str, provider: str) -> Signal:
+    if provider.lower() == "vertex" and "invalid_grant" in haystack:
+        # Vertex holds a service-account key, not a refresh token: Google refuses the key's signed JWT
+        # ("Invalid JWT Signature") when the key was deleted or disabled (contract §12).
+        return Signal(
+            VerdictKind.NEEDS_REAUTH,
+            "service_account_key_rejected",
+            f"{who} no longer accepts the service-account key (deleted or disabled in Google Cloud); "
+            "a new key must be imported",
+        )
     if "invalid_grant" in haystack or "refresh_token_" in haystack or "refresh token" in haystack:
         return Signal(
             VerdictKind.NEEDS_REAUTH,
             "refresh_token_dead",
             f"{who} no longer accepts the refresh token; a new login is needed",
-        )
-    if "bad-credentials" in haystack or "bad_credentials" in haystack or "could not be validated" in haystack:
-        return Signal(
-            VerdictKind.NEEDS_REAUTH,
-            "bad_credentials",
-            f"{who} rejects the credentials; a new login is needed",
         )
     if "revoked" in haystack:
         return Signal(
@@ -271,7 +312,9 @@ def _interpret_probe_outcome(code: str, text: str) -> Signal | None:
             "CPA could not refresh the token before the test request; a new login is needed",
         )
     if code == PROBE_NO_TOKEN:
-        return Signal(VerdictKind.UNKNOWN, "not_probeable", "This credential has no token CPA can test with")
+        return Signal(
+            VerdictKind.UNKNOWN, PROBE_NOT_PROBEABLE, "This credential has no token CPA can test with"
+        )
     if code == PROBE_TRANSPORT:
         return Signal(VerdictKind.TRANSIENT, "transient", "The test request did not reach the provider")
     if code == PROBE_UNAVAILABLE:
@@ -350,7 +393,18 @@ def classify(credential: Credential | None, evidence: Sequence[Evidence], now: d
         top_event, top = negatives[0]
         # A probe that could not test this credential travels along: confirmation then falls back to
         # repeated observations (core/confirm.py).
-        unprobeable = [e for e, s in signals if s.rule == "not_probeable"][-1:]
+        unprobeable = [e for e, s in signals if s.rule == PROBE_NOT_PROBEABLE][-1:]
+        if top.kind is VerdictKind.SUSPECT and (pair := _refresh_failed(negatives)) is not None:
+            failure, expired_probe = pair
+            rest_of = tuple(
+                _sanitised(e) for e, _ in negatives if e is not failure and e is not expired_probe
+            )
+            who = _provider_name(provider)
+            return Verdict(
+                VerdictKind.NEEDS_REAUTH,
+                f"{who}'s access token expired and CPA could not refresh it; a new login is needed",
+                (_sanitised(failure), _sanitised(expired_probe), *rest_of, *unprobeable),
+            )
         supporting = tuple(_sanitised(e) for e, _ in negatives) + tuple(unprobeable)
         return Verdict(top.kind, top.reason, supporting)
 
@@ -360,12 +414,53 @@ def classify(credential: Credential | None, evidence: Sequence[Evidence], now: d
     rest = [(e, s) for e, s in signals if s.kind not in _NEGATIVE_AUTH]
     rest.sort(key=lambda pair: (pair[0].observed_at, order.get(pair[1].kind, 0)), reverse=True)
     top_event, top = rest[0]
-    if top.kind is VerdictKind.UNKNOWN and top.rule == "not_probeable":
+    if top.kind is VerdictKind.UNKNOWN and top.rule == PROBE_NOT_PROBEABLE:
         # "Cannot be probed" is no news: fall back to the next signal when there is one.
-        others = [pair for pair in rest[1:] if pair[1].rule != "not_probeable"]
+        others = [pair for pair in rest[1:] if pair[1].rule != PROBE_NOT_PROBEABLE]
         if others:
             top_event, top = others[0]
     return Verdict(top.kind, top.reason, (_sanitised(top_event),))
+
+
+# Bodies of a 403: CPA refreshes on a 401 only (contract §2.3 A2), so these say nothing about a refresh.
+_FORBIDDEN_BODY = re.compile(r"permission_error|permission_denied|forbidden|\b403\b")
+
+
+def _refresh_failed(negatives: Sequence[tuple[Evidence, Signal]]) -> tuple[Evidence, Evidence] | None:
+    """(failure, probe) when a real request's authentication failure meets a probe that found the access
+    token already past `expired`. CPA refreshes once on a 401 before it records the failure (contract
+    §2.3 A2-3) and a successful refresh moves `expired` into the future (§8), so the two together mean
+    CPA's refresh failed. A transient refresh failure records the same status (§2.3 A3): confirmation
+    waits for the evidence to persist across poll cycles (core/confirm.py)."""
+    probe = next(
+        (e for e, s in negatives if e.source is EvidenceSource.PROBE and s.rule == PROBE_EXPIRED), None
+    )
+    if probe is None:
+        return None
+    for event, signal in negatives:
+        if signal.rule != "auth_like":
+            continue
+        if event.source is EvidenceSource.ERROR_STREAM and event.http_status == 401:
+            return event, probe
+        if (
+            event.source is EvidenceSource.LISTING
+            and event.code == "error"
+            and not _FORBIDDEN_BODY.search(event.text.lower())
+        ):
+            return event, probe
+    return None
+
+
+def decisive_rule(verdict: Verdict, provider: str) -> str:
+    """The rule that decided `verdict`: names "the same failure" across observations (core/confirm.py)."""
+    if not verdict.evidence:
+        return "none"
+    signal = interpret(verdict.evidence[0], provider)
+    if signal is None:
+        return "none"
+    if verdict.kind is VerdictKind.NEEDS_REAUTH and signal.kind is VerdictKind.SUSPECT:
+        return REFRESH_FAILED  # made by combining (classify: `_refresh_failed`)
+    return signal.rule
 
 
 def _sanitised(evidence: Evidence) -> Evidence:

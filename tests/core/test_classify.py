@@ -70,6 +70,25 @@ CLAUDE_EXPIRED_FULL = (
     'new token or refresh your existing token."},"request_id":"req_1"}'
 )
 ANTHROPIC_OVERLOADED = '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
+# 403s that are not about the login (contract §2.3 A3 names the region block)
+CODEX_REGION_403 = (
+    '{"error":{"code":"unsupported_country_region_territory","message":"Country, region, or territory not '
+    'supported","param":null,"type":"request_forbidden"}}'
+)
+CLAUDE_ORG_403 = (
+    '{"type":"error","error":{"type":"permission_error","message":"This organization does not have access '
+    'to this resource."}}'
+)
+# Expired-access-token bodies of Kimi and xAI (what a real request records after CPA's refresh failed)
+KIMI_EXPIRED = (
+    '{"error":{"message":"The API Key appears to be invalid or may have expired. Please verify your '
+    'credentials and try again.","type":"invalid_authentication_error"}}'
+)
+XAI_INCORRECT_KEY = (
+    '{"code":"Client specified an invalid argument","error":"Incorrect API key provided: xa***. You can '
+    'obtain an API key from https://console.x.ai."}'
+)
+VERTEX_KEY_DELETED = 'failed to get vertex access token: oauth2: "invalid_grant" "Invalid JWT Signature."'
 
 
 def ev(
@@ -102,7 +121,10 @@ CASES = [
     ("claude", ev(L, CLAUDE_BAD_BEARER, code="error"), K.SUSPECT, "auth_like"),
     ("codex", ev(L, "unauthorized", code="error"), K.NEEDS_REAUTH, "unauthorized_after_refresh"),
     ("codex", ev(L, "invalid_grant", code="error"), K.NEEDS_REAUTH, "refresh_token_dead"),
-    ("codex", ev(L, "payment_required", code="error"), K.QUOTA, "quota"),
+    # CPA writes payment_required for a 402 or a 403 on the no-model path (§2.3-5): a probe decides.
+    ("codex", ev(L, "payment_required", code="error"), K.SUSPECT, "payment_required"),
+    ("claude", ev(L, "payment_required", code="error"), K.SUSPECT, "payment_required"),
+    ("codex", ev(S, "payment_required", 402), K.QUOTA, "quota"),
     ("codex", ev(L, "quota exhausted", code="error"), K.QUOTA, "quota"),
     ("codex", ev(L, "transient upstream error", code="error"), K.TRANSIENT, "transient"),
     ("codex", ev(L, "request failed", code="error"), K.TRANSIENT, "transient"),
@@ -151,6 +173,24 @@ CASES = [
     ("claude", ev(S, CLAUDE_EXPIRED_FULL, 401), K.NEEDS_REAUTH, "expired_after_refresh"),
     ("claude", ev(P, CLAUDE_REVOKED, 403), K.NEEDS_REAUTH, "revoked"),
     ("xai", ev(P, XAI_BAD_CREDENTIALS, 403), K.NEEDS_REAUTH, "bad_credentials"),
+    ("xai", ev(P, XAI_BAD_CREDENTIALS, 401, token_expired=False), K.NEEDS_REAUTH, "bad_credentials"),
+    # xAI says the same about a token that is merely past `expired`: not a revocation yet (§5)
+    ("xai", ev(P, XAI_BAD_CREDENTIALS, 403, token_expired=True), K.SUSPECT, "expired_access_token"),
+    # A probe 403 is a revocation only with revoked/invalid-credential wording
+    ("codex", ev(P, CODEX_REGION_403, 403, token_expired=False), K.SUSPECT, "probe_403"),
+    ("claude", ev(P, CLAUDE_ORG_403, 403, token_expired=False), K.SUSPECT, "probe_403"),
+    ("codex", ev(P, "<html><body>403 Forbidden</body></html>", 403), K.SUSPECT, "probe_403"),
+    ("claude", ev(P, CLAUDE_REVOKED, 403, token_expired=False), K.NEEDS_REAUTH, "revoked"),
+    ("codex", ev(P, CODEX_RAW_INVALIDATED, 403, token_expired=False), K.NEEDS_REAUTH, "invalidated"),
+    # Kimi and xAI bodies for an expired or unknown token are authentication failures, not "unknown"
+    ("kimi", ev(L, KIMI_EXPIRED, code="error"), K.SUSPECT, "auth_like"),
+    ("xai", ev(L, XAI_INCORRECT_KEY, code="error"), K.SUSPECT, "auth_like"),
+    ("xai", ev(S, XAI_INCORRECT_KEY, 401), K.SUSPECT, "auth_like"),
+    ("kimi", ev(P, KIMI_EXPIRED, 401, token_expired=True), K.SUSPECT, "expired_access_token"),
+    ("xai", ev(P, XAI_INCORRECT_KEY, 401, token_expired=True), K.SUSPECT, "expired_access_token"),
+    # Vertex holds a service-account key: its invalid_grant is about the key, not a refresh token
+    ("vertex", ev(L, VERTEX_KEY_DELETED, code="error"), K.NEEDS_REAUTH, "service_account_key_rejected"),
+    ("vertex", ev(S, VERTEX_KEY_DELETED, 500), K.NEEDS_REAUTH, "service_account_key_rejected"),
     ("kimi", ev(P, '{"error":"rate limited"}', 429), K.QUOTA, "quota"),
     ("codex", ev(P, "request failed", 502, code=PROBE_TRANSPORT), K.TRANSIENT, "transient"),
     ("codex", ev(P, "<html>502 Bad Gateway</html>", 502), K.TRANSIENT, "transient"),
@@ -224,8 +264,13 @@ T0, T1, T2 = NOW - timedelta(minutes=10), NOW - timedelta(minutes=5), NOW
         ([ev(S, CODEX_DEACTIVATED, 402, at=T1), ev(S, CODEX_RESHAPED, 401, at=T0)], K.ACCOUNT_GONE),
         # a suspect plus an agreeing probe is needs_reauth
         ([ev(S, "", 401, at=T0), ev(P, "", 401, token_expired=False, at=T1)], K.NEEDS_REAUTH),
-        # an expired token's 401 does not turn a suspect into a revocation
-        ([ev(S, "", 401, at=T0), ev(P, "", 401, token_expired=True, at=T1)], K.SUSPECT),
+        # an expired token's 401 alone is no revocation (§5) ...
+        ([ev(P, "", 401, token_expired=True, at=T1)], K.SUSPECT),
+        # ... nor next to a 403, which CPA does not refresh on (§2.3 A2)
+        ([ev(S, "", 403, at=T0), ev(P, "", 401, token_expired=True, at=T1)], K.SUSPECT),
+        # but a real request's 401 (CPA refreshed once and failed) on a token still past `expired` is
+        # (confirmation then waits for it to persist: core/confirm.py)
+        ([ev(S, "", 401, at=T0), ev(P, "", 401, token_expired=True, at=T1)], K.NEEDS_REAUTH),
         # transient newest, nothing else failing
         (
             [ev(L, "", code="active", at=T0), ev(P, "request failed", 502, code=PROBE_TRANSPORT, at=T1)],
