@@ -248,7 +248,7 @@ class OperatorPages:
             ("auth_index", task.auth_index),
             ("Provider", task.provider),
             ("Account", task.account_masked),
-            ("Reason (evidence)", task.reason),
+            ("Reason", task.reason),
             ("Created", _when(task.created_at)),
             ("Updated", _when(task.updated_at)),
             ("Deadline", _when(task.deadline)),
@@ -279,11 +279,29 @@ class OperatorPages:
                 for a in self.store.audit_for(task.id)
             ]
         )
-        details = json.dumps(task.details, indent=2, sort_keys=True, default=str) if task.details else ""
+        evidence = join(
+            [
+                Markup(
+                    f"<tr><td>{escape(str(e.get('observed_at', '')))}</td><td>{escape(str(e.get('source', '')))}"
+                    f"</td><td>{escape(str(e.get('http_status', '')))}</td><td>{escape(str(e.get('text', '')))}"
+                    "</td></tr>"
+                )
+                for e in task.details.get("evidence", [])
+                if isinstance(e, dict)
+            ]
+        )
+        extras = {k: v for k, v in task.details.items() if k != "evidence"}
+        details = json.dumps(extras, indent=2, sort_keys=True, default=str) if extras else ""
         body = Markup(
             f'<p><a href="{escape(self.links.url("/operator"))}">← All tasks</a></p>'
             f'<h1>Task {escape(task.id)}</h1><dl class="facts">{fact_html}</dl>'
-            "<h2>History</h2><table><thead><tr><th>When</th><th>From</th><th>To</th><th>Why</th></tr></thead>"
+            + (
+                "<h2>Evidence (what detection saw)</h2><table><thead><tr><th>When</th><th>Source</th>"
+                f"<th>Status</th><th>Text</th></tr></thead><tbody>{evidence}</tbody></table>"
+                if evidence
+                else ""
+            )
+            + "<h2>History</h2><table><thead><tr><th>When</th><th>From</th><th>To</th><th>Why</th></tr></thead>"
             f"<tbody>{history}</tbody></table>"
             "<h2>Audit trail (changes made in CPA)</h2><table><thead><tr><th>When</th><th>Action</th>"
             f"<th>File</th><th>auth_index</th><th>CPA's answer</th></tr></thead><tbody>{audit}</tbody></table>"

@@ -443,9 +443,14 @@ async def test_operator_view(box: WebSandbox, http: httpx.AsyncClient) -> None:
         box.url("/operator/login"), data={"csrf": csrf_of(form.text), "token": "op-secret-token"}
     )
     assert ok.status_code == 303
+    evidence = [
+        {"source": "probe", "observed_at": "2026-11-27T12:00:00+00:00", "http_status": 401, "text": "<b>x"}
+    ]
+    box.store.update_task_fields(task.task_id, box.clock(), details={"evidence": evidence})
     detail = await http.get(box.url(f"/operator/tasks/{task.task_id}"))
     assert detail.status_code == 200 and "History" in detail.text and task.auth_name in detail.text
     assert "op-secret-token" not in detail.text
+    assert "Evidence (what detection saw)" in detail.text and "<td>401</td><td>&lt;b&gt;x</td>" in detail.text
 
 
 async def test_operator_view_off_without_token(tmp_path: Path) -> None:
