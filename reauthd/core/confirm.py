@@ -1,7 +1,9 @@
 """Confirming a failure before a person is paged: a small per-credential state machine, clock injected.
 
 A `needs_reauth` (or `account_gone`) verdict is *confirmed* only by a probe that agrees, or — where the
-provider has no usable probe — by the same evidence on two consecutive observations (issue 3). Each
+provider has no usable probe, or the probe cannot decide — by the same evidence on two consecutive
+observations (issue 3). Observations count only when at least `min_observation_gap_s` apart (one poll
+interval): a burst of `errors` events about one failure is one observation, not two. Each
 failure yields at most one `ConfirmedRevocation`, identified by a fingerprint of the credential, the
 file's generation and the verdict kind, so flapping evidence never pages twice for the same failure.
 """
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from reauthd.core.classify import interpret
+from reauthd.core.classify import INCONCLUSIVE_PROBE_RULES, decisive_rule, interpret
 from reauthd.core.model import Credential, CredentialRef, EvidenceSource, Verdict, VerdictKind
 from reauthd.core.sanitize import mask_email
 
@@ -31,6 +33,12 @@ class ConfirmPolicy:
     include_disabled: bool = False  # [detect] include_disabled
     probe_retry_s: float = 300.0  # ask again for a confirming probe after an inconclusive one
     observations_needed: int = 2
+    # Observations closer together than this count once. The engine passes its poll interval (less the
+    # poll loop's jitter): "two consecutive observations" are two poll cycles, not two `errors` events
+    # of one burst of failing requests (a transient refresh failure records the same status as a dead
+    # refresh token, contract §2.3 A3; only time tells them apart). The default matches the default
+    # 60 s poll interval.
+    min_observation_gap_s: float = 54.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +67,10 @@ class Confirmation:
     """The state of one credential between observations. Serialisable with to_dict/from_dict."""
 
     failure: str | None = None  # "<kind>:<rule>" of the current failure, None when healthy
-    observations: int = 0  # consecutive observations of that failure
+    observations: int = 0  # consecutive observations of that failure, at least the policy's gap apart
     first_seen: datetime | None = None
     last_seen: datetime | None = None
+    counted_at: datetime | None = None  # the last observation that counted
     probe_requested_at: datetime | None = None
     confirmed_at: datetime | None = None
     emitted: tuple[str, ...] = field(default_factory=tuple)
@@ -73,6 +82,7 @@ class Confirmation:
             "observations": self.observations,
             "first_seen": _iso(self.first_seen),
             "last_seen": _iso(self.last_seen),
+            "counted_at": _iso(self.counted_at),
             "probe_requested_at": _iso(self.probe_requested_at),
             "confirmed_at": _iso(self.confirmed_at),
             "emitted": list(self.emitted),
@@ -89,6 +99,8 @@ class Confirmation:
             observations=int(data.get("observations") or 0),
             first_seen=_parse(data.get("first_seen")),
             last_seen=_parse(data.get("last_seen")),
+            # State saved before `counted_at` existed: its last observation is the best estimate.
+            counted_at=_parse(data.get("counted_at")) or _parse(data.get("last_seen")),
             probe_requested_at=_parse(data.get("probe_requested_at")),
             confirmed_at=_parse(data.get("confirmed_at")),
             emitted=tuple(str(x) for x in emitted if isinstance(x, str))[-_EMITTED_KEEP:],
@@ -113,12 +125,7 @@ def failure_key(verdict: Verdict, provider: str) -> str | None:
     """Names "this failure": the verdict kind plus the rule that decided it (same rule = same evidence)."""
     if verdict.kind not in _FAILURES:
         return None
-    rule = "none"
-    if verdict.evidence:
-        signal = interpret(verdict.evidence[0], provider)
-        if signal is not None:
-            rule = signal.rule
-    return f"{verdict.kind.value}:{rule}"
+    return f"{verdict.kind.value}:{decisive_rule(verdict, provider)}"
 
 
 def generation(credential: Credential | None) -> str:
@@ -145,11 +152,12 @@ def _probe_agrees(verdict: Verdict, provider: str) -> bool:
 
 
 def _probe_inconclusive(verdict: Verdict, provider: str) -> bool:
-    """The probe answered but could not decide (expired access token, nothing to probe with)."""
+    """The probe answered but could not decide (expired access token, nothing to probe with, a 403 that
+    is not about the login)."""
     for evidence in verdict.evidence:
         if evidence.source is EvidenceSource.PROBE:
             signal = interpret(evidence, provider)
-            if signal is not None and signal.rule in ("expired_access_token", "not_probeable"):
+            if signal is not None and signal.rule in INCONCLUSIVE_PROBE_RULES:
                 return True
     return False
 
@@ -167,7 +175,8 @@ def observe(
     """Advance one credential's confirmation by one verdict.
 
     `counts_as_observation` is True for a poll cycle or an error-stream event, False when the caller only
-    re-classifies (e.g. after a probe answered): only fresh observations count toward "two in a row".
+    re-classifies (e.g. after a probe answered): only fresh observations count toward "two in a row",
+    and only when `policy.min_observation_gap_s` after the last one that counted.
     """
     provider = credential.provider if credential is not None else ""
     key = failure_key(verdict, provider)
@@ -188,17 +197,29 @@ def observe(
         # A person disabled it on purpose: not raised, not probed (issue 3).
         return state, Decision(verdict)
 
-    if key != state.failure:
+    if key != state.failure and not counts_as_observation and state.failure is not None:
+        # A probe (or other re-classification) named the failure already being observed more precisely:
+        # the observations of it so far still count, and the probe just asked for is not asked again.
+        state = replace(state, failure=key)
+    elif key != state.failure:
         state = Confirmation(
             failure=key,
             observations=1 if counts_as_observation else 0,
             first_seen=now,
             last_seen=now,
+            counted_at=now if counts_as_observation else None,
             emitted=state.emitted,
             probe_requested_at=state.probe_requested_at if key == state.previous_failure else None,
         )
     elif counts_as_observation:
-        state = replace(state, observations=state.observations + 1, last_seen=now)
+        spaced = (
+            state.counted_at is None
+            or (now - state.counted_at).total_seconds() >= policy.min_observation_gap_s
+        )
+        if spaced:
+            state = replace(state, observations=state.observations + 1, last_seen=now, counted_at=now)
+        else:
+            state = replace(state, last_seen=now)
 
     # Confirmed by an agreeing probe, or by repetition where no probe can decide.
     repeated = state.observations >= policy.observations_needed

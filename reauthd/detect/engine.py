@@ -45,6 +45,7 @@ Key = tuple[str, str]  # (cpa name, auth_index)
 Clock = Callable[[], datetime]
 OnConfirmed = Callable[[ConfirmedRevocation], Awaitable[None]]
 _NO_CONFIRMATION = Confirmation()
+_POLL_JITTER_LOW = 0.9  # the poll loop sleeps 90-100 % of the interval
 
 
 def _utcnow() -> datetime:
@@ -118,6 +119,9 @@ class DetectionEngine:
         #: Bumped whenever a confirmation state changes, so the daemon persists only when it did.
         self.state_version = 0
         self._idle = IdleSchedule(self.config.probe_interval_s, rng=self._rng)
+        # Two observations of one failure count as two only this far apart: one poll interval, less the
+        # poll loop's downward jitter (`_poll_loop`), so two consecutive poll cycles always count.
+        self._observation_gap_s = self.config.poll_interval_s * _POLL_JITTER_LOW
         self._limiter = RateLimiter(self.config.probe_rate_per_s)
         self._slots = asyncio.Semaphore(self.config.probe_concurrency)
         self._in_flight: dict[Key, asyncio.Task[None]] = {}
@@ -299,6 +303,7 @@ class DetectionEngine:
         policy = ConfirmPolicy(
             has_probe=self.probes_enabled and self.table.has_probe(provider),
             include_disabled=self.config.include_disabled,
+            min_observation_gap_s=self._observation_gap_s,
         )
         confirmation, decision = observe(
             record.confirmation,
@@ -508,7 +513,7 @@ class DetectionEngine:
     async def _poll_loop(self, skip_first_cycle: bool = False) -> None:
         interval = self.config.poll_interval_s
         if skip_first_cycle:
-            await asyncio.sleep(interval * self._rng.uniform(0.9, 1.0))
+            await asyncio.sleep(interval * self._rng.uniform(_POLL_JITTER_LOW, 1.0))
         while True:
             try:
                 await self.cycle(views=False)
@@ -516,7 +521,7 @@ class DetectionEngine:
                 log.error("detect.cycle.failed", error=type(exc).__name__)
             # Jitter only downwards (90-100 % of the interval): instances do not poll CPA in lockstep,
             # and a change visible only to polling is still seen within one interval.
-            await asyncio.sleep(interval * self._rng.uniform(0.9, 1.0))
+            await asyncio.sleep(interval * self._rng.uniform(_POLL_JITTER_LOW, 1.0))
 
     async def _idle_loop(self) -> None:
         while True:

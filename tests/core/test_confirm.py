@@ -138,11 +138,11 @@ def test_flapping_never_pages_twice_for_the_same_failure() -> None:
     run = Run(cred("vertex"), ConfirmPolicy(has_probe=False))
     bad = ev(L, "invalid_grant", code="error")
     for cycle in range(6):
-        now = T0 + timedelta(minutes=2 * cycle)
+        now = T0 + timedelta(minutes=3 * cycle)
         run.step([bad], now)
-        run.step([bad], now + timedelta(seconds=30))
+        run.step([bad], now + timedelta(seconds=60))
         healthy = run.step(
-            [ev(L, "", code="active", at=now + timedelta(seconds=60))], now + timedelta(seconds=60)
+            [ev(L, "", code="active", at=now + timedelta(seconds=120))], now + timedelta(seconds=120)
         )
         assert healthy.verdict.kind is VerdictKind.HEALTHY
     assert len(run.events) == 1
