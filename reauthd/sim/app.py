@@ -53,10 +53,15 @@ def client_ip(request: Request) -> str:
 
 
 def management_key(request: Request) -> str:
-    """Bearer (case-insensitive scheme) or the whole Authorization value, then X-Management-Key."""
+    """Bearer (case-insensitive scheme) or the whole Authorization value, then X-Management-Key.
+
+    As handler.go does it: `SplitN(ah, " ", 2)` and the part after the first space *untrimmed*, so
+    "Bearer  key" offers " key" and is refused. (The HTTP layer already drops the value's outer
+    whitespace, in Go's net/http as in uvicorn.)"""
     auth = request.headers.get("authorization", "")
-    key = auth[7:].strip() if auth[:7].lower() == "bearer " else auth.strip()
-    return key or request.headers.get("x-management-key", "").strip()
+    scheme, space, rest = auth.partition(" ")
+    key = rest if space and scheme.lower() == "bearer" else auth
+    return key or request.headers.get("x-management-key", "")
 
 
 class SimApp:
