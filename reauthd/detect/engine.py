@@ -108,6 +108,9 @@ class DetectionEngine:
         self.table = ProbeTable(self.config.probes)
         self.confirmed: asyncio.Queue[ConfirmedRevocation] = asyncio.Queue()
         self.cpa_problems: dict[str, str] = {}  # cpa -> one sentence, while its last poll failed
+        # cpa -> one sentence while its last listing had entries that broke the contract next to usable
+        # ones: those credentials were not checked (scan exits 2), but CPA itself answered.
+        self.unchecked: dict[str, str] = {}
         self.last_poll_ok: dict[str, datetime] = {}  # cpa -> when its auth-file list last answered
         self.cycles = 0
         self._rng = rng or random.Random()
@@ -243,10 +246,32 @@ class DetectionEngine:
                 log.warning("detect.poll.failed", cpa=cpa, problem=exc.sentence)
             self.cpa_problems[cpa] = exc.sentence
             return []
+        if listing.skipped and not listing.credentials:
+            # Every entry broke the contract (missing status or auth_index, e.g. CPA's disk-fallback
+            # listing when its auth manager is down): nothing was checked, and no verdict is built on
+            # it. The previous verdicts stay and nothing is forgotten, as for a failed poll.
+            sentence = (
+                f"CPA listed {listing.skipped} auth {_entries(listing.skipped)} and none was usable "
+                "(required fields missing or of the wrong type), so nothing was checked"
+            )
+            if self.cpa_problems.get(cpa) != sentence:
+                log.warning("detect.poll.unusable", cpa=cpa, problem=sentence)
+            self.cpa_problems[cpa] = sentence
+            self.unchecked.pop(cpa, None)
+            return []
         self.last_poll_ok[cpa] = now
         if cpa in self.cpa_problems:
             log.info("detect.poll.recovered", cpa=cpa)
             del self.cpa_problems[cpa]
+        if listing.skipped:
+            kept = len(listing.credentials)
+            self.unchecked[cpa] = (
+                f"{listing.skipped} of {listing.skipped + kept} auth entries in CPA's list "
+                f"{'was' if listing.skipped == 1 else 'were'} unusable (required fields missing or of the "
+                "wrong type), so those credentials were not checked"
+            )
+        else:
+            self.unchecked.pop(cpa, None)
         seen: set[Key] = set()
         to_probe: list[Key] = []
         for credential in listing.credentials:
@@ -541,6 +566,10 @@ class DetectionEngine:
         for task in [*self._in_flight.values(), *self._background]:
             task.cancel()
         await asyncio.gather(*self._in_flight.values(), *self._background, return_exceptions=True)
+
+
+def _entries(count: int) -> str:
+    return "entry" if count == 1 else "entries"
 
 
 def needs_attention(view: CredentialVerdict, include_disabled: bool = False) -> bool:

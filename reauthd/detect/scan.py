@@ -1,7 +1,8 @@
 """`reauthd scan`: one detection cycle over every configured CPA, rendered as a table or JSON.
 
-Exit codes: 0 every credential healthy, 1 something needs attention, 2 a CPA could not be checked
-(and nothing else needs attention).
+Exit codes: 0 every credential healthy, 1 something needs attention (and everything was checked),
+2 a CPA, or some of its credentials, could not be checked — whatever else the scan found: "all
+healthy" or "one needs attention" would be a verdict on part of the data (issues 2 and 3).
 """
 
 from __future__ import annotations
@@ -123,15 +124,16 @@ async def scan(settings: Settings, *, probe: bool, probe_all: bool = False) -> S
         views = [latest.get((v.ref.cpa, v.ref.auth_index), v) for v in views]
         rows = [_row(v, settings.detect.include_disabled) for v in views if v.credential is not None]
         rows.sort(key=lambda r: (r.cpa, r.provider, r.name.lower()))
-        problems = [ScanProblem(cpa, message) for cpa, message in sorted(engine.cpa_problems.items())]
+        found = {**engine.unchecked, **engine.cpa_problems}
+        problems = [ScanProblem(cpa, message) for cpa, message in sorted(found.items())]
         return ScanReport(rows, problems, probed=probe)
 
 
 def exit_code(report: ScanReport) -> int:
-    if any(row.attention for row in report.rows):
-        return EXIT_ATTENTION
     if report.problems:
         return EXIT_UNCHECKED
+    if any(row.attention for row in report.rows):
+        return EXIT_ATTENTION
     return EXIT_HEALTHY
 
 

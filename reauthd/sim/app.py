@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from reauthd.sim import control, flows
+from reauthd.sim.clock import go_time
 from reauthd.sim.management import UNAUTHENTICATED, route_for
 from reauthd.sim.oauth import CALLBACK_PROVIDERS
 from reauthd.sim.responses import err, gin_json
@@ -149,6 +150,16 @@ class SimApp:
             ok, status, message = state.authenticate(ip, local, management_key(request))
             if not ok:
                 resp = err(status, message)
+            elif (
+                fault is not None
+                and fault.kind == "disk_fallback"
+                and (request.method, sub)
+                == (
+                    "GET",
+                    "/auth-files",
+                )
+            ):
+                resp = disk_fallback_listing(state, request.query_params.get("auth_index", ""))
             else:
                 route = route_for(request.method, sub, state)
                 resp = await route(request, state) if route is not None else Response(b"", 404)
@@ -161,7 +172,7 @@ class SimApp:
             }
             self._log(request, body_for_log, resp.status_code, ip)
             return _Dropping()
-        if fault is not None and resp.status_code == 200:
+        if fault is not None and fault.kind != "disk_fallback" and resp.status_code == 200:
             resp = _shape_fault(fault.kind, resp)
             resp.headers.update(headers)
         resp.headers.update(cors)
@@ -276,6 +287,30 @@ class SimApp:
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
             },
         )
+
+
+def disk_fallback_listing(state: SimState, auth_index: str) -> Response:
+    """CPA without an auth manager lists the auth dir itself (auth_files.go `listAuthFilesFromDisk`):
+    per `*.json` file only `name`, `size`, `modtime` and the file's `type` and `email` — no `id`,
+    `auth_index`, `status`, `disabled` (contract §2: an `auth_index` filter then always gives [])."""
+    state.counters.list_requests += 1
+    files: list[dict[str, Any]] = []
+    if not auth_index.strip():
+        for name in sorted(state.disk):
+            if not name.lower().endswith(".json"):
+                continue
+            disk = state.disk[name]
+            kind, email = disk.content.get("type"), disk.content.get("email")
+            files.append(
+                {
+                    "name": name,
+                    "size": len(disk.raw),
+                    "modtime": go_time(disk.mtime),
+                    "type": kind if isinstance(kind, str) else "",
+                    "email": email if isinstance(email, str) else "",
+                }
+            )
+    return gin_json(200, {"files": files})
 
 
 def route_prefix(raw: Any) -> str:

@@ -461,6 +461,7 @@ def inject_fault(
         "unknown_status",
         "huge_body",
         "drop_after",
+        "disk_fallback",  # GET /auth-files answers like CPA without an auth manager (app.py)
     }
     if kind not in kinds:
         raise ValueError(f"unknown fault {kind!r}; one of {sorted(kinds)}")

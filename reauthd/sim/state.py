@@ -58,7 +58,9 @@ class DiskFile:
 class Fault:
     """A misbehaviour of the management API for the next `remaining` matching requests (None: until cleared)."""
 
-    kind: str  # status, slow, drop, drop_after, outage, malformed_json, missing_fields, unknown_status, huge_body
+    # status, slow, drop, drop_after, outage, malformed_json, missing_fields, unknown_status, huge_body,
+    # disk_fallback (the listing of a CPA without an auth manager)
+    kind: str
     path: str = ""  # path prefix under /v0/management; "" = every management route
     method: str = ""
     remaining: int | None = 1
