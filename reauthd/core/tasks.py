@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
+from reauthd.core.identity import MatchKind, OldCredential, find_replacement, written_since
 from reauthd.core.model import (
     Credential,
     EvidenceSource,
@@ -27,9 +28,17 @@ T = TypeVar("T")
 
 # Allowed transitions. Anything not listed is a bug in the caller and raises IllegalTransition.
 TRANSITIONS: Mapping[TaskState, frozenset[TaskState]] = {
-    S.OPEN: frozenset({S.NOTIFIED, S.OPENED, S.AWAITING_OPERATOR, S.DONE, S.FAILED, S.EXPIRED, S.CANCELLED}),
-    S.NOTIFIED: frozenset({S.OPENED, S.AWAITING_OPERATOR, S.DONE, S.FAILED, S.EXPIRED, S.CANCELLED}),
-    S.OPENED: frozenset({S.LOGIN_STARTED, S.AWAITING_OPERATOR, S.DONE, S.FAILED, S.EXPIRED, S.CANCELLED}),
+    # To VERIFYING before any login of ours: the account logged in again through another tool under a new
+    # file name (see `panel_logins`); that file is tested before the old one is retired.
+    S.OPEN: frozenset(
+        {S.NOTIFIED, S.OPENED, S.VERIFYING, S.AWAITING_OPERATOR, S.DONE, S.FAILED, S.EXPIRED, S.CANCELLED}
+    ),
+    S.NOTIFIED: frozenset(
+        {S.OPENED, S.VERIFYING, S.AWAITING_OPERATOR, S.DONE, S.FAILED, S.EXPIRED, S.CANCELLED}
+    ),
+    S.OPENED: frozenset(
+        {S.LOGIN_STARTED, S.VERIFYING, S.AWAITING_OPERATOR, S.DONE, S.FAILED, S.EXPIRED, S.CANCELLED}
+    ),
     # Back to OPENED: CPA's callback flow lives 5 minutes only (contract §4); the person may start again.
     # Straight to VERIFYING: device flows (Kimi, xAI) and Vertex imports have no callback step.
     S.LOGIN_STARTED: frozenset(
@@ -346,3 +355,76 @@ def plan(
         actions.append(RaiseTask(subject, verdict))
         raised.add(subject.cpa, subject.name, subject.auth_index, subject)
     return actions
+
+
+# ------------------------------------------------------------------------------------ logins elsewhere
+
+#: Tasks a login through another tool may end: nobody has started a login of ours for them.
+ADOPTABLE: frozenset[TaskState] = frozenset({S.OPEN, S.NOTIFIED, S.OPENED})
+
+
+@dataclass(frozen=True, slots=True)
+class Adopt:
+    """The task's account logged in again elsewhere under a new file name: verify that file, then retire."""
+
+    task_id: str
+    credential: Credential
+    reason: str
+
+
+def panel_logins(tasks: Iterable[ReauthTask], listing: Iterable[Credential]) -> list[Adopt]:
+    """Open tasks whose account logged in again through another tool (a panel, CPA's own CLI) and landed
+    under a *new* file name, as a legacy Codex name or a plan change does (contract §4.4). The old file
+    stays in `error`, so `plan` never sees it healthy; without this the person would be reminded until
+    the task expired. A same-name login needs nothing here: its renewed file closes the task in `plan`.
+
+    The new file must be the only candidate for the old one (the rules of `core.identity`), registered by
+    CPA, written after the task was raised, and claimed by no other task. Kimi files carry no account
+    identity (a new `kimi-<ms>.json` for every login), and e-mail-less xAI files are named after the token,
+    so neither can be told apart here: those tasks wait for a login through reauthd's own page.
+    """
+    waiting = {
+        (t.cpa, t.auth_index): t
+        for t in tasks
+        if t.state in ADOPTABLE and t.auth_index and t.provider != "kimi"
+    }
+    if not waiting:
+        return []
+    earliest = min(t.created_at for t in waiting.values())
+    providers = {(t.cpa, t.provider) for t in waiting.values()}
+    old_entries: dict[tuple[str, str], Credential] = {}
+    fresh: dict[tuple[str, str, str], list[Credential]] = {}
+    for entry in listing:
+        key = (entry.cpa, entry.auth_index)
+        if key in waiting:
+            old_entries[key] = entry
+        elif (
+            entry.email
+            and (entry.cpa, entry.provider) in providers
+            and entry.status == "active"
+            and not entry.disabled
+            and written_since(entry, earliest)
+        ):
+            fresh.setdefault((entry.cpa, entry.provider, entry.email.casefold()), []).append(entry)
+
+    found: list[Adopt] = []
+    for key, task in waiting.items():
+        old_entry = old_entries.get(key)
+        if old_entry is None or not old_entry.email:
+            continue  # the old file is gone or says nothing about whose it was
+        old = OldCredential(
+            old_entry.name, old_entry.auth_index, old_entry.provider, old_entry.email, old_entry.account_id
+        )
+        candidates = fresh.get((old_entry.cpa, old_entry.provider, old_entry.email.casefold()), [])
+        match = find_replacement(old, candidates, task.created_at)
+        if match.kind is MatchKind.FOUND and match.credential is not None and not match.same_name:
+            reason = sanitize_line(
+                f"a new login for this account appeared in CPA as {match.credential.name} "
+                "(through another tool); testing it before the old file is retired"
+            )
+            found.append(Adopt(task.id, match.credential, reason))
+    claimed: dict[tuple[str, str], int] = {}
+    for adopt in found:
+        ref = (adopt.credential.cpa, adopt.credential.auth_index)
+        claimed[ref] = claimed.get(ref, 0) + 1
+    return [a for a in found if claimed[(a.credential.cpa, a.credential.auth_index)] == 1]

@@ -14,6 +14,7 @@ from reauthd.config import Settings
 from reauthd.core.model import Credential, CredentialRef, ReauthTask, TaskState, Verdict, VerdictKind
 from reauthd.core.sanitize import mask_account, sanitize_line
 from reauthd.core.tasks import (
+    ADOPTABLE,
     AWAITING_PERSON,
     CloseTask,
     IllegalTransition,
@@ -21,6 +22,7 @@ from reauthd.core.tasks import (
     Rearm,
     Stuck,
     Subject,
+    panel_logins,
     plan,
 )
 from reauthd.notify.notifier import Notifier, NotifyHealth
@@ -236,6 +238,32 @@ class TaskService:
             items = [item for raw in source(watched) if (item := _acting_item(raw, watched)) is not None]
             actions = plan(tasks, items, now, expire_after=self.expire_after)
             return self._apply(actions, now)
+
+    def adopt_panel_logins(self, listing: Iterable[Credential], now: datetime) -> list[str]:
+        """Hand tasks whose account logged in again elsewhere, under a new file name, to verification
+        (`core.tasks.panel_logins`): the new file is tested, then the old one retired as after a login
+        through reauthd's page. Returns the ids of the tasks handed over."""
+        with self.store.transaction():
+            tasks = self.store.list_tasks(list(ADOPTABLE))
+            if not tasks:
+                return []
+            handed: list[str] = []
+            for adopt in panel_logins(tasks, listing):
+                try:
+                    self.store.apply_transition(
+                        adopt.task_id,
+                        TaskState.VERIFYING,
+                        adopt.reason,
+                        now,
+                        expect=ADOPTABLE,
+                        new_auth_name=adopt.credential.name,
+                        new_auth_index=adopt.credential.auth_index,
+                    )
+                except IllegalTransition:
+                    continue  # the person started a login meanwhile: that path owns the outcome
+                handed.append(adopt.task_id)
+                log.info("task.login_elsewhere", task=adopt.task_id, new_auth_name=adopt.credential.name)
+        return handed
 
     def raise_manual(
         self,

@@ -29,6 +29,7 @@ from reauthd.core.tasks import (
     Stuck,
     Subject,
     can_transition,
+    panel_logins,
     plan,
     reminders_apply,
     transition,
@@ -88,7 +89,7 @@ LEGAL = [
 ]
 ILLEGAL = [
     (S.OPEN, S.RETIRING),
-    (S.OPEN, S.VERIFYING),
+    (S.OPEN, S.CALLBACK_RECEIVED),  # a callback needs a login of ours first
     (S.NOTIFIED, S.LOGIN_STARTED),  # a login needs the person to open the link first
     (S.RETIRING, S.CANCELLED),  # half-retired: cancelling would leave CPA in an unknown state
     (S.RETIRING, S.OPENED),
@@ -386,3 +387,111 @@ def test_plan_expires_at_the_earlier_of_deadline_and_lifetime() -> None:
         ("close", S.EXPIRED)
     ]
     assert plan([lengthened], [], T0 + timedelta(hours=23), expire_after=WEEK) == []
+
+
+# ------------------------------------------------------------------------------------------ logins elsewhere
+
+LEGACY = "codex-bob@example.com-plus.json"  # named before CPA put the account hash in Codex names
+HASHED = "codex-1a2b3c4d-bob@example.com-plus.json"
+
+
+def entry(name: str, index: str, **kw: object) -> Credential:
+    fields: dict[str, Any] = {
+        "cpa": "main",
+        "provider": "codex",
+        "status": "active",
+        "email": "bob@example.com",
+        "last_refresh": NOW,
+        **kw,
+    }
+    return Credential(name=name, auth_index=index, **fields)
+
+
+def waiting_task(state: S = S.NOTIFIED, **kw: object) -> ReauthTask:
+    return task(state, name=LEGACY, index="old1", **kw)
+
+
+OLD_ENTRY = entry(LEGACY, "old1", status="error", last_refresh=T0 - timedelta(days=30))
+
+
+@pytest.mark.parametrize(
+    ("name", "tasks", "listing", "adopted"),
+    [
+        ("a new file for the same account", [waiting_task()], [OLD_ENTRY, entry(HASHED, "new1")], ["new1"]),
+        (
+            "also once the page was opened",
+            [waiting_task(S.OPENED)],
+            [OLD_ENTRY, entry(HASHED, "new1")],
+            ["new1"],
+        ),
+        (
+            "not while our own login runs",
+            [waiting_task(S.LOGIN_STARTED)],
+            [OLD_ENTRY, entry(HASHED, "n")],
+            [],
+        ),
+        ("not a closed task", [waiting_task(S.DONE, closed_at=NOW)], [OLD_ENTRY, entry(HASHED, "n")], []),
+        (
+            "not a file written before the task",
+            [waiting_task()],
+            [OLD_ENTRY, entry(HASHED, "new1", last_refresh=T0 - timedelta(hours=1))],
+            [],
+        ),
+        (
+            "not another account",
+            [waiting_task()],
+            [OLD_ENTRY, entry(HASHED, "n", email="eve@example.com")],
+            [],
+        ),
+        (
+            "not a file CPA has not loaded",
+            [waiting_task()],
+            [OLD_ENTRY, entry(HASHED, "n", status="error")],
+            [],
+        ),
+        ("not a disabled file", [waiting_task()], [OLD_ENTRY, entry(HASHED, "n", disabled=True)], []),
+        ("not another CPA", [waiting_task()], [OLD_ENTRY, entry(HASHED, "n", cpa="backup")], []),
+        (
+            "two candidates: nobody guesses",
+            [waiting_task()],
+            [OLD_ENTRY, entry(HASHED, "n1"), entry("codex-bob@example.com-pro.json", "n2")],
+            [],
+        ),
+        ("the old file is gone: nothing says whose it was", [waiting_task()], [entry(HASHED, "new1")], []),
+        (
+            "the same name is the task's own file (closed by plan, not here)",
+            [waiting_task()],
+            [entry(LEGACY, "old1", last_refresh=NOW)],
+            [],
+        ),
+        (
+            "Kimi files carry no identity",
+            [task(S.NOTIFIED, name="kimi-1.json", index="k1", provider="kimi")],
+            [
+                entry("kimi-1.json", "k1", provider="kimi", status="error"),
+                entry("kimi-1796000000000.json", "k2", provider="kimi"),
+            ],
+            [],
+        ),
+        (
+            "one new file claimed by two tasks: neither",
+            [waiting_task(), task(S.NOTIFIED, id="t2", name="codex-bob@example.com.json", index="old2")],
+            [OLD_ENTRY, entry("codex-bob@example.com.json", "old2", status="error"), entry(HASHED, "new1")],
+            [],
+        ),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_panel_logins(
+    name: str, tasks: list[ReauthTask], listing: list[Credential], adopted: list[str]
+) -> None:
+    found = panel_logins(tasks, listing)
+    assert [a.credential.auth_index for a in found] == adopted
+    for adopt in found:
+        # The reason is shown to people: the e-mail inside the file name is masked, its prefix kept.
+        assert adopt.task_id == "t1" and "codex-1a2b3c4d-b***@example.com-plus.json" in adopt.reason
+
+
+def test_a_task_adopted_elsewhere_may_move_to_verifying() -> None:
+    for state in (S.OPEN, S.NOTIFIED, S.OPENED):
+        assert can_transition(state, S.VERIFYING)
