@@ -158,15 +158,15 @@ def interpret(evidence: Evidence, provider: str = "") -> Signal | None:
             return Signal(
                 VerdictKind.QUOTA,
                 "quota",
-                f"{_provider_name(provider)} accepted the credential but its usage limit is reached",
+                f"{provider_name(provider)} accepted the credential but its usage limit is reached",
             )
-        return Signal(VerdictKind.HEALTHY, "ok", f"{_provider_name(provider)} accepted the credential")
+        return Signal(VerdictKind.HEALTHY, "ok", f"{provider_name(provider)} accepted the credential")
 
     body_type, body_code = _json_fields(text)
     machine_code = code if source is not EvidenceSource.LISTING else ""
     haystack = " ".join(filter(None, (text, body_type, body_code, machine_code))).lower()
     exact = text.strip().lower()
-    who = _provider_name(provider)
+    who = provider_name(provider)
 
     if _ACCOUNT_GONE.search(haystack):
         return Signal(
@@ -362,7 +362,7 @@ _PROVIDER_NAMES = {
 }
 
 
-def _provider_name(provider: str) -> str:
+def provider_name(provider: str) -> str:
     return _PROVIDER_NAMES.get(provider.lower(), provider or "The provider")
 
 
@@ -399,7 +399,7 @@ def classify(credential: Credential | None, evidence: Sequence[Evidence], now: d
             rest_of = tuple(
                 _sanitised(e) for e, _ in negatives if e is not failure and e is not expired_probe
             )
-            who = _provider_name(provider)
+            who = provider_name(provider)
             return Verdict(
                 VerdictKind.NEEDS_REAUTH,
                 f"{who}'s access token expired and CPA could not refresh it; a new login is needed",

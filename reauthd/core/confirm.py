@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from reauthd.core.classify import INCONCLUSIVE_PROBE_RULES, decisive_rule, interpret
+from reauthd.core.classify import INCONCLUSIVE_PROBE_RULES, decisive_rule, interpret, provider_name
 from reauthd.core.model import Credential, CredentialRef, EvidenceSource, Verdict, VerdictKind
 from reauthd.core.sanitize import mask_email
 
@@ -151,6 +151,27 @@ def _probe_agrees(verdict: Verdict, provider: str) -> bool:
     return False
 
 
+def _persistent_auth_failure(verdict: Verdict, provider: str) -> bool:
+    """A bare authentication failure CPA recorded from real traffic (not a 403: CPA refreshes only on a
+    401, and a 403 may be a region block). For a provider without a probe, this seen on two consecutive
+    observations is the confirmation issue 3 asks for: CPA already refreshed once before recording it
+    (contract §2.3 A2-3), and nothing else can test the credential."""
+    if verdict.kind is not VerdictKind.SUSPECT or decisive_rule(verdict, provider) != "auth_like":
+        return False
+    first = verdict.evidence[0]
+    return first.source in (EvidenceSource.LISTING, EvidenceSource.ERROR_STREAM) and first.http_status != 403
+
+
+def _refused_twice(verdict: Verdict, provider: str) -> Verdict:
+    who = provider_name(provider)
+    return Verdict(
+        VerdictKind.NEEDS_REAUTH,
+        f"{who} kept refusing the credential on two checks a poll cycle apart, after CPA's own refresh "
+        "attempt; a new login is needed",
+        verdict.evidence,
+    )
+
+
 def _probe_inconclusive(verdict: Verdict, provider: str) -> bool:
     """The probe answered but could not decide (expired access token, nothing to probe with, a 403 that
     is not about the login)."""
@@ -224,6 +245,8 @@ def observe(
     # Confirmed by an agreeing probe, or by repetition where no probe can decide.
     repeated = state.observations >= policy.observations_needed
     no_probe_can_decide = not policy.has_probe or _probe_inconclusive(verdict, provider)
+    if repeated and not policy.has_probe and _persistent_auth_failure(verdict, provider):
+        verdict = _refused_twice(verdict, provider)
     confirmed = verdict.kind in CONFIRMABLE and (
         _probe_agrees(verdict, provider) or (no_probe_can_decide and repeated)
     )

@@ -92,13 +92,15 @@ def test_a_healthy_probe_clears_the_suspicion() -> None:
     assert run.state.failure is None and run.events == []
 
 
-def test_bare_401_is_never_confirmed_by_repetition() -> None:
+def test_a_bare_401_without_a_probe_pages_once_after_two_polls() -> None:
+    # Session 1 left a bare 401 a suspect forever where no probe exists; then an Antigravity or plugin
+    # credential whose refresh token died (CPA records the upstream's 401 body after its one refresh,
+    # contract §2.3 A2-4) was never raised. Issue 3: no probe -> two consecutive observations confirm.
     run = Run(cred("vertex"), ConfirmPolicy(has_probe=False))
-    for minute in range(5):
-        decision = run.step([ev(S, "", 401)], T0 + timedelta(minutes=minute))
-        assert decision.verdict.kind is VerdictKind.SUSPECT
-        assert not decision.verdict.confirmed and not decision.probe
-    assert run.events == []
+    decisions = [run.step([ev(S, "", 401)], T0 + timedelta(minutes=minute)) for minute in range(5)]
+    assert decisions[0].verdict.kind is VerdictKind.SUSPECT and not decisions[0].verdict.confirmed
+    assert all(d.verdict.kind is VerdictKind.NEEDS_REAUTH and d.verdict.confirmed for d in decisions[1:])
+    assert len(run.events) == 1 and not any(d.probe for d in decisions)
 
 
 def test_without_a_probe_two_consecutive_observations_confirm() -> None:
@@ -198,3 +200,33 @@ def test_account_gone_is_confirmed_and_says_so() -> None:
 def test_from_dict_tolerates_garbage() -> None:
     state = Confirmation.from_dict({"failure": 3, "first_seen": "not a date", "emitted": ["a", 5, None]})
     assert state == Confirmation(emitted=("a",))
+
+
+GOOGLE_401 = '{"error":{"code":401,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}'
+
+
+@pytest.mark.parametrize(
+    ("provider", "has_probe", "status", "gap_s", "pages"),
+    [
+        ("antigravity", False, 401, 60, True),  # no probe: the same failure two polls in a row
+        ("antigravity", False, None, 60, True),  # auth-like text without a status
+        ("antigravity", False, 401, 10, False),  # one burst is one observation
+        ("antigravity", False, 403, 60, False),  # CPA refreshes only on a 401; a 403 may be a region block
+        ("antigravity", True, 401, 60, False),  # a configured probe decides instead
+    ],
+)
+def test_a_bare_auth_failure_without_a_probe_is_confirmed_by_two_polls(
+    provider: str, has_probe: bool, status: int | None, gap_s: float, pages: bool
+) -> None:
+    run = Run(cred(provider), ConfirmPolicy(has_probe=has_probe))
+    first = run.step([ev(L, GOOGLE_401, status, code="error")], T0)
+    assert first.verdict.kind is VerdictKind.SUSPECT and not first.verdict.confirmed
+    later = T0 + timedelta(seconds=gap_s)
+    second = run.step([ev(L, GOOGLE_401, status, at=later, code="error")], later)
+    assert (second.event is not None) is pages
+    if pages:
+        assert second.verdict.kind is VerdictKind.NEEDS_REAUTH and second.verdict.confirmed
+        assert "Antigravity kept refusing the credential" in second.verdict.reason
+        third = T0 + timedelta(seconds=2 * gap_s)
+        again = run.step([ev(L, GOOGLE_401, status, at=third, code="error")], third)
+        assert again.event is None  # once per failure

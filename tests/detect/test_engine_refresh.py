@@ -91,3 +91,26 @@ async def test_two_failing_requests_a_moment_apart_do_not_page(sim: SimServer, c
         await asyncio.gather(runner, return_exceptions=True)
         await engine.aclose()
     assert event.ref.auth_index == victim.auth_index
+
+
+async def test_antigravity_without_a_probe_is_confirmed_on_the_next_poll(
+    sim: SimServer, client: CPAClient
+) -> None:
+    """No probe is configured for Antigravity: CPA's recorded 401 (after its one refresh attempt) seen on
+    two polls is the confirmation. One poll alone, or a burst within one, pages nobody."""
+    victim = scenarios.add_credential(sim.state, "antigravity")
+    scenarios.revoke(sim.state, victim.name, live=True)
+    clock = Clock()
+    engine = DetectionEngine({"main": client}, DetectConfig(poll_interval_s=60), clock=clock)
+    try:
+        await engine.cycle(wait_for_probes=True)
+        clock.skew = timedelta(seconds=5)
+        await engine.cycle(wait_for_probes=True)
+        assert engine.confirmed.empty()
+        clock.skew = timedelta(seconds=61)
+        await engine.cycle(wait_for_probes=True)
+        event = engine.confirmed.get_nowait()
+    finally:
+        await engine.aclose()
+    assert event.kind is VerdictKind.NEEDS_REAUTH and event.ref.auth_index == victim.auth_index
+    assert "Antigravity kept refusing the credential" in event.verdict.reason
