@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -148,6 +148,13 @@ class DetectionEngine:
             keys.update(k for k, r in self._records.items() if (k[0], r.ref.name) in names)
         records = sorted((r for k in keys if (r := self._records.get(k)) is not None), key=lambda r: r.seq)
         return [v for r in records if (v := self._view(r)) is not None]
+
+    def listed_credentials(self) -> Iterator[Credential]:
+        """Every credential the latest listings showed, as listed (the tasks' search for a login made
+        through another tool reads them; a generator, so 50,000 entries are not copied)."""
+        for record in self._records.values():
+            if record.listed and record.credential is not None:
+                yield record.credential
 
     def verdict_counts(self) -> dict[str, Counter[VerdictKind]]:
         """cpa → verdict kind → number of credentials with a verdict (the same set `latest()` shows)."""

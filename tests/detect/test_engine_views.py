@@ -70,3 +70,17 @@ async def test_state_version_moves_exactly_when_the_exported_state_can_change(
         assert restored.state_version > 0 and restored.export_state() == state
     finally:
         await engine.aclose()
+
+
+async def test_listed_credentials_are_the_latest_listing(sim: SimServer, client: CPAClient) -> None:
+    kept = scenarios.add_credential(sim.state, "codex")
+    gone = scenarios.add_credential(sim.state, "claude")
+    engine = DetectionEngine({"main": client})
+    try:
+        await engine.cycle()
+        assert {c.name for c in engine.listed_credentials()} == {kept.name, gone.name}
+        sim.state.remove_auth(gone.name)
+        await engine.cycle()
+        assert [c.name for c in engine.listed_credentials()] == [kept.name]
+    finally:
+        await engine.aclose()
