@@ -244,6 +244,7 @@ class Daemon:
         assert self.store is not None
         store = self.store
         settings = self.settings
+        self.metrics.watch_routes(route_names(settings.notify))  # routes a reload added start at zero too
         async with AsyncExitStack() as stack:
             # The heartbeat runs from the start, so a slow first look at CPA is a slow start, not a dead loop.
             scheduler = AsyncIOScheduler(timezone=UTC)

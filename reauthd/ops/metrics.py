@@ -198,6 +198,12 @@ class Metrics:
         self.notifications_failed.labels(route=route)
         self.notifications_gave_up.labels(route=route)
 
+    def watch_routes(self, routes: Iterable[str]) -> None:
+        """Routes of a configuration loaded by a reload: their series exist at zero from now on, like those
+        of the first configuration (a route the reload removed keeps its series: counters never go back)."""
+        for route in routes:
+            self._create_route(label_value(route))
+
     def _create_probe_series(self, cpa: str, provider: str) -> None:
         if (cpa, provider) in self._providers:
             return

@@ -231,3 +231,14 @@ def test_the_documented_metrics_list_matches_what_is_exported() -> None:
             continue
         exported.add(family.name + "_total" if family.type == "counter" else family.name)
     assert documented == exported
+
+
+def test_routes_added_later_get_their_series_at_zero() -> None:
+    metrics = Metrics(cpas=["main"], routes=["default"])
+    assert ("reauthd_notifications_sent_total", frozenset({("route", "ops")})) not in samples(metrics)
+    metrics.notification_sent("default")
+    metrics.watch_routes(["default", "ops", "escalation"])  # idempotent for the routes it already has
+    for name in ("sent", "failed", "gave_up"):
+        assert value(metrics, f"reauthd_notifications_{name}_total", route="ops") == 0
+        assert value(metrics, f"reauthd_notifications_{name}_total", route="escalation") == 0
+    assert value(metrics, "reauthd_notifications_sent_total", route="default") == 1
