@@ -19,10 +19,10 @@ from tests.support.servers import free_port
 KEY = "inprocess-daemon-key-CANARY"
 
 
-def write_config(tmp_path: Path, sim_url: str, *, routes: str = "") -> Path:
+def write_config(tmp_path: Path, sim_url: str, *, routes: str = "", port: int | None = None) -> Path:
     """A config file (so SIGHUP-style reloads can read it again); the notifier URL is never dialled when the
     test passes its own notifier."""
-    port = free_port()
+    port = port or free_port()
     path = tmp_path / "config.toml"
     path.write_text(
         f"""
