@@ -64,6 +64,8 @@ TICK_BUDGET_S = 20.0
 JOB_DEFAULTS: dict[str, Any] = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
 # How long SIGTERM waits for in-flight steps (a verify request, a delete) before closing anyway.
 SHUTDOWN_GRACE_S = 15.0
+# How long a reload or SIGTERM waits for cancelled background tasks (detection, the CPA error stream).
+BACKGROUND_STOP_S = 5.0
 DETECTION_STATE_KEY = "detect.confirmation"
 COOKIE_KEY = "web.cookie_key"
 # Tasks the completion runner continues on every tick.
@@ -362,9 +364,7 @@ class Daemon:
             self.metrics.set_ready(False)
             for job in work:  # the heartbeat goes on while in-flight steps finish
                 job.remove()
-            for job in graph.background:
-                job.cancel()
-            await asyncio.gather(*graph.background, return_exceptions=True)
+            await self._stop_background(graph.background)
             try:
                 async with asyncio.timeout(SHUTDOWN_GRACE_S):
                     async with self._tick_lock:
@@ -373,6 +373,29 @@ class Daemon:
                 log.warning("daemon.shutdown_timeout", detail="in-flight steps did not finish in time")
             self.graph = None
             return None
+
+    @staticmethod
+    async def _stop_background(jobs: list[asyncio.Task[None]]) -> None:
+        """Cancel the graph's background tasks and wait for them, bounded. On Python 3.11 a cancellation that
+        arrives just as an `asyncio.wait_for` inside the task completes is swallowed (CPython gh-86296; the
+        CPA error stream reads that way), and a reload or SIGTERM must not wait forever for such a task: it
+        is left behind (asyncio.run cancels it again at exit) and the daemon carries on."""
+        if not jobs:
+            return
+        for job in jobs:
+            job.cancel()
+        done, pending = await asyncio.wait(jobs, timeout=BACKGROUND_STOP_S)
+        for job in done:  # their outcome does not matter any more; fetch it so asyncio does not complain
+            if not job.cancelled():
+                job.exception()
+        if pending:
+            log.warning(
+                "daemon.background_not_stopped",
+                tasks=sorted(job.get_name() for job in pending),
+                detail=f"still running {BACKGROUND_STOP_S:g} s after being cancelled; left behind",
+            )
+            for job in pending:
+                job.cancel()
 
     async def _wait_for_stop_or_new_settings(self) -> None:
         """Return on SIGTERM, or on SIGHUP with a new valid configuration (then in `self.settings`).

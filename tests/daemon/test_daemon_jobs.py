@@ -3,13 +3,16 @@ from replaying a burst of ticks, and metrics series for notification routes a re
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from apscheduler.triggers.interval import IntervalTrigger
+from structlog.testing import capture_logs
 
+import reauthd.daemon as daemon_module
 from reauthd.config import load_config
 from reauthd.daemon import HEARTBEAT_S, TICK_S, Daemon
 from reauthd.sim.server import SimThread, run_sim_in_thread
@@ -62,3 +65,41 @@ async def test_a_reload_that_adds_a_route_creates_its_metrics_series_at_zero(
             after = (await client.get("/metrics")).text
         for name in ("sent", "failed", "gave_up"):
             assert f'reauthd_notifications_{name}_total{{route="ops"}} 0.0' in after, name
+
+
+async def test_a_background_task_that_swallows_its_cancellation_does_not_hang_stop_or_reload(
+    tmp_path: Path, sim: SimThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.11's asyncio.wait_for can swallow a cancellation (gh-86296); the CPA error stream reads
+    with it. A reload or SIGTERM then must not wait forever for the detection task."""
+    monkeypatch.setattr(daemon_module, "BACKGROUND_STOP_S", 0.5)
+    cancellations = 0
+
+    async def stubborn() -> None:
+        nonlocal cancellations
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancellations += 1
+                if cancellations > 2:  # the one left behind ends when cancelled again at the very end
+                    raise
+
+    config = write_config(tmp_path, sim.base_url)
+    daemon = Daemon(load_config(config), config_path=config)
+    left_behind: list[asyncio.Task[None]] = []
+    with capture_logs() as logs:
+        async with running(daemon):
+            graph = daemon.graph
+            assert graph is not None
+            left_behind.append(asyncio.create_task(stubborn(), name="stubborn"))
+            graph.background.append(left_behind[0])
+            write_config(tmp_path, sim.base_url, routes='[[notify.routes]]\nurls = ["json://127.0.0.1:9/x"]')
+            daemon.request_reload()
+            await wait_until(lambda: daemon.graph is not graph and started(daemon), 10, "the reload")
+    # `running` checked that the daemon exited 0 after SIGTERM's path.
+    stuck = [e for e in logs if e["event"] == "daemon.background_not_stopped"]
+    assert stuck and stuck[0]["tasks"] == ["stubborn"]
+    left_behind[0].cancel()
+    await asyncio.gather(*left_behind, return_exceptions=True)
+    assert left_behind[0].cancelled()
