@@ -147,6 +147,7 @@ class Daemon:
         self._tick_lock = asyncio.Lock()
         self._last_state_export: dict[str, object] | None = None
         self._last_state_version: tuple[int, int] | None = None
+        self._last_adoption_scan: tuple[int, int] | None = None  # (engine, its poll cycles) last searched
         self._last_advanced: str | None = None
 
     # ------------------------------------------------------------------------------------ control
@@ -498,6 +499,12 @@ class Daemon:
                         closed=len(result.closed),
                         rearmed=len(result.rearmed),
                     )
+                # A login made through another tool under a new file name: once per new listing (it reads
+                # every listed credential), handed to verification like a login through our page.
+                listing_seen = (id(graph.engine), graph.engine.cycles)
+                if listing_seen != self._last_adoption_scan:
+                    self._last_adoption_scan = listing_seen
+                    graph.tasks.adopt_panel_logins(graph.engine.listed_credentials(), now)
             except Exception as exc:
                 log.error("daemon.reconcile_failed", error=type(exc).__name__)
             self._observe_metrics(graph)
