@@ -131,15 +131,15 @@ class ErrorStream:
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
-            return await asyncio.wait_for(
-                asyncio.open_connection(
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that lands
+            # as the inner await completes (gh-86296), and a stream that cannot be cancelled hangs shutdown.
+            async with asyncio.timeout(self.connect_timeout_s):
+                return await asyncio.open_connection(
                     self._host,
                     self._port,
                     ssl=self._tls_context,
                     limit=self.max_line_bytes + 2,
-                ),
-                self.connect_timeout_s,
-            )
+                )
         except TimeoutError:
             raise TransientCPAError(self.cpa, ENDPOINT, "connect timed out") from None
         except OSError as exc:
@@ -192,7 +192,8 @@ class ErrorStream:
         try:
             writer.write(command)
             await writer.drain()
-            return await asyncio.wait_for(resp.read_value(), self.connect_timeout_s)
+            async with asyncio.timeout(self.connect_timeout_s):
+                return await resp.read_value()
         except TimeoutError:
             raise TransientCPAError(self.cpa, ENDPOINT, "no answer to a command") from None
         except asyncio.IncompleteReadError:
@@ -208,7 +209,8 @@ class ErrorStream:
         awaiting_pong = False
         while True:
             try:
-                value = await asyncio.wait_for(resp.read_value(), self.ping_interval_s)
+                async with asyncio.timeout(self.ping_interval_s):
+                    value = await resp.read_value()
             except TimeoutError:
                 if awaiting_pong:
                     raise TransientCPAError(

@@ -464,7 +464,8 @@ class LoginFlow:
         try:
             while not self._closed:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wakeup.wait(), timeout=self.poll_interval_s)
+                    async with asyncio.timeout(self.poll_interval_s):  # not wait_for: gh-86296
+                        await wakeup.wait()
                 wakeup.clear()
                 try:
                     outcome = await self.poll_once(task_id, self.clock())

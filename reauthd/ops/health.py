@@ -169,7 +169,8 @@ class Health:
         try:
             result = self._store_check()
             if inspect.isawaitable(result):
-                result = await asyncio.wait_for(result, self._store_check_timeout_s)
+                async with asyncio.timeout(self._store_check_timeout_s):  # not wait_for: gh-86296
+                    result = await result
         except TimeoutError:
             return f"the state store did not accept a write within {self._store_check_timeout_s:g} s"
         except Exception as exc:  # the check's message may quote paths or SQL; the class name is enough
