@@ -4,7 +4,6 @@ from replaying a burst of ticks, and metrics series for notification routes a re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,18 +14,9 @@ from structlog.testing import capture_logs
 import reauthd.daemon as daemon_module
 from reauthd.config import load_config
 from reauthd.daemon import HEARTBEAT_S, TICK_S, Daemon
-from reauthd.sim.server import SimThread, run_sim_in_thread
-from tests.daemon.inprocess import KEY, running, started, wait_until, write_config
+from reauthd.sim.server import SimThread
+from tests.daemon.inprocess import running, started, wait_until, write_config
 from tests.support.servers import free_port
-
-
-@pytest.fixture
-def sim() -> Iterator[SimThread]:
-    thread = run_sim_in_thread(management_key=KEY)
-    try:
-        yield thread
-    finally:
-        thread.stop()
 
 
 async def test_every_job_catches_up_once_and_never_runs_twice_at_once(tmp_path: Path, sim: SimThread) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,10 +18,9 @@ from reauthd.core.model import TaskState as S
 from reauthd.daemon import Daemon
 from reauthd.notify.notifier import Notifier, SendOutcome
 from reauthd.notify.templates import Message
-from reauthd.sim.server import SimThread, run_sim_in_thread
+from reauthd.sim.server import SimThread
 from reauthd.store import DeliveryStatus
 from tests.daemon.inprocess import (
-    KEY,
     WatchdogSocket,
     add_final_notices,
     largest_gap,
@@ -49,15 +48,6 @@ class SlowNotifier(Notifier):
         await asyncio.sleep(self.delay_s)
         self.sent += 1
         return SendOutcome(True)
-
-
-@pytest.fixture
-def sim() -> Iterator[SimThread]:
-    thread = run_sim_in_thread(management_key=KEY)
-    try:
-        yield thread
-    finally:
-        thread.stop()
 
 
 @pytest.fixture
