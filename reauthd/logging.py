@@ -181,6 +181,18 @@ _NOISY_LOGGERS = {
 }
 
 
+class _SkippedTickFilter(logging.Filter):
+    """APScheduler warns each time a 2 s tick is skipped because the previous one still runs. That is the
+    daemon's design (max_instances=1: a long tick hands its leftovers on, it is never run twice at once),
+    so the warning would only bury real ones: dropped. Missed runs (a suspended host) still warn."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+_SKIPPED_TICKS = _SkippedTickFilter()
+
+
 def configure_logging(
     level: str = "info",
     fmt: str = "auto",
@@ -219,6 +231,9 @@ def configure_logging(
     root.setLevel(numeric)
     for name, noisy_level in _NOISY_LOGGERS.items():
         logging.getLogger(name).setLevel(max(noisy_level, numeric))
+    scheduler_log = logging.getLogger("apscheduler.scheduler")
+    if _SKIPPED_TICKS not in scheduler_log.filters:
+        scheduler_log.addFilter(_SKIPPED_TICKS)
 
     structlog.configure(
         processors=[

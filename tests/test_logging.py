@@ -76,3 +76,17 @@ def test_httpx_request_lines_are_silenced_or_redacted() -> None:
 
 def test_scrub_for_text_leaving_the_process() -> None:
     assert_clean(str(scrub({"msg": CALLBACK, "token": "x", "list": [f"Bearer {TOKEN}"]})))
+
+
+def test_a_skipped_scheduler_tick_is_not_a_warning_but_a_missed_run_is() -> None:
+    buf = capture()
+    scheduler = logging.getLogger("apscheduler.scheduler")
+    scheduler.warning(
+        'Execution of job "Daemon._tick (trigger: interval[0:00:02], next run at: 12:00:02 UTC)" skipped: '
+        "maximum number of running instances reached (1)"
+    )
+    scheduler.warning('Run time of job "Daemon._tick" was missed by 0:05:00')
+    lines = [json.loads(line)["event"] for line in buf.getvalue().splitlines()]
+    assert lines == ['Run time of job "Daemon._tick" was missed by 0:05:00']
+    configure_logging("debug", "json", stream=io.StringIO())  # configuring again adds no second filter
+    assert len(scheduler.filters) == 1
