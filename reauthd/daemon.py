@@ -378,9 +378,10 @@ class Daemon:
     @staticmethod
     async def _stop_background(jobs: list[asyncio.Task[None]]) -> None:
         """Cancel the graph's background tasks and wait for them, bounded. On Python 3.11 a cancellation that
-        arrives just as an `asyncio.wait_for` inside the task completes is swallowed (CPython gh-86296; the
-        CPA error stream reads that way), and a reload or SIGTERM must not wait forever for such a task: it
-        is left behind (asyncio.run cancels it again at exit) and the daemon carries on."""
+        arrives just as an `asyncio.wait_for` inside the task completes is swallowed (CPython gh-86296; our
+        own code uses asyncio.timeout instead, libraries may not), and a reload or SIGTERM must not wait
+        forever for such a task: it is left behind (asyncio.run cancels it again at exit) and the daemon
+        carries on."""
         if not jobs:
             return
         for job in jobs:
