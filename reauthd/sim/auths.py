@@ -85,6 +85,9 @@ class SimAuth:
     loaded_hash: str
     created_at: datetime
     runtime_only: bool = False
+    # A plugin "virtual" auth expanded from one source file (coreauth.MarkPluginVirtualAuth): the source's
+    # file name. CPA answers 409 to any change made through another name (auth_files_crud.go).
+    virtual_source: str | None = None
     path: str = ""
     auth_index: str = ""
     status: str = "active"

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from reauthd.sim.api_tools import api_call, ensure_vertex_key, usage_queue, vertex_import
+from reauthd.sim.auths import SimAuth
 from reauthd.sim.oauth_routes import auth_url_handler, cancel_session, get_auth_status, oauth_callback
 from reauthd.sim.responses import Handler, err, gin_json, read_form, read_json
 from reauthd.sim.state import SimState
@@ -107,6 +108,16 @@ async def upload(request: Request, state: SimState) -> Response:
     return gin_json(200, {"status": "ok"})
 
 
+PLUGIN_VIRTUAL = "plugin virtual auth cannot be modified directly; edit or delete the source auth file"
+
+
+def is_virtual_child(auth: SimAuth, name: str) -> bool:
+    """A plugin's virtual auth addressed by any name but its source file's (isPluginVirtualSourceDelete)."""
+    if auth.virtual_source is None:
+        return False
+    return name.strip().rsplit("/", 1)[-1].casefold() != auth.virtual_source.casefold()
+
+
 async def delete(request: Request, state: SimState) -> Response:
     q = request.query_params
     if q.get("all", "").lower() in ("true", "1", "*"):
@@ -137,7 +148,9 @@ async def delete(request: Request, state: SimState) -> Response:
         else:
             auth = state.auth_by_name(name)
             file_name = auth.name if auth is not None else name
-            if file_name not in state.disk:
+            if auth is not None and is_virtual_child(auth, name):
+                problem = (409, PLUGIN_VIRTUAL)
+            elif file_name not in state.disk:
                 problem = (404, "auth file not found")
             else:
                 del state.disk[file_name]
@@ -182,6 +195,8 @@ async def patch_status(request: Request, state: SimState) -> Response:
     index = str(body.get("auth_index") or "").strip()
     if auth is None or (index and auth.auth_index != index):
         return err(404, "auth file not found")
+    if is_virtual_child(auth, name):
+        return err(409, PLUGIN_VIRTUAL)
     disabled = bool(body["disabled"])
     auth.disabled = disabled
     auth.clear_failures()
@@ -255,6 +270,8 @@ async def patch_fields(request: Request, state: SimState) -> Response:
     auth = state.auth_by_name(raw_name.strip())
     if auth is None:
         return err(404, "auth file not found")
+    if auth.virtual_source is not None:  # fields of a plugin's virtual auth never change directly
+        return err(409, PLUGIN_VIRTUAL)
     # CPA edits a clone (Manager.GetByID returns auth.Clone(), which copies the top-level metadata map)
     # and calls authManager.Update only at the end: a 400 on any key leaves the auth and its file as they
     # were, whatever keys came before it. Like Clone, nested maps are shared (a dot path may still reach

@@ -219,6 +219,13 @@ class RetirePhase(RunBase):
             # CPA refused (404: gone or another auth_index): nothing happened. The next re-check says why.
             self.audit(action, old, f"refused: HTTP {exc.status} {exc.error_text}")
             self.flow.steps[step.value] = StepState.PENDING
+            if exc.status == 409:
+                # A plugin's virtual auth (auth_files_crud.go): CPA changes it only through its source file,
+                # which may hold other accounts too. Retrying cannot help; a person decides.
+                return self.to_operator(
+                    f"CPA will not change {old.name} directly: it is a plugin's virtual credential; edit or "
+                    f"delete its source auth file by hand. {new.name} is verified and in use"
+                )
             return self.retire_error(exc.sentence)
         except CPAError as exc:
             # No answer: it may or may not have happened; the step stays "sent" and is re-checked.
