@@ -7,7 +7,7 @@ attempts either: they start from the gate the daemon saved in the state database
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -71,3 +71,18 @@ def shared_state(settings: Settings) -> Iterator[Store | None]:
         yield store
     finally:
         store.close()
+
+
+@contextlib.asynccontextmanager
+async def one_shot_client(settings: Settings, cpa_name: str) -> AsyncIterator[CPAClient]:
+    """A client for one command (`reauth`, `tasks cancel`): it starts from the key gate the daemon saved and
+    saves what it learned back, even when the call failed (a refused key stays refused for everyone)."""
+    cpa = settings.cpa_by_name(cpa_name)
+    with shared_state(settings) as state:
+        gate = load_gate(state, cpa.name) if state is not None else None
+        async with client_from_config(cpa, gate_snapshot=gate) as client:
+            try:
+                yield client
+            finally:
+                if state is not None:
+                    save_gate(state, client, _utcnow())

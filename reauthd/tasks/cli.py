@@ -179,18 +179,11 @@ def _configured(settings: Settings, cpa_name: str) -> bool:
 async def _cancel_cpa_login(settings: Settings, cpa_name: str, oauth_state: str) -> str:
     """Best effort `DELETE /oauth-session` for the task's pending login; returns a note for the operator."""
     from reauthd.cpa import CPAError
-    from reauthd.cpa.factory import client_from_config, load_gate, save_gate, shared_state
+    from reauthd.cpa.factory import one_shot_client
 
-    cpa = settings.cpa_by_name(cpa_name)
     try:
-        with shared_state(settings) as state:
-            gate = load_gate(state, cpa.name) if state is not None else None
-            async with client_from_config(cpa, gate_snapshot=gate) as client:
-                try:
-                    cancelled = await client.cancel_oauth_session(oauth_state)
-                finally:
-                    if state is not None:
-                        save_gate(state, client, _now())
+        async with one_shot_client(settings, cpa_name) as client:
+            cancelled = await client.cancel_oauth_session(oauth_state)
     except CPAError as exc:
         return f"; CPA {cpa_name} could not cancel its pending sign-in ({exc}); it lapses within 30 minutes"
     return "; its pending sign-in at CPA was cancelled too" if cancelled else ""
@@ -199,18 +192,11 @@ async def _cancel_cpa_login(settings: Settings, cpa_name: str, oauth_state: str)
 async def _look_up(settings: Settings, cpa_name: str, auth_name: str) -> dict[str, str]:
     """Find the auth file in CPA (`GET /auth-files?name=`, contract §2) for its auth_index, provider, e-mail."""
     from reauthd.cpa import CPAError
-    from reauthd.cpa.factory import client_from_config, load_gate, save_gate, shared_state
+    from reauthd.cpa.factory import one_shot_client
 
-    cpa = settings.cpa_by_name(cpa_name)
     try:
-        with shared_state(settings) as state:
-            gate = load_gate(state, cpa.name) if state is not None else None
-            async with client_from_config(cpa, gate_snapshot=gate) as client:
-                try:
-                    files = await client.list_auth_files(name=auth_name)
-                finally:
-                    if state is not None:
-                        save_gate(state, client, _now())
+        async with one_shot_client(settings, cpa_name) as client:
+            files = await client.list_auth_files(name=auth_name)
     except CPAError as exc:
         fail(f"cannot look up {auth_name} in CPA {cpa_name}: {exc}")
     match = [f for f in files if f.name == auth_name]
