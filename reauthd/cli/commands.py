@@ -47,6 +47,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--management-key", default="sim-key", help="the simulator's management key (default sim-key)"
     )
     sim.add_argument("--empty", action="store_true", help="start with no credentials instead of the demo set")
+    sim.add_argument(
+        "--cpamp-port",
+        type=int,
+        default=None,
+        help="also serve a CPA Manager Plus simulator on this port (CPAMP's default is 18317; 0 = any free port)",
+    )
+    sim.add_argument(
+        "--cpamp-admin-key",
+        default="cpamp-admin-key",
+        help="the CPAMP simulator's Admin Key (default cpamp-admin-key)",
+    )
     sim.set_defaults(handler=cmd_sim)
 
     demo = sub.add_parser("demo", help="run reauthd against the simulator so you can watch the whole flow")
@@ -118,10 +129,22 @@ def cmd_sim(args: argparse.Namespace) -> int:
     if not 0 <= args.port < 65536:
         print(f"reauthd: --port {args.port} is not a TCP port", file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging("info", "auto", stream=sys.stderr, secret_values=[args.management_key])
+    if args.cpamp_port is not None and not 0 <= args.cpamp_port < 65536:
+        print(f"reauthd: --cpamp-port {args.cpamp_port} is not a TCP port", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(
+        "info", "auto", stream=sys.stderr, secret_values=[args.management_key, args.cpamp_admin_key]
+    )
     try:
         asyncio.run(
-            run_sim_cli(args.host, args.port, management_key=args.management_key, seed_demo=not args.empty)
+            run_sim_cli(
+                args.host,
+                args.port,
+                management_key=args.management_key,
+                seed_demo=not args.empty,
+                cpamp_port=args.cpamp_port,
+                cpamp_admin_key=args.cpamp_admin_key,
+            )
         )
     except OSError as exc:
         print(f"reauthd: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})", file=sys.stderr)

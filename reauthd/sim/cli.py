@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 
+from reauthd.sim.cpamp import CPAMPSimServer, Policy
 from reauthd.sim.server import SimServer
 from reauthd.sim.state import SimState
 
@@ -42,13 +43,32 @@ async def run_sim_cli(
     management_key: str = "sim-key",
     seed_demo: bool = True,
     allow_remote: bool = False,
+    cpamp_port: int | None = None,
+    cpamp_admin_key: str = "cpamp-admin-key",
 ) -> None:
-    """Serve until SIGINT/SIGTERM, printing the base URL and how to authenticate (never the key)."""
+    """Serve until SIGINT/SIGTERM, printing the base URL and how to authenticate (never the key).
+    With `cpamp_port`, a CPA Manager Plus simulator runs beside it, wired to the same CPA state (its
+    auto-disable changes the CPA simulator's files), with its queue on and auto-disable off."""
     sim = SimServer(management_key, host=host, port=port, allow_remote=allow_remote)
     await sim.start()
+    cpamp: CPAMPSimServer | None = None
+    if cpamp_port is not None:
+        cpamp = CPAMPSimServer(
+            cpamp_admin_key, host=host, port=cpamp_port, cpa=sim.state, policy=Policy(queue_enabled=True)
+        )
+        try:
+            await cpamp.start()
+        except BaseException:
+            await sim.stop()
+            raise
     if seed_demo:
         seed_demo_world(sim.state)
     print(f"CPA simulator listening on {sim.base_url}", flush=True)
+    if cpamp is not None:
+        print(
+            f"CPAMP simulator listening on {cpamp.base_url}  (Admin Key: the --cpamp-admin-key value)",
+            flush=True,
+        )
     print(f"  management API: {sim.base_url}/v0/management/  (key: the --management-key value)")
     print(
         f"  control API:    {sim.base_url}/_sim/   proxy API key: {sim.state.settings.proxy_api_keys[0]}",
@@ -62,4 +82,6 @@ async def run_sim_cli(
     try:
         await stop.wait()
     finally:
+        if cpamp is not None:
+            await cpamp.stop()
         await sim.stop()
