@@ -14,7 +14,7 @@ import contextlib
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +28,7 @@ from reauthd.cpa.client import CPAClient
 from reauthd.cpa.errors import CPAError, FeatureMissing, KeyProblem, ManagementNotEnabled
 from reauthd.cpa.errorstream import ErrorStream
 from reauthd.cpa.models import ErrorEvent
-from reauthd.detect.cpamp import CPAMPSource
+from reauthd.detect.cpamp import CPAMPFinding, CPAMPRead, CPAMPSource, current_evidence
 from reauthd.detect.evidence import (
     ListingFingerprint,
     credential_from_event,
@@ -75,14 +75,20 @@ class _Record:
     listing_fp: ListingFingerprint | None = None
     stream: Evidence | None = None
     probe: Evidence | None = None
-    cpamp: Evidence | None = None
+    # CPAMP (detect/cpamp.py): every current finding, candidates and inspection kept apart so a failed
+    # read of one part keeps that part's previous findings; `cpamp` is what still counts of them.
+    cpamp_candidates: tuple[CPAMPFinding, ...] = ()
+    cpamp_inspection: tuple[CPAMPFinding, ...] = ()
+    cpamp: tuple[Evidence, ...] = ()
+    cpamp_auto_disabled: bool = False  # CPAMP disabled the file itself (not a person)
     confirmation: Confirmation = field(default_factory=Confirmation)
     verdict: Verdict | None = None
     at: datetime | None = None
     seq: int = 0  # creation order: views come out in the order credentials were first seen
 
     def evidence(self) -> list[Evidence]:
-        return [e for e in (self.listing, self.stream, self.probe, self.cpamp) if e is not None]
+        found = [e for e in (self.listing, self.stream, self.probe) if e is not None]
+        return [*found, *self.cpamp] if self.cpamp else found
 
 
 class DetectionEngine:
@@ -298,6 +304,9 @@ class DetectionEngine:
                 evidence, fingerprint = listing_evidence(credential, record.listing, record.listing_fp, now)
                 changed = evidence is not record.listing
                 record.listing, record.listing_fp = evidence, fingerprint
+                if record.cpamp_candidates or record.cpamp_inspection:
+                    # A new login (last_refresh) or a first "active" changes what of CPAMP still counts.
+                    changed = self._cpamp_recompute(record) or changed
             if self.table.has_probe(credential.provider) and (
                 not credential.disabled or self.config.include_disabled
             ):
@@ -327,6 +336,9 @@ class DetectionEngine:
         credential = record.credential
         verdict = classify(credential, record.evidence(), now)
         provider = credential.provider if credential is not None else ""
+        if credential is not None and credential.disabled and record.cpamp_auto_disabled:
+            # CPAMP's auto-disable, not a person, disabled it: exactly these accounts must be raised.
+            credential = replace(credential, disabled=False)
         if not record.listed:
             # Known only from an `errors` event: show it, but wait for the listing before confirming
             # (the event lacks the file's generation, so an event id made now could repeat later).
@@ -498,29 +510,65 @@ class DetectionEngine:
     # ------------------------------------------------------------------------------------ CPAMP
 
     async def poll_cpamp(self, source: CPAMPSource) -> int:
-        """Fold one CPAMP's pending reauth candidates and inspection results into the evidence."""
+        """Fold one CPAMP's pending candidates and inspection results into the evidence; returns how many
+        credentials have CPAMP findings that count."""
         now = self.clock()
-        findings = await source.fetch(now)
-        if findings is None:
-            return 0
-        by_name = {(r.ref.cpa, r.ref.name): r for r in self._records.values()}
-        touched: set[Key] = set()
-        for finding in findings:
-            record = self._records.get((source.cpa, finding.auth_index)) if finding.auth_index else None
-            if record is None and finding.file_name:
-                record = by_name.get((source.cpa, finding.file_name))
-            if record is None or not record.listed:
+        read = await source.fetch(now)
+        if read is None:
+            return 0  # nothing read: every previous finding stays
+        return self._fold_cpamp(source.cpa, read)
+
+    def _fold_cpamp(self, cpa: str, read: CPAMPRead) -> int:
+        """Only what was re-read replaces findings: a partial candidate list (more pending than returned)
+        or a failed inspection read leaves the other credentials' findings as they were."""
+        now = self.clock()
+        mine = [(k, r) for k, r in self._records.items() if k[0] == cpa and r.listed]
+        by_index = {k[1]: k for k, _ in mine}
+        by_name = {r.ref.name: k for k, r in mine}
+
+        def owner(finding: CPAMPFinding) -> Key | None:
+            if finding.auth_index and finding.auth_index in by_index:
+                return by_index[finding.auth_index]
+            return by_name.get(finding.file_name or "")
+
+        candidates: dict[Key, list[CPAMPFinding]] = {}
+        for finding in read.candidates or ():
+            if (key := owner(finding)) is not None:
+                candidates.setdefault(key, []).append(finding)
+        inspection: dict[Key, list[CPAMPFinding]] = {}
+        for finding in read.inspection or ():
+            if (key := owner(finding)) is not None:
+                inspection.setdefault(key, []).append(finding)
+        counted = 0
+        for key, record in mine:
+            new_candidates = record.cpamp_candidates
+            if read.candidates is not None and (key in candidates or read.candidates_complete):
+                new_candidates = tuple(candidates.get(key, ()))
+            new_inspection = record.cpamp_inspection
+            inspected = key[1] in read.inspected or record.ref.name in read.inspected
+            if read.inspection is not None and (key in inspection or inspected):
+                new_inspection = tuple(inspection.get(key, ()))
+            if (new_candidates, new_inspection) == (record.cpamp_candidates, record.cpamp_inspection):
+                counted += bool(record.cpamp)
                 continue
-            key = (source.cpa, record.ref.auth_index)
-            touched.add(key)
-            if record.cpamp is None or record.cpamp.code != finding.evidence.code:
-                record.cpamp = finding.evidence
-                if self._decide(record, now, counts_as_observation=True):
-                    self._start_probe(key)
-        for key, record in self._records.items():
-            if key[0] == source.cpa and record.cpamp is not None and key not in touched:
-                record.cpamp = None  # resolved or ignored in CPAMP
-        return len(touched)
+            record.cpamp_candidates, record.cpamp_inspection = new_candidates, new_inspection
+            if self._cpamp_recompute(record) and self._decide(record, now, counts_as_observation=True):
+                self._start_probe(key)
+            counted += bool(record.cpamp)
+        return counted
+
+    def _cpamp_recompute(self, record: _Record) -> bool:
+        """Recompute which CPAMP findings still count; True when that changed (re-decide then, not on
+        every poll: an unchanged set never re-decides nor probes again)."""
+        floor = None
+        if record.listing is not None and record.listing.code == "active":
+            floor = record.listing.observed_at
+        findings = [*record.cpamp_candidates, *record.cpamp_inspection]
+        evidence, auto_disabled = current_evidence(findings, record.credential, floor)
+        if (evidence, auto_disabled) == (record.cpamp, record.cpamp_auto_disabled):
+            return False
+        record.cpamp, record.cpamp_auto_disabled = evidence, auto_disabled
+        return True
 
     # ------------------------------------------------------------------------------------ run
 

@@ -146,14 +146,16 @@ class CPAMPSim:
         auth_index: str = "",
         provider: str = "codex",
         seen_at_ms: int | None = None,
+        stored_at_ms: int | None = None,
         reason: str | None = None,
         account: str = "",
     ) -> dict[str, Any]:
         """repository/accountaction/repository.go Upsert: one pending row per (file, action, reason code,
         auth index); a repeat bumps `hitCount`, `lastSeenAtMs` (the event's time) and `updatedAtMs` (now).
-        Then worker/account_action_candidate.go maybeAutoDisable when the policy says so."""
+        Then worker/account_action_candidate.go maybeAutoDisable when the policy says so.
+        `stored_at_ms` is when CPAMP stored it (default now): an old candidate was stored long ago."""
         action, default_reason, eligible = REASONS[reason_code]
-        now = self.now_ms()
+        now = stored_at_ms if stored_at_ms is not None else self.now_ms()
         seen = seen_at_ms if seen_at_ms is not None and seen_at_ms > 0 else now
         for existing in self.candidates:
             if (
