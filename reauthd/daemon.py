@@ -320,6 +320,9 @@ class Daemon:
             # First look at every CPA before declaring readiness (systemd READY=1, /readyz).
             self.sd.status("reading every CPA's auth files")
             with self.health.working():
+                # CPAMP's unauthenticated /health first: a base_url that is not CPAMP (CPA's own :8317)
+                # is named at once, and its Admin Key is never sent there.
+                await asyncio.gather(*(source.check() for source in cpamp))
                 await engine.cycle(self.clock())
                 self.health.progress()
                 self._observe_clients(graph)
@@ -525,6 +528,7 @@ class Daemon:
             save_gate(self.store, client, now)
 
     def _observe_clients(self, graph: _Graph) -> None:
+        self.health.set_cpamp({s.name: (s.state, s.problem) for s in graph.engine.cpamp_sources})
         for name, client in graph.clients.items():
             health = client.health
             self.health.cpa_snapshot(health)

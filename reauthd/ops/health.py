@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -68,10 +68,13 @@ class HealthReport:
     ok: bool
     reasons: tuple[str, ...]
     failing: str = "not ready"  # how a failure starts: "not ready" or "not live"
+    # Details that do not decide readiness (an optional source such as CPAMP in trouble), one line each.
+    notes: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
-        return "ok" if self.ok else f"{self.failing}: " + "; ".join(self.reasons)
+        head = "ok" if self.ok else f"{self.failing}: " + "; ".join(self.reasons)
+        return "\n".join((head, *(f"note: {n}" for n in self.notes)))
 
 
 class Health:
@@ -109,6 +112,7 @@ class Health:
         self._notifier_reason = ""
         self._notifier_gave_up = 0
         self._stopping = False
+        self._cpamp: dict[str, tuple[str, str]] = {}  # CPAMP name → (state, sentence)
 
     # ------------------------------------------------------------------------------- main loop
 
@@ -227,6 +231,16 @@ class Health:
     def cpa_states(self) -> dict[str, CPAReachability]:
         return {name: st.state for name, st in self._cpas.items()}
 
+    # ------------------------------------------------------------------------------------ CPAMP
+
+    def set_cpamp(self, states: Mapping[str, tuple[str, str | None]]) -> None:
+        """Every configured CPAMP source's state (detect/cpamp.py SourceState) and its sentence: shown in
+        /readyz details, /healthz and /metrics, never a readiness matter (CPA itself is still watched)."""
+        self._cpamp = {name: (state, _plain(reason or "")) for name, (state, reason) in states.items()}
+
+    def cpamp_states(self) -> dict[str, str]:
+        return {name: state for name, (state, _) in self._cpamp.items()}
+
     # --------------------------------------------------------------------------------- notifier
 
     def notifier_ok(self) -> None:
@@ -253,7 +267,12 @@ class Health:
                 reasons.append(st.reason or f"CPA {name!r} is {st.state.value.replace('_', ' ')}")
         if not self._cpas:
             reasons.append("no CPA is configured")
-        return HealthReport(not reasons, tuple(reasons))
+        notes = tuple(
+            reason or f"CPAMP {name!r} is {state.replace('_', ' ')}"
+            for name, (state, reason) in sorted(self._cpamp.items())
+            if state != "ok"
+        )
+        return HealthReport(not reasons, tuple(reasons), notes=notes)
 
     async def summary(self) -> dict[str, object]:
         live = self.live()
@@ -267,6 +286,10 @@ class Health:
             "cpas": {
                 name: {"state": st.state.value, "reason": st.reason}
                 for name, st in sorted(self._cpas.items())
+            },
+            "cpamp": {
+                name: {"state": state, "reason": reason}
+                for name, (state, reason) in sorted(self._cpamp.items())
             },
             "notifier": {
                 "ok": self._notifier_ok,
@@ -310,6 +333,8 @@ def health_routes(health: Health, metrics: Metrics | None = None) -> list[Route]
             scraped.set_ready((await health.ready()).ok)
             for name, state in health.cpa_states().items():
                 scraped.set_cpa_reachable(name, state is CPAReachability.OK)
+            for name, cpamp_state in health.cpamp_states().items():
+                scraped.set_cpamp_state(name, cpamp_state)
             body, content_type = scraped.render()
             return Response(body, media_type=content_type, headers=_NO_STORE)
 

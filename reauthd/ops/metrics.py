@@ -20,6 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from reauthd import __version__
 from reauthd.core.model import ReauthTask, TaskState, VerdictKind
 from reauthd.cpa import errors as cpa_errors
+from reauthd.detect.cpamp import SourceState
 
 __all__ = [
     "DEFAULT_ROUTE",
@@ -170,6 +171,13 @@ class Metrics:
             registry=reg,
         )
         self.ready = Gauge("reauthd_ready", "1 when /readyz would answer 200.", registry=reg)
+        self.cpamp_state = Gauge(
+            "reauthd_cpamp_state",
+            "1 for the current state of each CPAMP source (ok, key_refused, not_cpamp, unreachable, failing, "
+            "queue_disabled, starting), 0 for the others.",
+            ["cpamp", "state"],
+            registry=reg,
+        )
 
         self.up.set(1)
         self.build_info.labels(version=label_value(version), python=platform.python_version()).set(1)
@@ -272,6 +280,11 @@ class Metrics:
 
     def set_cpa_reachable(self, cpa: str, reachable: bool) -> None:
         self.cpa_reachable.labels(cpa=self._cpa(cpa)).set(1 if reachable else 0)
+
+    def set_cpamp_state(self, cpamp: str, state: str) -> None:
+        name = label_value(cpamp)
+        for each in SourceState.ALL:
+            self.cpamp_state.labels(cpamp=name, state=each).set(1 if each == state else 0)
 
     def set_ready(self, ready: bool) -> None:
         self.ready.set(1 if ready else 0)
