@@ -547,7 +547,10 @@ class DetectionEngine:
             new_inspection = record.cpamp_inspection
             inspected = key[1] in read.inspected or record.ref.name in read.inspected
             if read.inspection is not None and (key in inspection or inspected):
-                new_inspection = tuple(inspection.get(key, ()))
+                found = inspection.get(key, [])
+                if not new_candidates and all(f.positive for f in found):
+                    found = []  # a lone "works" needs no memory (50,000 healthy accounts)
+                new_inspection = tuple(found)
             if (new_candidates, new_inspection) == (record.cpamp_candidates, record.cpamp_inspection):
                 counted += bool(record.cpamp)
                 continue

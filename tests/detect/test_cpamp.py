@@ -322,3 +322,33 @@ async def test_garbage_from_cpamp_builds_nothing(cpamp: CPAMPSimServer, src: CPA
         cpamp.sim.fail_next(CANDIDATES_PATH, 200, raw)
         read = await src.fetch(datetime.now(UTC) + timedelta(seconds=1))
         assert read is None or not read.candidates
+
+
+async def test_a_newer_healthy_inspection_hides_an_older_candidate(
+    sim: SimServer, cpamp: CPAMPSimServer, src: CPAMPSource, engine: DetectionEngine
+) -> None:
+    """accountCredentialEvidence.ts inspectionProvesAuthentication: a 2xx inspection result is a cutoff
+    for older failures of the same credential; an older healthy result is not."""
+    hidden = scenarios.add_credential(sim.state, "antigravity")
+    shown = scenarios.add_credential(sim.state, "antigravity")
+    await asyncio.sleep(0.005)
+    now = cpamp.sim.now_ms()
+    cpamp.sim.add_candidate(
+        hidden.name, "invalid_credentials", auth_index=hidden.auth_index, seen_at_ms=now - 10
+    )
+    cpamp.sim.add_candidate(shown.name, "invalid_credentials", auth_index=shown.auth_index)
+    cpamp.sim.candidates[0]["updatedAtMs"] = cpamp.sim.candidates[0]["createdAtMs"] = now - 10
+    cpamp.sim.add_run(
+        [
+            cpamp.sim.inspection_result(
+                hidden.name, "healthy", auth_index=hidden.auth_index, created_at_ms=now
+            ),
+            cpamp.sim.inspection_result(
+                shown.name, "healthy", auth_index=shown.auth_index, created_at_ms=now - 20
+            ),
+        ]
+    )
+    await engine.cycle()
+    await engine.poll_cpamp(src)
+    assert engine.verdict_for("main", hidden.auth_index).verdict.kind is VerdictKind.HEALTHY  # type: ignore[union-attr]
+    assert engine.verdict_for("main", shown.auth_index).verdict.kind is VerdictKind.NEEDS_REAUTH  # type: ignore[union-attr]
