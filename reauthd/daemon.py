@@ -280,6 +280,7 @@ class Daemon:
             cpamp = [CPAMPSource(c) for c in settings.cpamp]
             for source in cpamp:
                 stack.push_async_callback(source.aclose)
+            self.health.set_cpamp({s.name: (s.state, s.problem) for s in cpamp})
             engine = DetectionEngine(
                 clients,
                 settings.detect,
