@@ -419,8 +419,19 @@ class CPAMPSource:
         """At start: CPAMP's unauthenticated `GET /health` (controller/health/handler.go) says whether
         base_url is a Manager Server at all. True when it is."""
         try:
-            async with self._http.stream("GET", HEALTH_PATH, headers={"Authorization": ""}) as response:
-                body = await response.aread() if response.status_code == 200 else b""
+            request = self._http.build_request("GET", HEALTH_PATH)
+            del request.headers["Authorization"]  # /health needs no key: none is sent
+            response = await self._http.send(request, stream=True)
+            try:
+                body = b""
+                if response.status_code == 200:
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > 64 * 1024:
+                            body = b""
+                            break
+            finally:
+                await response.aclose()
             ok = isinstance(data := json.loads(body or b"null"), dict) and data.get("ok") is True
         except httpx.HTTPError as exc:
             self._set(SourceState.UNREACHABLE, f"CPAMP {self.name!r} is unreachable ({type(exc).__name__})")

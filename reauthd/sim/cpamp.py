@@ -127,6 +127,7 @@ class CPAMPSim:
         self.results: dict[int, list[dict[str, Any]]] = {}
         self.faults = Faults()
         self.requests: list[str] = []  # "METHOD path?query" (never headers)
+        self.authorized: list[bool] = []  # per request: did it carry the Admin Key
         self._next_id = 0
 
     def now_ms(self) -> int:
@@ -390,6 +391,7 @@ class CPAMPSim:
         request = Request(scope, receive)
         path = request.url.path.rstrip("/") or "/"
         self.requests.append(f"{request.method} {path}?{request.url.query}")
+        self.authorized.append(self._authorized(request))
         response = self._route(request, path)
         await response(scope, receive, send)
 

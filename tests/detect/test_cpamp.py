@@ -308,6 +308,7 @@ async def test_pointing_at_cpa_is_named_not_ignored(sim: SimServer) -> None:
 
 async def test_health_check_and_queue_disabled(cpamp: CPAMPSimServer, src: CPAMPSource) -> None:
     assert await src.check() is True
+    assert cpamp.sim.requests == ["GET /health?"] and cpamp.sim.authorized == [False]  # no key sent there
     cpamp.sim.policy = Policy(queue_enabled=False)
     read = await src.fetch(datetime.now(UTC))
     assert read is not None and src.queue_enabled is False
