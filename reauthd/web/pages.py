@@ -228,7 +228,6 @@ def vertex_facts(task: ReauthTask) -> Markup:
         ("Project", vertex.get("project_id")),
         ("Service account", vertex.get("email")),
         ("Location", vertex.get("location")),
-        ("File", vertex.get("file_name")),
     ]
     return Markup(
         '<dl class="facts">'
