@@ -302,6 +302,8 @@ class Daemon:
                 clock=self.clock,
                 cookie_key=self._cookie_key(store),
                 trusted_proxies=settings.web.trusted_proxies,
+                operator_name=settings.web.operator_name,
+                operator_contact=settings.web.operator_contact,
             )
             web = WebServer(app, settings.web.host, settings.web.port)
             try:

@@ -88,7 +88,13 @@ class OperatorPages:
     # ------------------------------------------------------------------------------------ auth
 
     def _off(self) -> Response:
-        return message_page(self.links, 404, "Not found", "There is no page at this address.")
+        return message_page(
+            self.links,
+            404,
+            "The operator view is off",
+            "The operator view is off: set web.operator_token (or web.operator_token_file) in reauthd's "
+            "configuration to use it.",
+        )
 
     def _token_ok(self, offered: str | None) -> bool:
         if self.token is None or not offered:

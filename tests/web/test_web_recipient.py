@@ -455,7 +455,10 @@ async def test_operator_view(box: WebSandbox, http: httpx.AsyncClient) -> None:
 
 async def test_operator_view_off_without_token(tmp_path: Path) -> None:
     async with WebSandbox(tmp_path) as sb, httpx.AsyncClient() as http:
-        assert (await http.get(sb.url("/operator"), headers={"Authorization": "Bearer x"})).status_code == 404
+        for path in ("/operator", "/operator/login"):
+            off = await http.get(sb.url(path), headers={"Authorization": "Bearer x"})
+            assert off.status_code == 404
+            assert "The operator view is off: set web.operator_token" in off.text
 
 
 async def test_behind_a_path_prefix(tmp_path: Path) -> None:
