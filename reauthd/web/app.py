@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from reauthd.core.model import ReauthTask, TaskState
 from reauthd.login.flow import LoginFlow
 from reauthd.store.records import AuditEntry, LoginSession
+from reauthd.web.actions import OperatorActions
 from reauthd.web.operator import OperatorPages
 from reauthd.web.pages import SiteLinks, message_page
 from reauthd.web.recipient import RecipientPages
@@ -129,9 +130,11 @@ def create_app(
     trusted_proxies: Sequence[str] = (),
     operator_name: str = "",
     operator_contact: str = "",
+    actions: OperatorActions | None = None,
 ) -> ASGIApp:
     """The whole web app. `extra_routes` are the ops routes (/livez, /readyz, /metrics).
 
+    `actions`: what the operator view's buttons do (cancel, resend, new link, raise); None shows no buttons.
     `trusted_proxies` (`web.trusted_proxies`): reverse proxies whose X-Forwarded-For names the client the
     per-address rate limits count; empty trusts none, so every client is its socket peer.
     """
@@ -140,7 +143,7 @@ def create_app(
     signer = CookieSigner(cookie_key)
     rate_limits = limits or RateLimits.default()
     recipient = RecipientPages(store, login, links, signer, rate_limits, clock)
-    operator = OperatorPages(store, operator_token, links, signer, rate_limits, clock)
+    operator = OperatorPages(store, operator_token, links, signer, rate_limits, clock, actions)
     static = StaticFiles(directory=str(resources.files("reauthd.web").joinpath("static")))
 
     async def not_found(request: Request, exc: Exception) -> Response:

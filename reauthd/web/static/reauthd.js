@@ -109,6 +109,17 @@
     });
   }
 
+  // The operator view's sign-in link from `reauthd demo`: /operator/login#token=… fills the form and signs in.
+  // The fragment never reaches the server or a log; it is removed from the address bar at once.
+  var tokenField = document.getElementById("token");
+  if (tokenField && window.location.hash.indexOf("#token=") === 0) {
+    tokenField.value = decodeURIComponent(window.location.hash.slice(7));
+    if (window.history && window.history.replaceState) {
+      window.history.replaceState(null, "", window.location.pathname + window.location.search);
+    }
+    if (tokenField.value && tokenField.form) { tokenField.form.submit(); }
+  }
+
   function renderSteps(steps) {
     var list = document.getElementById("progress");
     if (!list) { return; }
