@@ -173,3 +173,13 @@ async def test_the_operator_view_lists_cards_with_actions_per_state(box: WebSand
     assert "Start again (new link)" in cards[ended.task_id]
     assert "Cancel" not in cards[ended.task_id] and "Copy recipient link" not in cards[ended.task_id]
     assert "1 open, 1 closed." in index
+
+
+async def test_favicon_no_404(box: WebSandbox) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        page = await http.get(box.url("/operator/login"))
+        icon = re.search(r'<link rel="icon" href="([^"]+)" type="image/svg\+xml">', page.text)
+        assert icon is not None
+        for url in (box.web.url + icon.group(1), box.url("/favicon.ico")):
+            answer = await http.get(url)
+            assert answer.status_code == 200 and answer.text.startswith("<svg"), url
