@@ -360,6 +360,8 @@ async def test_paste_refused_by_the_browser_keeps_the_field(
     problem = page.locator(".paste-problem")
     await problem.wait_for(state="visible", timeout=15000)
     assert "paste the address into the field below" in await problem.inner_text()
+    send = page.get_by_role("button", name="Send", exact=True)
+    assert "primary" in (await send.get_attribute("class") or "")
     await shot(page, "clipboard-refused")
     assert box.state_of(task_id) is S.LOGIN_STARTED
     await paste_and_send(page, address, shot)

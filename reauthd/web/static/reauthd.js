@@ -77,6 +77,10 @@
         form.submit();
       }, function () {
         say("This browser does not let the page read the clipboard: paste the address into the field below and press Send.");
+        // From now on the field and Send are the way: Send becomes the main button again.
+        button.classList.remove("primary");
+        var send = form.querySelector("button.send");
+        if (send) { send.classList.add("primary"); }
       });
     });
   }
