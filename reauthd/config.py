@@ -251,6 +251,10 @@ class WebConfig(_Section):
     public_url: str = "http://127.0.0.1:8390"
     operator_token: SecretStr | None = None
     operator_token_file: Path | None = None
+    # Who runs this reauthd and how to reach them: shown on every recipient page, so the person asked for a
+    # sign-in address can tell who is asking (empty: not shown).
+    operator_name: Annotated[str, Field(max_length=100)] = ""
+    operator_contact: Annotated[str, Field(max_length=200)] = ""
     # Reverse proxies (IPs or CIDR networks) whose X-Forwarded-For names the real client. Empty: trust none,
     # and every request counts as coming from its socket peer (behind a proxy, all share one rate limit).
     trusted_proxies: list[str] = Field(default_factory=list)

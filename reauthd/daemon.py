@@ -45,6 +45,7 @@ from reauthd.store.lock import StateLocked
 from reauthd.store.sqlite import Store
 from reauthd.tasks.service import TaskService
 from reauthd.verify.runner import CompletionRunner
+from reauthd.web.actions import OperatorActions
 from reauthd.web.app import create_app
 from reauthd.web.server import WebServer
 
@@ -303,6 +304,9 @@ class Daemon:
                 clock=self.clock,
                 cookie_key=self._cookie_key(store),
                 trusted_proxies=settings.web.trusted_proxies,
+                operator_name=settings.web.operator_name,
+                operator_contact=settings.web.operator_contact,
+                actions=OperatorActions(tasks, clients),
             )
             web = WebServer(app, settings.web.host, settings.web.port)
             try:

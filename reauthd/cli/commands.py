@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from reauthd.cli.common import (
@@ -65,6 +66,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo.add_argument("--sim-port", type=int, default=8317, help="port of the simulator (default 8317)")
     demo.add_argument(
         "--duration", type=float, default=0, help="stop after this many seconds (default: run until Ctrl-C)"
+    )
+    demo.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("demo-state"),
+        help="folder for the demo's state and config.toml, emptied at start, kept after it stops "
+        "(default ./demo-state)",
     )
     demo.set_defaults(handler=cmd_demo)
 
@@ -155,4 +163,6 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from reauthd.demo import run_demo
 
-    return run_demo(web_port=args.port, sim_port=args.sim_port, duration_s=args.duration)
+    return run_demo(
+        web_port=args.port, sim_port=args.sim_port, duration_s=args.duration, state_dir=args.state_dir
+    )

@@ -13,9 +13,11 @@ from enum import StrEnum
 from typing import Any
 
 from reauthd.core.model import ReauthTask, TaskState
+from reauthd.core.retire import RetireStep
 from reauthd.login.providers import LoginKind, UnsupportedProvider, login_for_provider
 from reauthd.login.timing import format_countdown, seconds_left, window_lapsed
 from reauthd.store.records import LoginSession
+from reauthd.verify.flow import DETAILS_KEY
 
 S = TaskState
 
@@ -36,6 +38,7 @@ class StepStatus(StrEnum):
     DONE = "done"
     CURRENT = "current"
     PENDING = "pending"
+    SKIPPED = "skipped"  # did not happen and was not needed (e.g. CPA overwrote the old login in place)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,18 +84,47 @@ _VERTEX_STEP_LABELS = ("Key received", *_STEP_LABELS[1:])
 _STEP_INDEX = {S.CALLBACK_RECEIVED: 0, S.VERIFYING: 1, S.RETIRING: 2, S.DONE: 4}
 
 
-def progress_steps(state: TaskState, *, vertex: bool = False) -> tuple[ProgressStep, ...]:
+_REMOVE_STEP = 2
+_SKIPPED_SUFFIX = " — not needed"
+
+#: What the recipient reads while reauthd works, per state. Plain and fixed: the recorded reasons name files
+#: and CPA's answers, which belong to the operator view and the audit trail.
+_PROGRESS_DETAIL = {
+    S.CALLBACK_RECEIVED: "The proxy server accepted the sign-in. reauthd is now looking for the new login.",
+    S.VERIFYING: "reauthd is testing the new login with one small request.",
+    S.RETIRING: "The new login works. reauthd is now removing the old one.",
+}
+DONE_DETAIL = "The account works again. You can close this page."
+
+
+def old_login_removed(task: ReauthTask) -> bool:
+    """Whether the verify run took the old credential out of use (disabled or deleted it). False when CPA
+    overwrote it in place (same file name: nothing to remove) or the policy keeps it."""
+    completion = task.details.get(DETAILS_KEY) if isinstance(task.details, dict) else None
+    steps = completion.get("steps") if isinstance(completion, dict) else None
+    if not isinstance(steps, dict):
+        return False
+    return any(steps.get(step.value) == "done" for step in (RetireStep.DISABLE_OLD, RetireStep.DELETE_OLD))
+
+
+def progress_steps(
+    state: TaskState, *, vertex: bool = False, removed: bool = True
+) -> tuple[ProgressStep, ...]:
+    """The progress list. `removed` (for `done`): False shows "Removing the old login" as skipped."""
     current = _STEP_INDEX.get(state)
     if current is None:
         return ()
     labels = _VERTEX_STEP_LABELS if vertex else _STEP_LABELS
-    return tuple(
-        ProgressStep(
-            label,
-            StepStatus.DONE if i < current else StepStatus.CURRENT if i == current else StepStatus.PENDING,
+    steps: list[ProgressStep] = []
+    for i, label in enumerate(labels):
+        if i == _REMOVE_STEP and i < current and not removed:
+            steps.append(ProgressStep(label + _SKIPPED_SUFFIX, StepStatus.SKIPPED))
+            continue
+        status = (
+            StepStatus.DONE if i < current else StepStatus.CURRENT if i == current else StepStatus.PENDING
         )
-        for i, label in enumerate(labels)
-    )
+        steps.append(ProgressStep(label, status))
+    return tuple(steps)
 
 
 def latest_reason(task: ReauthTask) -> str:
@@ -189,7 +221,7 @@ def describe(task: ReauthTask, session: LoginSession | None, now: datetime) -> L
             state,
             name,
             headline,
-            latest_reason(task),
+            _PROGRESS_DETAIL[state],
             steps=progress_steps(state, vertex=vertex),
         )
     if state is S.AWAITING_OPERATOR:
@@ -206,8 +238,8 @@ def describe(task: ReauthTask, session: LoginSession | None, now: datetime) -> L
             state,
             name,
             "All done — thank you",
-            latest_reason(task),
-            steps=progress_steps(state, vertex=vertex),
+            DONE_DETAIL,
+            steps=progress_steps(state, vertex=vertex, removed=old_login_removed(task)),
         )
     headline = {
         S.FAILED: "This did not work",

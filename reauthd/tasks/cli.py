@@ -11,6 +11,7 @@ import asyncio
 import json
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from reauthd.cli.common import EXIT_CONFIG, add_config_option, fail, load_settings_or_exit
@@ -66,9 +67,19 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _open(settings: Settings) -> TaskService:
+def _open(settings: Settings, *, create: bool = False) -> TaskService:
+    """The state, next to a running daemon. Only `reauth` (which raises a task) may create it: a command that
+    reads or changes existing tasks never invents an empty state (a config missing `[state]` would otherwise
+    make `tasks list` create one at the default path and report "no tasks")."""
+    path = Path(settings.state.path)
+    if not create and not path.exists():
+        fail(
+            f"there is no state file at {path} (setting [state] path): point --config at the daemon's "
+            "configuration, or start the daemon once to create it",
+            EXIT_CONFIG,
+        )
     try:
-        store = Store.open(settings.state.path, lock=False)
+        store = Store.open(path, lock=False)
     except StoreError as exc:
         fail(str(exc), EXIT_CONFIG)
     return TaskService(store, settings)
@@ -97,7 +108,15 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     header = ("ID", "STATE", "CPA", "AUTH_NAME", "PROVIDER", "UPDATED", "REASON")
     table = [header] + [
-        (r["id"], r["state"], r["cpa"], r["auth_name"], r["provider"], r["updated_at"][:16], r["reason"][:60])
+        (
+            r["id"],
+            r["state"],
+            r["cpa"],
+            r["auth_name"],
+            r["provider"],
+            r["updated_at"][:16],
+            shorten(r["reason"]),
+        )
         for r in rows
     ]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
@@ -108,6 +127,19 @@ def _list(args: argparse.Namespace) -> int:
             + row[-1]
         )
     return 0
+
+
+def shorten(text: str, width: int = 60) -> str:
+    """`text` in at most `width` characters, cut at a word boundary with "…" (never mid-word, unless a single
+    word is longer than the width)."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    space = cut.rfind(" ")
+    if space > width // 3:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + "…"
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -213,7 +245,7 @@ def _reauth(args: argparse.Namespace) -> int:
     except KeyError:
         fail(f"no [[cpa]] named {args.cpa!r} in the configuration", EXIT_CONFIG)
     found = asyncio.run(_look_up(settings, args.cpa, args.auth_name))
-    service = _open(settings)
+    service = _open(settings, create=True)
     try:
         now = _now()
         task, created = service.raise_manual(

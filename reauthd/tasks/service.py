@@ -3,6 +3,7 @@ the CLI use to raise, open, cancel, list and show reauth tasks and to flush noti
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,8 +28,9 @@ from reauthd.core.tasks import (
 )
 from reauthd.notify.notifier import Notifier, NotifyHealth
 from reauthd.notify.outbox import FlushReport, Outbox
+from reauthd.notify.routes import channels_of, routes_for
 from reauthd.notify.templates import link_url
-from reauthd.store import DuplicateOpenTask, Store
+from reauthd.store import DeliveryKind, DuplicateOpenTask, Store
 
 log = structlog.get_logger(__name__)
 
@@ -275,6 +277,7 @@ class TaskService:
         auth_index: str = "",
         provider: str = "",
         account: str | None = None,
+        account_masked: str | None = None,
     ) -> tuple[ReauthTask, bool]:
         """An operator asks for a re-login (`reauthd reauth`). Returns (task, created); an already open task
         for the credential is returned as is (created=False). Bypasses the stay-quiet rule on purpose."""
@@ -287,7 +290,7 @@ class TaskService:
                 auth_name=auth_name,
                 auth_index=auth_index,
                 provider=provider or "unknown",
-                account_masked=mask_account(account),
+                account_masked=account_masked or mask_account(account),
                 reason=reason or "an operator asked for a new login",
                 now=now,
                 deadline=now + self.expire_after,
@@ -320,6 +323,32 @@ class TaskService:
             self.store.delete_login_session(task_id)
         log.info("task.cancelled", task=task_id)
         return task
+
+    def resend(self, task_id: str, now: datetime) -> int:
+        """An operator asks for the task's message again: one reminder per channel of the task's routes, due
+        now, delivered by the outbox on its next flush with a fresh link (the daemon's tick). Returns the
+        number of messages queued (0: no channel would hear about this task)."""
+        task = self.store.get_task(task_id, with_history=False)
+        channels = [
+            name
+            for route in routes_for(task, self.settings.notify)
+            for name in channels_of(route, self.settings.notify)
+        ]
+        tag = secrets.token_hex(4)  # every press is its own message
+        queued = 0
+        with self.store.transaction():
+            for channel in channels:
+                row = self.store.enqueue_delivery(
+                    kind=DeliveryKind.REMINDER,
+                    route=channel,
+                    task_ids=[task.id],
+                    due_at=now,
+                    now=now,
+                    dedupe_key=f"{DeliveryKind.REMINDER.value}:{channel}:resend-{tag}:{task.id}",
+                )
+                queued += row is not None
+        log.info("task.resend", task=task_id, messages=queued)
+        return queued
 
     def link_for(self, task_id: str, now: datetime) -> str:
         """A fresh opaque link for a task (`web.public_url` + `/r/<token>`), valid until its deadline."""

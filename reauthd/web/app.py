@@ -20,13 +20,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reauthd.core.model import ReauthTask, TaskState
 from reauthd.login.flow import LoginFlow
 from reauthd.store.records import AuditEntry, LoginSession
+from reauthd.web.actions import OperatorActions
 from reauthd.web.operator import OperatorPages
 from reauthd.web.pages import SiteLinks, message_page
 from reauthd.web.recipient import RecipientPages
@@ -61,10 +62,16 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def site_links(public_url: str) -> SiteLinks:
+def site_links(public_url: str, operator_name: str = "", operator_contact: str = "") -> SiteLinks:
     parts = urlsplit(public_url)
     prefix = parts.path.rstrip("/")
-    return SiteLinks(prefix=prefix, secure=parts.scheme == "https", origin=f"{parts.scheme}://{parts.netloc}")
+    return SiteLinks(
+        prefix=prefix,
+        secure=parts.scheme == "https",
+        origin=f"{parts.scheme}://{parts.netloc}",
+        operator_name=operator_name,
+        operator_contact=operator_contact,
+    )
 
 
 class PathPrefix:
@@ -121,18 +128,22 @@ def create_app(
     cookie_key: bytes | None = None,
     limits: RateLimits | None = None,
     trusted_proxies: Sequence[str] = (),
+    operator_name: str = "",
+    operator_contact: str = "",
+    actions: OperatorActions | None = None,
 ) -> ASGIApp:
     """The whole web app. `extra_routes` are the ops routes (/livez, /readyz, /metrics).
 
+    `actions`: what the operator view's buttons do (cancel, resend, new link, raise); None shows no buttons.
     `trusted_proxies` (`web.trusted_proxies`): reverse proxies whose X-Forwarded-For names the client the
     per-address rate limits count; empty trusts none, so every client is its socket peer.
     """
     trusted = parse_trusted_proxies(trusted_proxies)
-    links = site_links(public_url)
+    links = site_links(public_url, operator_name, operator_contact)
     signer = CookieSigner(cookie_key)
     rate_limits = limits or RateLimits.default()
     recipient = RecipientPages(store, login, links, signer, rate_limits, clock)
-    operator = OperatorPages(store, operator_token, links, signer, rate_limits, clock)
+    operator = OperatorPages(store, operator_token, links, signer, rate_limits, clock, actions)
     static = StaticFiles(directory=str(resources.files("reauthd.web").joinpath("static")))
 
     async def not_found(request: Request, exc: Exception) -> Response:
@@ -155,8 +166,15 @@ def create_app(
             "reauthd could not finish this request. Try again in a minute.",
         )
 
+    favicon_svg = resources.files("reauthd.web").joinpath("static", "favicon.svg").read_bytes()
+
+    async def favicon(request: Request) -> Response:
+        # Browsers ask for /favicon.ico on pages that name no icon (JSON, /metrics): no 404 in the console.
+        return Response(favicon_svg, media_type="image/svg+xml")
+
     app = Starlette(
         routes=[
+            Route("/favicon.ico", favicon, methods=["GET", "HEAD"]),
             *recipient.routes(),
             *operator.routes(),
             Mount("/static", app=static, name="static"),

@@ -21,6 +21,15 @@ from starlette.routing import Route
 
 from reauthd.core.model import ReauthTask, TaskState
 from reauthd.store.records import AuditEntry
+from reauthd.web.actions import (
+    ActionRefused,
+    ActionResult,
+    OperatorActions,
+    can_cancel,
+    can_link,
+    can_resend,
+    can_start_again,
+)
 from reauthd.web.pages import SiteLinks, message_page, page
 from reauthd.web.render import Markup, escape, join
 from reauthd.web.security import (
@@ -68,6 +77,7 @@ class OperatorPages:
         signer: CookieSigner,
         limits: RateLimits,
         clock: Callable[[], datetime],
+        actions: OperatorActions | None = None,
     ) -> None:
         self.store = store
         self.token = token
@@ -75,6 +85,7 @@ class OperatorPages:
         self.signer = signer
         self.limits = limits
         self.clock = clock
+        self.actions = actions
 
     def routes(self) -> list[Route]:
         return [
@@ -83,12 +94,20 @@ class OperatorPages:
             Route("/operator/login", self.login, methods=["POST"]),
             Route("/operator/logout", self.logout, methods=["POST"]),
             Route("/operator/tasks/{task_id}", self.detail, methods=["GET"]),
+            Route("/operator/tasks/{task_id}/{action}", self.act, methods=["POST"]),
+            Route("/operator/raise", self.raise_task, methods=["POST"]),
         ]
 
     # ------------------------------------------------------------------------------------ auth
 
     def _off(self) -> Response:
-        return message_page(self.links, 404, "Not found", "There is no page at this address.")
+        return message_page(
+            self.links,
+            404,
+            "The operator view is off",
+            "The operator view is off: set web.operator_token (or web.operator_token_file) in reauthd's "
+            "configuration to use it.",
+        )
 
     def _token_ok(self, offered: str | None) -> bool:
         if self.token is None or not offered:
@@ -202,24 +221,170 @@ class OperatorPages:
         if refused is not None:
             return refused
         tasks = sorted(self.store.list_tasks(), key=lambda t: t.updated_at, reverse=True)
-        rows = join(
-            [
-                Markup(
-                    f'<tr><td><a href="{escape(self.links.url(f"/operator/tasks/{t.id}"))}">{escape(t.id)}</a></td>'
-                    f"<td>{escape(t.state.value)}</td><td>{escape(t.cpa)}</td><td>{escape(t.provider)}</td>"
-                    f"<td>{escape(t.account_masked)}</td><td>{escape(t.auth_name)}</td>"
-                    f"<td>{escape(t.reason)}</td><td>{escape(_when(t.updated_at))}</td></tr>"
-                )
-                for t in tasks
-            ]
-        )
+        csrf = self._csrf(request)
+        open_count = sum(not t.state.terminal for t in tasks)
+        cards = join([self._card(t, csrf) for t in tasks])
         body = Markup(
-            f'<h1>Reauth tasks</h1><p class="hint">{len(tasks)} task(s).</p>'
-            "<table><thead><tr><th>Task</th><th>State</th><th>CPA</th><th>Provider</th><th>Account</th>"
-            f"<th>File</th><th>Reason</th><th>Updated</th></tr></thead><tbody>{rows}</tbody></table>"
+            "<h1>Reauth tasks</h1>"
+            f'<p class="hint">{open_count} open, {len(tasks) - open_count} closed.</p>'
+            f'<ul class="task-cards">{cards}</ul>'
+            f"{self._raise_form(csrf)}"
             f"{self._logout_form(request)}"
         )
         return page(self.links, "Tasks", body, wide=True)
+
+    def _csrf(self, request: Request) -> str:
+        """The CSRF token of the signed-in session ("" with a bearer header: it is not sent by a browser)."""
+        claim = self.signer.verify("operator", request.cookies.get(COOKIE), self.clock())
+        return self.signer.csrf_token(claim) if claim is not None else ""
+
+    def _action_form(
+        self, task_id: str, action: str, label: str, csrf: str, *, primary: bool = False
+    ) -> Markup:
+        button_class = ' class="primary"' if primary else ""
+        return Markup(
+            f'<form method="post" action="{escape(self.links.url(f"/operator/tasks/{task_id}/{action}"))}">'
+            f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
+            f'<button type="submit"{button_class}>{escape(label)}</button></form>'
+        )
+
+    def _actions(self, task: ReauthTask, csrf: str) -> Markup:
+        if self.actions is None:
+            return Markup("")
+        forms: list[Markup] = []
+        if can_link(task):
+            forms.append(self._action_form(task.id, "link", "Copy recipient link", csrf, primary=True))
+        if can_resend(task):
+            forms.append(self._action_form(task.id, "resend", "Resend message", csrf))
+        if can_start_again(task):
+            forms.append(self._action_form(task.id, "restart", "Start again (new link)", csrf))
+        if can_cancel(task):
+            forms.append(self._action_form(task.id, "cancel", "Cancel", csrf))
+        return Markup(f'<div class="actions">{join(forms)}</div>') if forms else Markup("")
+
+    def _card(self, t: ReauthTask, csrf: str) -> Markup:
+        facts = [
+            ("Provider", f"{t.provider} on CPA {t.cpa}"),
+            ("File", t.auth_name),
+            ("Why", t.reason),
+            ("Updated", _when(t.updated_at)),
+        ]
+        fact_html = join([Markup(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>") for k, v in facts if v])
+        return Markup(
+            f'<li class="task-card" data-task="{escape(t.id)}">'
+            f'<div class="task-head"><a href="{escape(self.links.url(f"/operator/tasks/{t.id}"))}">'
+            f"<strong>{escape(t.account_masked)}</strong></a>"
+            f'<span class="badge state-{escape(t.state.value)}">{escape(t.state.value)}</span></div>'
+            f'<dl class="facts">{fact_html}</dl>'
+            f"{self._actions(t, csrf)}</li>"
+        )
+
+    def _raise_form(self, csrf: str) -> Markup:
+        if self.actions is None or not self.actions.cpa_names:
+            return Markup("")
+        names = self.actions.cpa_names
+        if len(names) == 1:
+            cpa = Markup(
+                f'<input type="hidden" name="cpa" value="{escape(names[0])}">'
+                f'<p class="hint">On CPA <strong>{escape(names[0])}</strong>.</p>'
+            )
+        else:
+            options = join([Markup(f"<option>{escape(n)}</option>") for n in names])
+            cpa = Markup(
+                f'<label for="raise-cpa">CPA</label><select id="raise-cpa" name="cpa">{options}</select>'
+            )
+        return Markup(
+            "<h2>Raise a task for any credential</h2>"
+            f'<form method="post" action="{escape(self.links.url("/operator/raise"))}" class="raise">'
+            f'<input type="hidden" name="csrf" value="{escape(csrf)}">{cpa}'
+            '<label for="raise-name">Auth file name</label>'
+            '<input id="raise-name" type="text" name="auth_name" required autocomplete="off" autocapitalize="off" '
+            'spellcheck="false" placeholder="codex-alice@example.com-plus.json">'
+            '<label for="raise-reason">Why (shown to the person)</label>'
+            '<input id="raise-reason" type="text" name="reason" maxlength="300" autocomplete="off" '
+            'placeholder="an operator asked for a new login">'
+            '<button type="submit">Raise task</button></form>'
+        )
+
+    # ------------------------------------------------------------------------------------ actions
+
+    async def _action_guard(self, request: Request) -> dict[str, str] | Response:
+        """An action POST: signed in (cookie with its CSRF token, or a bearer header), from this site."""
+        refused = self._guard(request)
+        if refused is not None:
+            return refused
+        if self.actions is None:
+            return message_page(self.links, 404, "Not available", "Operator actions are not available here.")
+        try:
+            raw = await read_capped_body(request, 4096)
+        except BodyTooLarge:
+            return message_page(self.links, 413, "That was too long", "Reload the page and try again.")
+        form = _parse_form(raw)
+        claim = self.signer.verify("operator", request.cookies.get(COOKIE), self.clock())
+        # A bearer header is never sent by a browser on its own, so it needs no CSRF token; the cookie does.
+        cookie_only = claim is not None and not request.headers.get("authorization")
+        if (
+            form is None
+            or not same_origin(request, self.links.origin)
+            or (cookie_only and claim is not None and not self.signer.csrf_ok(claim, form.get("csrf")))
+        ):
+            log.info("operator action refused", reason="csrf")
+            return message_page(self.links, 403, "This form has expired", "Reload the page and try again.")
+        return form
+
+    def _result(self, result: ActionResult) -> Response:
+        link = (
+            Markup(
+                '<div class="code-box link-box"><span class="label">Recipient link</span>'
+                f'<output id="recipient-link" class="recipient-link">{escape(result.link)}</output>'
+                '<button type="button" class="copy primary" data-copy="recipient-link">Copy link</button></div>'
+            )
+            if result.link
+            else Markup("")
+        )
+        body = Markup(
+            f"<h1>{escape(result.headline)}</h1>"
+            f'<p class="lead" role="status">{escape(result.sentence)}</p>{link}'
+            f'<p><a href="{escape(self.links.url(f"/operator/tasks/{result.task_id}"))}">Task {escape(result.task_id)}</a>'
+            f' · <a href="{escape(self.links.url("/operator"))}">All tasks</a></p>'
+        )
+        return page(self.links, result.headline, body, wide=True)
+
+    def _refused(self, exc: ActionRefused) -> Response:
+        extra = Markup(f'<p><a href="{escape(self.links.url("/operator"))}">All tasks</a></p>')
+        return message_page(self.links, 409, "Nothing was done", str(exc), extra)
+
+    async def act(self, request: Request) -> Response:
+        form = await self._action_guard(request)
+        if isinstance(form, Response):
+            return form
+        assert self.actions is not None
+        task_id = str(request.path_params["task_id"])
+        action = {
+            "link": self.actions.link,
+            "resend": self.actions.resend,
+            "cancel": self.actions.cancel,
+            "restart": self.actions.start_again,
+        }.get(str(request.path_params["action"]))
+        if action is None:
+            return message_page(self.links, 404, "Not found", "There is no such operator action.")
+        try:
+            return self._result(await action(task_id, self.clock()))
+        except ActionRefused as exc:
+            return self._refused(exc)
+
+    async def raise_task(self, request: Request) -> Response:
+        form = await self._action_guard(request)
+        if isinstance(form, Response):
+            return form
+        assert self.actions is not None
+        try:
+            result = await self.actions.raise_task(
+                form.get("cpa", ""), form.get("auth_name", ""), form.get("reason", ""), self.clock()
+            )
+        except ActionRefused as exc:
+            return self._refused(exc)
+        return self._result(result)
 
     def _logout_form(self, request: Request) -> Markup:
         claim = self.signer.verify("operator", request.cookies.get(COOKIE), self.clock())
@@ -292,19 +457,23 @@ class OperatorPages:
         )
         extras = {k: v for k, v in task.details.items() if k != "evidence"}
         details = json.dumps(extras, indent=2, sort_keys=True, default=str) if extras else ""
+        evidence_html = (
+            '<h2>Evidence (what detection saw)</h2><div class="table-scroll"><table><thead><tr><th>When</th>'
+            "<th>Source</th><th>Status</th><th>Text</th></tr></thead>"
+            f"<tbody>{evidence}</tbody></table></div>"
+            if evidence
+            else ""
+        )
         body = Markup(
             f'<p><a href="{escape(self.links.url("/operator"))}">← All tasks</a></p>'
             f'<h1>Task {escape(task.id)}</h1><dl class="facts">{fact_html}</dl>'
-            + (
-                "<h2>Evidence (what detection saw)</h2><table><thead><tr><th>When</th><th>Source</th>"
-                f"<th>Status</th><th>Text</th></tr></thead><tbody>{evidence}</tbody></table>"
-                if evidence
-                else ""
-            )
-            + "<h2>History</h2><table><thead><tr><th>When</th><th>From</th><th>To</th><th>Why</th></tr></thead>"
-            f"<tbody>{history}</tbody></table>"
-            "<h2>Audit trail (changes made in CPA)</h2><table><thead><tr><th>When</th><th>Action</th>"
-            f"<th>File</th><th>auth_index</th><th>CPA's answer</th></tr></thead><tbody>{audit}</tbody></table>"
+            f"{self._actions(task, self._csrf(request))}"
+            f"{evidence_html}"
+            '<h2>History</h2><div class="table-scroll"><table><thead><tr><th>When</th><th>From</th><th>To</th>'
+            f"<th>Why</th></tr></thead><tbody>{history}</tbody></table></div>"
+            '<h2>Audit trail (changes in CPA and operator actions)</h2><div class="table-scroll"><table><thead>'
+            "<tr><th>When</th><th>Action</th><th>File</th><th>auth_index</th><th>Outcome</th></tr></thead>"
+            f"<tbody>{audit}</tbody></table></div>"
             + (f"<h2>Details</h2><pre>{escape(details)}</pre>" if details else "")
         )
         return page(self.links, f"Task {task.id}", body, wide=True)

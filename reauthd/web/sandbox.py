@@ -15,7 +15,9 @@ from types import TracebackType
 
 from pydantic import SecretStr
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from reauthd.config import CPAConfig, NotifyConfig, Settings, StateConfig, WebConfig
 from reauthd.core.model import TaskState
 from reauthd.core.sanitize import mask_account
 from reauthd.cpa.client import CPAClient
@@ -24,6 +26,8 @@ from reauthd.login.ports import CompletionRunner
 from reauthd.login.providers import UnsupportedProvider, login_for_provider
 from reauthd.sim import SimServer
 from reauthd.store import Store
+from reauthd.tasks.service import TaskService
+from reauthd.web.actions import OperatorActions
 from reauthd.web.app import create_app
 from reauthd.web.security import RateLimits
 from reauthd.web.server import WebServer
@@ -44,6 +48,16 @@ class SandboxClock:
 
     def advance(self, seconds: float) -> None:
         self.offset += timedelta(seconds=seconds)
+
+
+class _LateApp:
+    """ASGI app that forwards to the sandbox's app, which exists only once the server knows its port."""
+
+    def __init__(self, box: WebSandbox) -> None:
+        self.box = box
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.box.app(scope, receive, send)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +85,9 @@ class WebSandbox:
         tick_s: float = 1.0,
         extra_routes: Sequence[BaseRoute] = (),
         webui: bool = False,
+        notify_urls: Sequence[str] = (),
+        operator_name: str = "",
+        operator_contact: str = "",
     ) -> None:
         self.state_dir = state_dir
         self.path_prefix = path_prefix.rstrip("/")
@@ -81,10 +98,14 @@ class WebSandbox:
         self.verify = verify
         self.extra_routes = extra_routes
         self.webui = webui
+        self.notify_urls = tuple(notify_urls)
+        self.operator_name = operator_name
+        self.operator_contact = operator_contact
         self.tick_s = tick_s
         self.clock = SandboxClock()
         self.sim = SimServer(SIM_KEY, watcher_delay=watcher_delay)
         self._stack = contextlib.AsyncExitStack()
+        self.app: ASGIApp
 
     async def __aenter__(self) -> WebSandbox:
         stack = self._stack
@@ -104,19 +125,30 @@ class WebSandbox:
             webui_cpas=frozenset({CPA_NAME}) if self.webui else frozenset(),
         )
         stack.push_async_callback(self.flow.aclose)
+        # The server binds first (port 0: any free one), then the app is built for its real address, so the
+        # links the operator view mints are complete URLs, as with a configured `web.public_url`.
+        self.web = WebServer(_LateApp(self), "127.0.0.1", 0)
+        await self.web.start()
+        stack.push_async_callback(self.web.stop)
+        settings = Settings(
+            state=StateConfig(path=self.state_dir / "state.db"),
+            cpa=[CPAConfig(name=CPA_NAME, base_url=self.sim.base_url, management_key=SecretStr(SIM_KEY))],
+            notify=NotifyConfig(urls=[SecretStr(u) for u in self.notify_urls]),
+            web=WebConfig(public_url=f"{self.web.url}{self.path_prefix}"),
+        )
+        self.tasks = TaskService(self.store, settings, clock=self.clock)
         self.app = create_app(
             store=self.store,
             login=self.flow,
-            # Links are path-absolute, so the port (known only after binding) is not needed here.
-            public_url=f"http://127.0.0.1{self.path_prefix}",
+            public_url=settings.web.public_url,
             operator_token=SecretStr(self.operator_token) if self.operator_token else None,
             clock=self.clock,
             limits=self.limits,
             extra_routes=self.extra_routes,
+            operator_name=self.operator_name,
+            operator_contact=self.operator_contact,
+            actions=OperatorActions(self.tasks, {CPA_NAME: self.cpa}),
         )
-        self.web = WebServer(self.app, "127.0.0.1", 0)
-        await self.web.start()
-        stack.push_async_callback(self.web.stop)
         return self
 
     async def _real_completion(self) -> CompletionRunner:

@@ -82,7 +82,7 @@ async def sign_in_and_copy_address(page: Any, shot: Shot) -> str:
 async def paste_and_send(page: Any, address: str, shot: Shot) -> None:
     await page.locator('textarea[name="callback_url"]').fill(address)
     await shot(page, "pasted")
-    await page.get_by_role("button", name="Send").click()
+    await page.get_by_role("button", name="Send", exact=True).click()
     await page.wait_for_load_state()
 
 
@@ -99,8 +99,23 @@ async def callback_flow(box: WebSandbox, browser: Any, shot: Shot, provider: str
     await wait_heading(page, "All done")  # the page follows along by itself (JS polling, no reload by hand)
     await shot(page, "done")
     assert box.state_of(task.task_id) is S.DONE
-    assert "Verified the new credential" in await page.locator("main").inner_text()
+    await assert_done_page_speaks_to_the_person(page, box, task.task_id)
     return page
+
+
+async def assert_done_page_speaks_to_the_person(page: Any, box: WebSandbox, task_id: str) -> None:
+    """One plain sentence; a step that did not happen shows as skipped; no file names."""
+    main = await page.locator("main").inner_text()
+    assert "The account works again. You can close this page." in main
+    task = box.store.get_task(task_id)
+    assert task.auth_name not in main and (task.new_auth_name or task.auth_name) not in main
+    assert "Verified the new credential" not in main
+    remove = page.locator("#progress li", has_text="Removing the old login")
+    if task.new_auth_name == task.auth_name:  # CPA overwrote the old login in place: nothing to remove
+        assert await remove.get_attribute("class") == "step skipped"
+        assert "not needed" in await remove.inner_text()
+    else:
+        assert await remove.get_attribute("class") == "step done"
 
 
 async def test_codex_callback_paste(box: WebSandbox, browser: Any, shot: Shot) -> None:
@@ -184,13 +199,10 @@ async def test_vertex_upload(box: WebSandbox, browser: Any, shot: Shot) -> None:
     await shot(page, "imported")
     await wait_heading(page, "All done")
     body = await page.locator("main").inner_text()
-    for fact in (
-        project,
-        f"reauth@{project}.iam.gserviceaccount.com",
-        "europe-west4",
-        f"vertex-{project}.json",
-    ):
+    for fact in (project, f"reauth@{project}.iam.gserviceaccount.com", "europe-west4"):
         assert fact in body
+    assert f"vertex-{project}.json" not in body  # file names: operator view and audit only
+    await assert_done_page_speaks_to_the_person(page, box, task.task_id)
     await shot(page, "done")
 
 
@@ -285,6 +297,7 @@ async def test_without_javascript_a_refresh_works(box: WebSandbox, browser: Any,
     page = await (await browser.new_context(java_script_enabled=False)).new_page()
     await open_and_start(page, box, task.link, shot)
     await wait_heading(page, "Sign in to")
+    assert not await page.get_by_role("button", name="Paste and send").is_visible()  # needs the script
     address = await sign_in_and_copy_address(page, shot)
     await paste_and_send(page, address, shot)
     for _ in range(60):  # the person reloads now and then
@@ -294,3 +307,73 @@ async def test_without_javascript_a_refresh_works(box: WebSandbox, browser: Any,
         await page.reload()
     assert "All done" in await heading(page)
     await shot(page, "done-after-reload")
+
+
+async def reach_the_paste_step(box: WebSandbox, ctx: Any, shot: Shot) -> tuple[Any, str, str]:
+    """Open the link, press Start (which opens the sign-in tab), sign in there; returns (page, task id,
+    the failed localhost address) with the recipient's tab in front again."""
+    task = box.add_task("codex", email="alice@example.com")
+    page = await ctx.new_page()
+    await page.goto(task.link)  # 1: open the link
+    await page.wait_for_url("**/t/*")
+    await wait_heading(page, "again")
+    async with ctx.expect_page() as new_tab:
+        await page.get_by_role("button", name="Start login").click()  # 2: Start (opens the sign-in)
+    provider = await new_tab.value
+    await provider.get_by_role("button", name="Sign in and allow").wait_for(timeout=20000)
+    await shot(provider, "sign-in-opened-by-start")
+    failed: list[str] = []
+    provider.on("requestfailed", lambda request: failed.append(request.url))
+    await provider.get_by_role("button", name="Sign in and allow").click(no_wait_after=True)  # 3: sign in
+    for _ in range(100):
+        if failed:
+            break
+        await asyncio.sleep(0.05)
+    assert failed, "the provider did not send the browser to the localhost callback"
+    await provider.close()
+    await page.bring_to_front()  # 5: switch back (4, copying the address, is done below per test)
+    await wait_heading(page, "Sign in to")
+    assert await page.get_by_role("button", name="Start again").count() == 0  # only once it helps
+    return page, task.task_id, failed[0]
+
+
+async def test_six_actions_with_clipboard_permission(box: WebSandbox, browser: Any, shot: Shot) -> None:
+    ctx = await browser.new_context()
+    await ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=box.base_url)
+    page, task_id, address = await reach_the_paste_step(box, ctx, shot)
+    await page.evaluate("(text) => navigator.clipboard.writeText(text)", address)  # 4: copy the address
+    await shot(page, "paste-step")
+    await page.get_by_role("button", name="Paste and send").click()  # 6: one tap
+    await wait_heading(page, "All done")
+    await shot(page, "done")
+    assert box.state_of(task_id) is S.DONE
+    await assert_done_page_speaks_to_the_person(page, box, task_id)
+
+
+async def test_paste_refused_by_the_browser_keeps_the_field(
+    box: WebSandbox, browser: Any, shot: Shot
+) -> None:
+    # No clipboard permission granted: reading the clipboard is refused, the field and Send still work.
+    ctx = await browser.new_context(**PHONE)
+    page, task_id, address = await reach_the_paste_step(box, ctx, shot)
+    await page.get_by_role("button", name="Paste and send").click()
+    problem = page.locator(".paste-problem")
+    await problem.wait_for(state="visible", timeout=15000)
+    assert "paste the address into the field below" in await problem.inner_text()
+    send = page.get_by_role("button", name="Send", exact=True)
+    assert "primary" in (await send.get_attribute("class") or "")
+    await shot(page, "clipboard-refused")
+    assert box.state_of(task_id) is S.LOGIN_STARTED
+    await paste_and_send(page, address, shot)
+    await wait_heading(page, "All done")
+    await assert_done_page_speaks_to_the_person(page, box, task_id)
+
+
+async def test_no_clipboard_api_no_paste_button(box: WebSandbox, browser: Any, shot: Shot) -> None:
+    ctx = await browser.new_context()
+    await ctx.add_init_script(
+        "Object.defineProperty(Navigator.prototype, 'clipboard', { get: () => undefined, configurable: true });"
+    )
+    page, _, _ = await reach_the_paste_step(box, ctx, shot)
+    assert not await page.get_by_role("button", name="Paste and send").is_visible()
+    assert await page.get_by_role("button", name="Send", exact=True).is_visible()

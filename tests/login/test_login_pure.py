@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -374,3 +375,39 @@ def test_vertex_form_says_why_after_a_failed_attempt() -> None:
     assert fresh.detail.startswith("Create a new JSON key")
     steps = describe(_task(TaskState.VERIFYING, "vertex"), None, T0).steps
     assert steps[0].label == "Key received"
+
+
+@pytest.mark.parametrize(
+    ("steps", "removed"),
+    [
+        ({}, False),  # CPA overwrote the old file in place: nothing to remove
+        ({"copy_settings": "done"}, False),  # retire.policy = keep
+        ({"copy_settings": "done", "disable_old": "done"}, True),
+        ({"copy_settings": "done", "disable_old": "done", "delete_old": "done"}, True),
+    ],
+)
+def test_done_page_speaks_to_the_recipient(steps: dict[str, str], removed: bool) -> None:
+    reason = "Verified the new credential: CPA overwrote codex-a.json in place with the new login"
+    task = replace(
+        _task(TaskState.DONE),
+        details={"completion": {"steps": steps}},
+        history=[TaskEvent(T0, TaskState.VERIFYING, TaskState.DONE, reason)],
+    )
+    view = describe(task, None, T0)
+    assert view.detail == "The account works again. You can close this page."
+    assert "codex-a.json" not in json.dumps(view.to_json())
+    remove = view.steps[2]
+    if removed:
+        assert (remove.label, remove.status) == ("Removing the old login", StepStatus.DONE)
+    else:
+        assert (remove.label, remove.status) == ("Removing the old login — not needed", StepStatus.SKIPPED)
+    assert [s.status for s in view.steps[:2]] == [StepStatus.DONE, StepStatus.DONE]
+
+
+@pytest.mark.parametrize("state", [TaskState.CALLBACK_RECEIVED, TaskState.VERIFYING, TaskState.RETIRING])
+def test_progress_detail_names_no_file(state: TaskState) -> None:
+    task = replace(
+        _task(state), history=[TaskEvent(T0, None, state, "codex-b.json works; retiring the old credential")]
+    )
+    view = describe(task, None, T0)
+    assert "codex-b.json" not in view.detail and "reauthd" in view.detail

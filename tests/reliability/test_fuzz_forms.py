@@ -249,6 +249,33 @@ async def test_operator_sign_in_survives_any_post(forms: Forms, data: st.DataObj
     assert OPERATOR_TOKEN not in answer.text
 
 
+@FUZZ
+@given(data=st.data())
+async def test_operator_actions_survive_any_post_from_a_signed_in_browser(
+    forms: Forms, data: st.DataObject
+) -> None:
+    """The operator view's action forms (cancel, link, resend, start again, raise): a signed-in browser
+    session, any body without the session's CSRF token — never a 500, never a change, never the token."""
+    if not forms.http.cookies.get("reauthd_operator"):
+        signed = await forms.http.post(
+            "/operator/login", data={"csrf": forms.csrf["operator"], "token": OPERATOR_TOKEN}
+        )
+        assert signed.status_code == 303
+        login = await forms.http.get("/operator/login")
+        found = CSRF.search(login.text)
+        forms.csrf["operator"] = found.group(1) if found else ""
+    task = data.draw(st.sampled_from([forms.fresh, forms.started, forms.vertex]))
+    action = data.draw(st.sampled_from(["cancel", "link", "resend", "restart"]))
+    path = data.draw(st.sampled_from([f"/operator/tasks/{task}/{action}", "/operator/raise"]))
+    body, content_type = data.draw(bodies(forms.csrf["operator"] or None, OPERATOR_MAX_FIELDS))
+    assume(body.count(b"&") < OPERATOR_MAX_FIELDS)
+    answer = await _post(forms, path, body, content_type, None)
+    _check(forms, answer, f"POST {path} ({content_type!r}) {body[:200]!r}")
+    assert answer.status_code in (403, 413), answer.status_code  # signed in, so refused for its CSRF/size
+    assert OPERATOR_TOKEN not in answer.text and "/r/" not in answer.text
+    assert not [a for a in forms.box.store.audit_for() if a.action.startswith("operator:")]
+
+
 # ------------------------------------------------ regressions: bugs this fuzzer found (fixed in 5acd460)
 
 

@@ -211,3 +211,50 @@ def test_show_prints_the_evidence_behind_a_detected_task(
     code, out, _ = run(capsys, "tasks", "show", task.id, "--config", config)
     assert code == 0 and "evidence:" in out and "OAuth token has been revoked" in out
     assert "CANARY" not in out and "eve@example.com" not in out
+
+
+@pytest.mark.parametrize("argv", [("tasks", "list"), ("tasks", "show", "abc"), ("tasks", "cancel", "abc")])
+def test_task_commands_never_create_a_missing_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
+) -> None:
+    config = write_config(tmp_path)
+    state = tmp_path / "state" / "state.db"
+    code, out, err = run(capsys, *argv, "--config", str(config))
+    assert code == 2 and out == ""
+    (line,) = err.strip().splitlines()
+    assert line == (
+        f"reauthd: there is no state file at {state} (setting [state] path): point --config at the "
+        "daemon's configuration, or start the daemon once to create it"
+    )
+    assert not state.exists() and not state.parent.exists()
+
+
+def test_scan_never_creates_a_missing_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # scan needs no state (it only borrows the daemon's key gate when one exists): it runs, creates nothing.
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    run(capsys, "scan", "--config", str(config))
+    assert not (tmp_path / "state").exists()
+
+
+def test_list_shortens_reasons_at_a_word_boundary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(write_config(tmp_path))
+    reason = "CPA answered 401 with token_invalidated for the last three requests of this credential"
+    store = Store.open(tmp_path / "state" / "state.db", lock=False)
+    try:
+        store.create_task(
+            cpa="main",
+            auth_name="a.json",
+            auth_index="i",
+            provider="codex",
+            account_masked="a***@example.com",
+            reason=reason,
+            now=datetime(2026, 11, 27, tzinfo=UTC),
+            deadline=datetime(2026, 12, 4, tzinfo=UTC),
+        )
+    finally:
+        store.close()
+    code, out, _ = run(capsys, "tasks", "list", "--config", config)
+    shown = out.splitlines()[1].split("  ")[-1]
+    assert code == 0
+    assert shown == "CPA answered 401 with token_invalidated for the last three…"
+    assert reason.startswith(shown[:-1])

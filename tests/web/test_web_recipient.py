@@ -335,9 +335,9 @@ async def test_vertex_upload(box: WebSandbox, http: httpx.AsyncClient, runner: R
         "demo-project",
         "reauth@demo-project.iam.gserviceaccount.com",
         "europe-west4",
-        "vertex-demo-project.json",
     ):
         assert fact in shown.text
+    assert "vertex-demo-project.json" not in shown.text  # file names: operator view and audit only
     assert "MIIEvQ" not in shown.text
     assert box.store.get_task(task.task_id).new_auth_name == "vertex-demo-project.json"
 
@@ -455,7 +455,10 @@ async def test_operator_view(box: WebSandbox, http: httpx.AsyncClient) -> None:
 
 async def test_operator_view_off_without_token(tmp_path: Path) -> None:
     async with WebSandbox(tmp_path) as sb, httpx.AsyncClient() as http:
-        assert (await http.get(sb.url("/operator"), headers={"Authorization": "Bearer x"})).status_code == 404
+        for path in ("/operator", "/operator/login"):
+            off = await http.get(sb.url(path), headers={"Authorization": "Bearer x"})
+            assert off.status_code == 404
+            assert "The operator view is off: set web.operator_token" in off.text
 
 
 async def test_behind_a_path_prefix(tmp_path: Path) -> None:
@@ -510,7 +513,18 @@ async def test_end_to_end_with_the_real_verifier(tmp_path: Path, provider: str) 
             )
         await wait_for_state(sb, task.task_id, S.DONE, timeout=30)
         done = await http.get(sb.url(f"/t/{task.task_id}"))
-        assert "All done" in done.text and "Verified the new credential" in done.text
+        assert "All done" in done.text and "The account works again. You can close this page." in done.text
+        # File names and CPA's bookkeeping stay in the operator view and the audit trail.
+        final = sb.store.get_task(task.task_id)
+        assert "Verified the new credential" not in done.text
+        for name in {final.auth_name, final.new_auth_name}:
+            assert name and name not in done.text
+        removed = '<li class="step done">Removing the old login</li>' in done.text
+        skipped = '<li class="step skipped">Removing the old login — not needed</li>' in done.text
+        # Same file name: CPA overwrote the old login in place, so nothing was removed (shown as skipped).
+        assert (removed, skipped) == (
+            (False, True) if final.new_auth_name == final.auth_name else (True, False)
+        )
 
 
 async def test_ops_routes_are_mounted_with_the_same_headers(tmp_path: Path) -> None:
