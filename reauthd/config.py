@@ -246,6 +246,10 @@ class NotifyConfig(_Section):
     retry_max_attempts: Annotated[int, Field(ge=1, le=100)] = 12
 
 
+#: The shortest `web.operator_token` accepted (issue 11): `secrets.token_urlsafe(32)` gives 43 characters.
+MIN_OPERATOR_TOKEN = 32
+
+
 class WebConfig(_Section):
     listen: str = "127.0.0.1:8390"
     public_url: str = "http://127.0.0.1:8390"
@@ -289,6 +293,12 @@ class WebConfig(_Section):
             token = _read_secret_file(self.operator_token_file, "operator_token")
         if token is None:
             token = _credentials_dir_secret("operator-token")
+        if token is not None and len(token.get_secret_value()) < MIN_OPERATOR_TOKEN:
+            # The operator view can change nothing, but it lists every task: a short token is guessable.
+            raise ValueError(
+                f"operator_token must be at least {MIN_OPERATOR_TOKEN} characters; generate one with "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
         object.__setattr__(self, "operator_token", token)
         return self
 

@@ -7,6 +7,7 @@ another purpose, so a recipient link never opens this view. Without a configured
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from collections.abc import Callable, Iterable
@@ -27,6 +28,7 @@ from reauthd.web.security import (
     BodyTooLarge,
     CookieSigner,
     RateLimits,
+    SessionClaim,
     client_address,
     constant_time_equal,
     parse_small_form,
@@ -75,6 +77,13 @@ class OperatorPages:
         self.signer = signer
         self.limits = limits
         self.clock = clock
+        # Operator cookies are signed for this token (issue 11): a new token ends every existing session.
+        self._kind = (
+            "operator"
+            if token is None
+            else "operator:"
+            + hashlib.sha256(b"reauthd-operator|" + token.get_secret_value().encode()).hexdigest()
+        )
 
     def routes(self) -> list[Route]:
         return [
@@ -95,21 +104,29 @@ class OperatorPages:
             return False
         return constant_time_equal(offered, self.token.get_secret_value())
 
-    def _authorised(self, request: Request) -> bool:
-        header = request.headers.get("authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and self._token_ok(value.strip()):
-            return True
-        return self.signer.verify("operator", request.cookies.get(COOKIE), self.clock()) is not None
+    def _session(self, request: Request) -> SessionClaim | None:
+        return self.signer.verify(self._kind, request.cookies.get(COOKIE), self.clock())
 
     def _guard(self, request: Request) -> Response | None:
         if self.token is None:
             return self._off()
-        if self._authorised(request):
+        header = request.headers.get("authorization")
+        if not header:
+            if self._session(request) is not None:
+                return None
+            return RedirectResponse(self.links.url("/operator/login"), status_code=303)
+        # A bearer header is a guess like the form's, counted and limited the same way (issue 11).
+        now = self.clock()
+        client = client_address(request)
+        if self.limits.operator_login.blocked(client, now):
+            log.warning("operator bearer refused: too many failures", client=client)
+            return message_page(self.links, 429, "Too many attempts", "Wait a few minutes and try again.")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and self._token_ok(value.strip()):
             return None
-        if request.headers.get("authorization"):
-            return message_page(self.links, 401, "Not allowed", "That operator token is not valid.")
-        return RedirectResponse(self.links.url("/operator/login"), status_code=303)
+        self.limits.operator_login.hit(client, now)
+        log.warning("operator bearer token refused", client=client)
+        return message_page(self.links, 401, "Not allowed", "That operator token is not valid.")
 
     async def login_form(self, request: Request) -> Response:
         if self.token is None:
@@ -170,7 +187,7 @@ class OperatorPages:
             self.limits.operator_login.hit(client, now)
             log.warning("operator sign-in refused")
             return self._login_page("That operator token is not valid.", 401)
-        cookie = self.signer.issue("operator", "operator", int((now + SESSION_LIFETIME).timestamp()))
+        cookie = self.signer.issue(self._kind, "operator", int((now + SESSION_LIFETIME).timestamp()))
         response = RedirectResponse(self.links.url("/operator"), status_code=303)
         self._set_cookie(response, COOKIE, cookie)
         log.info("operator signed in")
@@ -179,7 +196,7 @@ class OperatorPages:
     async def logout(self, request: Request) -> Response:
         if self.token is None:
             return self._off()
-        claim = self.signer.verify("operator", request.cookies.get(COOKIE), self.clock())
+        claim = self._session(request)
         try:
             raw = await read_capped_body(request, 4096)
         except BodyTooLarge:
@@ -222,7 +239,7 @@ class OperatorPages:
         return page(self.links, "Tasks", body, wide=True)
 
     def _logout_form(self, request: Request) -> Markup:
-        claim = self.signer.verify("operator", request.cookies.get(COOKIE), self.clock())
+        claim = self._session(request)
         if claim is None:  # signed in with a bearer header: nothing to sign out of
             return Markup("")
         return Markup(

@@ -42,7 +42,10 @@ def runner() -> RecordingRunner:
 @pytest.fixture
 async def box(tmp_path: Path, runner: RecordingRunner) -> AsyncIterator[WebSandbox]:
     async with WebSandbox(
-        tmp_path, completion=runner, poll_interval_s=0.2, operator_token="op-secret-token"
+        tmp_path,
+        completion=runner,
+        poll_interval_s=0.2,
+        operator_token="op-secret-token-0123456789abcdef012345",
     ) as sb:
         yield sb
 
@@ -497,7 +500,9 @@ async def test_operator_view(box: WebSandbox, http: httpx.AsyncClient) -> None:
     assert first.status_code == 303 and first.headers["location"].endswith("/operator/login")
     bad = await http.get(box.url("/operator"), headers={"Authorization": "Bearer wrong"})
     assert bad.status_code == 401
-    listed = await http.get(box.url("/operator"), headers={"Authorization": "Bearer op-secret-token"})
+    listed = await http.get(
+        box.url("/operator"), headers={"Authorization": "Bearer op-secret-token-0123456789abcdef012345"}
+    )
     assert listed.status_code == 200 and task.task_id in listed.text and "b***@example.com" in listed.text
     # The login form: double-submit CSRF, then a cookie scoped to /operator.
     form = await http.get(box.url("/operator/login"))
@@ -505,11 +510,15 @@ async def test_operator_view(box: WebSandbox, http: httpx.AsyncClient) -> None:
     assert wrong.status_code == 401
     form = await http.get(box.url("/operator/login"))
     assert (
-        await http.post(box.url("/operator/login"), data={"csrf": "forged", "token": "op-secret-token"})
+        await http.post(
+            box.url("/operator/login"),
+            data={"csrf": "forged", "token": "op-secret-token-0123456789abcdef012345"},
+        )
     ).status_code == 403
     form = await http.get(box.url("/operator/login"))
     ok = await http.post(
-        box.url("/operator/login"), data={"csrf": csrf_of(form.text), "token": "op-secret-token"}
+        box.url("/operator/login"),
+        data={"csrf": csrf_of(form.text), "token": "op-secret-token-0123456789abcdef012345"},
     )
     assert ok.status_code == 303
     evidence = [

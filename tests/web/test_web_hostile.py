@@ -1,0 +1,62 @@
+"""Issue 11: the page and the operator view against a hostile internet (guessing, sessions, redirects)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+from pydantic import SecretStr
+from structlog.testing import capture_logs
+
+from reauthd.web.app import create_app
+from reauthd.web.sandbox import WebSandbox
+
+TOKEN = "op-token-0123456789abcdef0123456789abcdef"
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+async def test_bearer_guesses_are_limited_and_logged_like_the_form(tmp_path: Path) -> None:
+    async with WebSandbox(tmp_path, operator_token=TOKEN) as box, httpx.AsyncClient(timeout=10) as http:
+        url = box.url("/operator")
+        with capture_logs() as logs:
+            answers = [
+                (await http.get(url, headers={"Authorization": f"Bearer guess-{n}"})).status_code
+                for n in range(8)
+            ]
+        assert answers[:5] == [401] * 5 and set(answers[5:]) == {429}
+        refused = [e for e in logs if e["event"].startswith("operator bearer")]
+        assert len(refused) == 8 and all("guess" not in str(e) for e in logs)
+        assert (await http.get(url, headers={"Authorization": "Bearer"})).status_code == 429
+
+
+async def test_a_new_operator_token_ends_existing_sessions(tmp_path: Path) -> None:
+    """Sessions are signed for the token: the same cookie key with another token refuses the old cookie."""
+    key = b"k" * 32
+    async with WebSandbox(tmp_path) as box:
+
+        def app(token: str) -> httpx.AsyncClient:
+            asgi = create_app(
+                store=box.store,
+                login=box.flow,
+                public_url="http://testserver",
+                operator_token=SecretStr(token),
+                cookie_key=key,
+            )
+            return httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://testserver")
+
+        async with app(TOKEN) as before:
+            form = await before.get("/operator/login")
+            csrf = CSRF.search(form.text)
+            assert csrf is not None
+            signed = await before.post("/operator/login", data={"csrf": csrf.group(1), "token": TOKEN})
+            assert signed.status_code == 303
+            assert (await before.get("/operator")).status_code == 200
+            cookies = before.cookies
+        async with app(TOKEN) as same:
+            same.cookies = cookies
+            assert (await same.get("/operator")).status_code == 200  # same key, same token: still valid
+        async with app(TOKEN[::-1]) as rotated:
+            rotated.cookies = cookies
+            answer = await rotated.get("/operator")
+            assert answer.status_code == 303 and answer.headers["location"].endswith("/operator/login")
