@@ -419,3 +419,10 @@ def test_vertex_key_checks_refuse_odd_ids_and_mismatched_emails() -> None:
     odd = project_mismatch(ServiceAccountSummary("proj-a", "sa@x.example"), "manual.json", None, None)
     assert odd is not None and "cannot tell which project manual.json belongs to" in odd
     assert vertex_file_name("example.com:proj a") == "vertex-example.com_proj-a.json"
+
+
+def test_a_key_with_a_huge_integer_is_a_sentence_not_a_crash() -> None:
+    """Issue 11 item 8: json.loads raises ValueError (not JSONDecodeError) past 4,300 digits."""
+    data = b'{"type": "service_account", "n": ' + b"9" * 5000 + b"}"
+    with pytest.raises(ServiceAccountRejected, match="not JSON"):
+        check_service_account(data)
