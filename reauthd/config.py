@@ -258,6 +258,10 @@ class WebConfig(_Section):
     # Reverse proxies (IPs or CIDR networks) whose X-Forwarded-For names the real client. Empty: trust none,
     # and every request counts as coming from its socket peer (behind a proxy, all share one rate limit).
     trusted_proxies: list[str] = Field(default_factory=list)
+    # Open connections the page accepts; beyond it the oldest one still sending its headers is dropped.
+    max_connections: Annotated[int, Field(ge=16, le=60000)] = 256
+    # A client must send a request's headers within this many seconds (slow clients hold a connection).
+    header_timeout_s: Annotated[float, Field(ge=1, le=300)] = 10.0
 
     @field_validator("listen")
     @classmethod

@@ -38,6 +38,7 @@ from reauthd.notify.notifier import Notifier, SendOutcome
 from reauthd.notify.routes import split_channel
 from reauthd.notify.templates import Message
 from reauthd.ops.health import Health, health_routes
+from reauthd.ops.limits import raise_open_files_limit
 from reauthd.ops.metrics import Metrics, route_label, route_names
 from reauthd.ops.sdnotify import SystemdNotifier
 from reauthd.ops.watchdog import feed_watchdog
@@ -175,6 +176,8 @@ class Daemon:
             print(f"reauthd: {message}", file=sys.stderr)
             return EXIT_ATTENTION
         store = self.store
+        files = raise_open_files_limit()
+        log.info("daemon.open_files", soft_before=files.before, soft=files.now, hard=files.hard)
         self.health.set_store_check(lambda: self._store_writable(store))
         loop = asyncio.get_running_loop()
         installed = self._install_signals(loop)
@@ -303,7 +306,13 @@ class Daemon:
                 cookie_key=self._cookie_key(store),
                 trusted_proxies=settings.web.trusted_proxies,
             )
-            web = WebServer(app, settings.web.host, settings.web.port)
+            web = WebServer(
+                app,
+                settings.web.host,
+                settings.web.port,
+                max_connections=settings.web.max_connections,
+                header_timeout_s=settings.web.header_timeout_s,
+            )
             try:
                 await web.start()
             except (OSError, SystemExit) as exc:
