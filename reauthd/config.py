@@ -67,6 +67,10 @@ def _check_http_url(value: str, key: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{key} must be an http:// or https:// URL with a host")
+    if "@" in parts.netloc:
+        # httpx would send user:password as Basic auth in place of the management Bearer (CPA counts a failed
+        # key), and the URL is printed by check-config and daemon.started. Never echo it.
+        raise ValueError(f"{key} must not contain a user name or password (user:password@host)")
     return value.rstrip("/")
 
 

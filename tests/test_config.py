@@ -241,3 +241,22 @@ def test_a_short_operator_token_is_refused_with_how_to_make_one(tmp_path: Path, 
     secret.write_text("z" * 32 + "\n")
     ok = load_config(write(tmp_path, MINIMAL + f'[web]\noperator_token_file = "{secret}"\n'), environ={})
     assert ok.web.operator_token is not None and ok.web.operator_token.get_secret_value() == "z" * 32
+
+
+@pytest.mark.parametrize(
+    ("section", "url"),
+    [
+        ("cpa", "http://admin:CANARY-pw@127.0.0.1:8317"),
+        ("cpa", "https://CANARY-user@cpa.example.org"),
+        ("web", "https://u:CANARY-pw@reauth.example.org/x"),
+    ],
+)
+def test_credentials_in_urls_are_refused_without_echoing_them(tmp_path: Path, section: str, url: str) -> None:
+    if section == "cpa":
+        text = MINIMAL.replace('base_url = "http://127.0.0.1:8317"', f'base_url = "{url}"')
+    else:
+        text = MINIMAL + f'[web]\npublic_url = "{url}"\n'
+    with pytest.raises(ConfigError) as refused:
+        load_config(write(tmp_path, text), environ={})
+    assert "must not contain a user name or password" in str(refused.value)
+    assert "CANARY" not in str(refused.value)
