@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from reauthd.core.model import ReauthTask
 from reauthd.login.flow import LoginFlow, Notice
+from reauthd.login.providers import trusted_signin_url
 from reauthd.login.vertex import MAX_SERVICE_ACCOUNT_BYTES
 from reauthd.login.view import Phase, describe
 from reauthd.login.wording import NextStep
@@ -256,6 +257,17 @@ class RecipientPages:
         view = describe(task, session, self.clock())
         if view.phase not in (Phase.CALLBACK, Phase.DEVICE) or view.lapsed:
             return self._see_task(task_id)
+        if not trusted_signin_url(session.provider, session.verification_url):
+            log.warning(
+                "sign-in address refused: not the provider's", task_id=task_id, provider=task.provider
+            )
+            return message_page(
+                self.links,
+                502,
+                "This sign-in link cannot be used",
+                "The proxy server gave a sign-in address that does not belong to the provider, so reauthd "
+                "will not send you there. Tell the operator.",
+            )
         # The one response that carries the sign-in URL (and so CPA's state): to the session holder only.
         return RedirectResponse(session.verification_url, status_code=303)
 

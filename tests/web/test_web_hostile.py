@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 import httpx
+import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
+from reauthd.login.providers import trusted_signin_url
 from reauthd.web.app import create_app
 from reauthd.web.sandbox import WebSandbox
+from tests.web.test_web_recipient import open_link, start
 
 TOKEN = "op-token-0123456789abcdef0123456789abcdef"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -60,3 +64,48 @@ async def test_a_new_operator_token_ends_existing_sessions(tmp_path: Path) -> No
             rotated.cookies = cookies
             answer = await rotated.get("/operator")
             assert answer.status_code == 303 and answer.headers["location"].endswith("/operator/login")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "javascript:alert(document.cookie)",
+        "data:text/html,<script>alert(1)</script>",
+        "https://auth.openai.com.evil.example/oauth/authorize",
+        "http://auth.openai.com/oauth/authorize",  # not https
+        "https://user@auth.openai.com/oauth/authorize",
+        "//evil.example/x",
+    ],
+)
+async def test_signin_never_redirects_off_the_provider(tmp_path: Path, address: str) -> None:
+    async with WebSandbox(tmp_path) as box, httpx.AsyncClient(timeout=10) as http:
+        task = box.add_task("codex")
+        await start(http, box, task.task_id, await open_link(http, task.link))
+        session = box.store.get_login_session(task.task_id)
+        assert session is not None
+        good = await http.get(box.url(f"/t/{task.task_id}/signin"))
+        assert good.status_code == 303  # the simulator's loopback page: allowed
+        box.store.save_login_session(dataclasses.replace(session, verification_url=address), box.clock())
+        answer = await http.get(box.url(f"/t/{task.task_id}/signin"))
+        assert answer.status_code == 502 and "location" not in answer.headers
+        assert "does not belong to the provider" in answer.text
+
+
+@pytest.mark.parametrize(
+    ("provider", "url", "ok"),
+    [
+        ("codex", "https://auth.openai.com/oauth/authorize?x=1", True),
+        ("anthropic", "https://claude.ai/oauth/authorize", True),
+        ("claude", "https://evil.ai/oauth/authorize", False),
+        ("antigravity", "https://accounts.google.com/o/oauth2/v2/auth", True),
+        ("xai", "https://accounts.x.ai/oauth2/device", True),
+        ("kimi", "https://www.kimi.com/code/authorize_device", True),
+        ("kimi", "https://kimi.com.evil.example/", False),
+        ("some-plugin", "https://login.plugin.example/auth", True),
+        ("some-plugin", "http://login.plugin.example/auth", False),
+        ("codex", "http://127.0.0.1:8317/provider/codex/authorize", True),
+        ("codex", "javascript://auth.openai.com/%0aalert(1)", False),
+    ],
+)
+def test_trusted_signin_url(provider: str, url: str, ok: bool) -> None:
+    assert trusted_signin_url(provider, url) is ok
