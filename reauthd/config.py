@@ -330,6 +330,8 @@ class TasksConfig(_Section):
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
+    # Account e-mails in log lines are masked (`a***@example.com`); false logs them whole, for debugging.
+    mask_emails: bool = True
 
 
 class Settings(BaseSettings):
