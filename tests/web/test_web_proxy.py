@@ -44,7 +44,10 @@ TRUSTED = parse_trusted_proxies(["10.0.0.0/8", "fd00::/8"])
         (PROXY, [" , "], PROXY),
         (PROXY, ["garbage"], PROXY),  # not an address: one shared bucket, never one the client picks
         (PROXY, ["198.51.100.7, garbage"], PROXY),
-        (PROXY, ["10.1.1.1, 10.2.2.2"], "10.1.1.1"),  # every hop trusted: the first is the client
+        # Every hop trusted: the hop the peer wrote, never the leftmost one the client may have written
+        # (issue 11: a client inside the trusted network picking its own bucket).
+        (PROXY, ["10.1.1.1, 10.2.2.2"], "10.2.2.2"),
+        (PROXY, ["10.66.0.1", "10.2.2.2"], "10.2.2.2"),
         ("::ffff:10.0.0.2", ["198.51.100.7"], "198.51.100.7"),  # an IPv4 peer on a dual-stack socket
         ("fd00::5", ["198.51.100.7"], "198.51.100.7"),
         (None, ["198.51.100.7"], None),
