@@ -7,6 +7,7 @@ another purpose, so a recipient link never opens this view. Without a configured
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -107,7 +108,7 @@ class OperatorPages:
     def _session(self, request: Request) -> SessionClaim | None:
         return self.signer.verify(self._kind, request.cookies.get(COOKIE), self.clock())
 
-    def _guard(self, request: Request) -> Response | None:
+    async def _guard(self, request: Request) -> Response | None:
         if self.token is None:
             return self._off()
         header = request.headers.get("authorization")
@@ -118,14 +119,15 @@ class OperatorPages:
         # A bearer header is a guess like the form's, counted and limited the same way (issue 11).
         now = self.clock()
         client = client_address(request)
-        if self.limits.operator_login.blocked(client, now):
-            log.warning("operator bearer refused: too many failures", client=client)
-            return message_page(self.links, 429, "Too many attempts", "Wait a few minutes and try again.")
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and self._token_ok(value.strip()):
-            return None
+            return None  # the right token works even from a locked-out address
+        locked = self.limits.operator_login.blocked(client, now)
         self.limits.operator_login.hit(client, now)
-        log.warning("operator bearer token refused", client=client)
+        log.warning("operator bearer token refused", client=client, locked_out=locked)
+        if locked:
+            await asyncio.sleep(self.limits.locked_out_delay_s)
+            return message_page(self.links, 429, "Too many attempts", "Wait a few minutes and try again.")
         return message_page(self.links, 401, "Not allowed", "That operator token is not valid.")
 
     async def login_form(self, request: Request) -> Response:
@@ -168,8 +170,7 @@ class OperatorPages:
             return self._off()
         now = self.clock()
         client = client_address(request)
-        if self.limits.operator_login.blocked(client, now):
-            return self._login_page("Too many attempts. Wait a few minutes.", 429)
+        locked = self.limits.operator_login.blocked(client, now)
         try:
             raw = await read_capped_body(request, 4096)
         except BodyTooLarge:
@@ -185,7 +186,10 @@ class OperatorPages:
             return self._login_page("The form expired. Try again.", 403)
         if not self._token_ok(form.get("token")):
             self.limits.operator_login.hit(client, now)
-            log.warning("operator sign-in refused")
+            log.warning("operator sign-in refused", client=client, locked_out=locked)
+            if locked:  # the right token still signs in from this address; wrong ones are slowed down
+                await asyncio.sleep(self.limits.locked_out_delay_s)
+                return self._login_page("Too many attempts. Wait a few minutes.", 429)
             return self._login_page("That operator token is not valid.", 401)
         cookie = self.signer.issue(self._kind, "operator", int((now + SESSION_LIFETIME).timestamp()))
         response = RedirectResponse(self.links.url("/operator"), status_code=303)
@@ -215,7 +219,7 @@ class OperatorPages:
     # ------------------------------------------------------------------------------------ pages
 
     async def index(self, request: Request) -> Response:
-        refused = self._guard(request)
+        refused = await self._guard(request)
         if refused is not None:
             return refused
         tasks = sorted(self.store.list_tasks(), key=lambda t: t.updated_at, reverse=True)
@@ -249,7 +253,7 @@ class OperatorPages:
         )
 
     async def detail(self, request: Request) -> Response:
-        refused = self._guard(request)
+        refused = await self._guard(request)
         if refused is not None:
             return refused
         task_id = str(request.path_params["task_id"])

@@ -13,6 +13,7 @@ Routes (relative to the path of `web.public_url`):
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -105,19 +106,25 @@ class RecipientPages:
         """GET/HEAD of the link. Writes nothing: it only sets this browser's session cookie for the task."""
         now = self.clock()
         client = client_address(request)
-        if self.limits.link_failures.blocked(client, now) or not self.limits.link_attempts.hit(client, now):
-            return message_page(
-                self.links,
-                429,
-                "Too many attempts",
-                "Too many link attempts from this address. Wait a few minutes.",
-            )
+        # A locked-out address still opens a valid link (issue 11: one bad-link sender behind a shared NAT
+        # must not lock out everyone else); its wrong guesses are refused slowly, so guessing stays expensive.
+        locked = self.limits.link_failures.blocked(client, now) or not self.limits.link_attempts.hit(
+            client, now
+        )
         token = str(request.path_params["token"])
         task_id = self.store.resolve_link_token(token, now)
         task = self._task(task_id) if task_id else None
         if task is None:
             self.limits.link_failures.hit(client, now)
-            log.info("link refused", reason="unknown, tampered or expired")
+            log.info("link refused", reason="unknown, tampered or expired", locked_out=locked)
+            if locked:
+                await asyncio.sleep(self.limits.locked_out_delay_s)
+                return message_page(
+                    self.links,
+                    429,
+                    "Too many attempts",
+                    "Too many link attempts from this address. Wait a few minutes.",
+                )
             return message_page(
                 self.links,
                 404,

@@ -195,6 +195,8 @@ class RateLimits:
     callback_per_client: RateLimiter
     start_per_task: RateLimiter
     operator_login: RateLimiter
+    # A wrong link or token from a locked-out address is answered this much later (a right one at once).
+    locked_out_delay_s: float = 1.0
 
     @classmethod
     def default(cls) -> RateLimits:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 from pathlib import Path
@@ -14,6 +15,7 @@ from structlog.testing import capture_logs
 from reauthd.login.providers import trusted_signin_url
 from reauthd.web.app import create_app
 from reauthd.web.sandbox import WebSandbox
+from reauthd.web.security import RateLimits
 from tests.web.test_web_recipient import open_link, start
 
 TOKEN = "op-token-0123456789abcdef0123456789abcdef"
@@ -21,7 +23,11 @@ CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 async def test_bearer_guesses_are_limited_and_logged_like_the_form(tmp_path: Path) -> None:
-    async with WebSandbox(tmp_path, operator_token=TOKEN) as box, httpx.AsyncClient(timeout=10) as http:
+    limits = dataclasses.replace(RateLimits.default(), locked_out_delay_s=0.2)
+    async with (
+        WebSandbox(tmp_path, operator_token=TOKEN, limits=limits) as box,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
         url = box.url("/operator")
         with capture_logs() as logs:
             answers = [
@@ -32,6 +38,20 @@ async def test_bearer_guesses_are_limited_and_logged_like_the_form(tmp_path: Pat
         refused = [e for e in logs if e["event"].startswith("operator bearer")]
         assert len(refused) == 8 and all("guess" not in str(e) for e in logs)
         assert (await http.get(url, headers={"Authorization": "Bearer"})).status_code == 429
+        # Issue 11 item 6: the right token still works from the locked-out address, at once.
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        assert (await http.get(url, headers={"Authorization": f"Bearer {TOKEN}"})).status_code == 200
+        assert loop.time() - began < 0.2
+        form = await http.get(box.url("/operator/login"))
+        csrf = CSRF.search(form.text)
+        assert csrf is not None
+        wrong = await http.post(box.url("/operator/login"), data={"csrf": csrf.group(1), "token": "nope"})
+        assert wrong.status_code == 429
+        again = CSRF.search(wrong.text)  # every form page sets a fresh double-submit nonce
+        assert again is not None
+        right = await http.post(box.url("/operator/login"), data={"csrf": again.group(1), "token": TOKEN})
+        assert right.status_code == 303
 
 
 async def test_a_new_operator_token_ends_existing_sessions(tmp_path: Path) -> None:
