@@ -43,7 +43,7 @@ from reauthd.ops.sdnotify import SystemdNotifier
 from reauthd.ops.watchdog import feed_watchdog
 from reauthd.store.keyfile import KeyFileProblem, key_path_for, load_or_create_key
 from reauthd.store.lock import StateLocked
-from reauthd.store.sqlite import Store
+from reauthd.store.sqlite import StateUnsafe, Store
 from reauthd.tasks.service import TaskService
 from reauthd.verify.runner import CompletionRunner
 from reauthd.web.app import create_app
@@ -171,6 +171,10 @@ class Daemon:
             log.error("daemon.state_locked", detail=str(exc))
             print(f"reauthd: {exc}", file=sys.stderr)
             return EXIT_LOCKED
+        except StateUnsafe as exc:
+            log.error("daemon.state_unsafe", detail=str(exc))
+            print(f"reauthd: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
         except (OSError, ValueError) as exc:
             message = f"cannot open the state database {path}: {exc}"
             log.error("daemon.store_failed", detail=message)

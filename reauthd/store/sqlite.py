@@ -35,6 +35,7 @@ from reauthd.store.records import (
     KeyGateSnapshot,
     LoginSession,
 )
+from reauthd.store.safety import state_paths_problem
 from reauthd.store.schema import LATEST_VERSION, MIGRATIONS
 
 __all__ = ["DuplicateOpenTask", "StateLocked", "Store", "StoreError", "TaskNotFound"]
@@ -65,6 +66,10 @@ _UPDATABLE = frozenset(
 
 class StoreError(Exception):
     """The state database cannot be used (newer schema, corrupt file, unreadable path)."""
+
+
+class StateUnsafe(StoreError):
+    """The state directory or a state file is writable or owned by another user, or a symlink."""
 
 
 class TaskNotFound(StoreError):
@@ -127,6 +132,9 @@ class Store:
             raise StoreError(
                 f"cannot create the state directory {state_path.parent}: {exc.strerror}"
             ) from None
+        unsafe = state_paths_problem(state_path)  # issue 11: never a file someone else could swap
+        if unsafe is not None:
+            raise StateUnsafe(unsafe)
         state_lock = StateLock(state_path) if lock else None
         if state_lock is not None:
             try:
@@ -135,7 +143,7 @@ class Store:
                 raise StoreError(f"cannot create the lock file {state_lock.path}: {exc.strerror}") from None
         try:
             try:
-                fd = os.open(state_path, os.O_RDWR | os.O_CREAT, 0o600)
+                fd = os.open(state_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
                 os.close(fd)
                 os.chmod(state_path, 0o600)
             except OSError as exc:

@@ -47,3 +47,16 @@ def test_a_key_file_others_can_read_or_a_symlink_is_refused(tmp_path: Path) -> N
     link.symlink_to(path)
     with pytest.raises(KeyFileProblem, match="cannot read"):
         load_or_create_key(link)
+
+
+async def test_an_unsafe_state_directory_stops_the_start_with_exit_2(
+    tmp_path: Path, sim: SimThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    os.chmod(tmp_path, 0o777)  # noqa: S103 - the unsafe directory under test
+    try:
+        code = await Daemon(load_config(write_config(tmp_path, sim.base_url))).run()
+    finally:
+        os.chmod(tmp_path, 0o700)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "writable or owned by another user" in err and len(err.strip().splitlines()) == 1
