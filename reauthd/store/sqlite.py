@@ -8,6 +8,7 @@ Every public method is its own transaction; `transaction()` groups several into 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -154,6 +155,9 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")  # a committed transition survives power loss
             conn.execute("PRAGMA foreign_keys=ON")
+            # Deleted rows (an OAuth state, an authorize URL, a link token hash) are overwritten with zeros
+            # rather than left in free pages (issue 11); forget_secrets() clears the WAL's old copies too.
+            conn.execute("PRAGMA secure_delete=ON")
             store = cls(conn, state_lock, state_path)
             store._migrate()
         except sqlite3.DatabaseError as exc:
@@ -502,6 +506,7 @@ class Store:
                 ts(now),
             ),
         )
+        self.forget_secrets()  # the replaced session's state may sit in the WAL
 
     def get_login_session(self, task_id: str) -> LoginSession | None:
         row = self._q("SELECT * FROM login_sessions WHERE task_id = ?", (task_id,)).fetchone()
@@ -521,6 +526,15 @@ class Store:
 
     def delete_login_session(self, task_id: str) -> None:
         self._q("DELETE FROM login_sessions WHERE task_id = ?", (task_id,))
+        self.forget_secrets()
+
+    def forget_secrets(self) -> None:
+        """Checkpoint and truncate the WAL, whose old page images still hold what was just deleted or
+        replaced (an OAuth state, an authorize URL). Best effort: a reader holding the WAL defers it."""
+        if self._conn.in_transaction:
+            return
+        with contextlib.suppress(sqlite3.OperationalError):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # ------------------------------------------------------------------------------------ audit
 
