@@ -98,6 +98,8 @@ class CPAConfig(_Section):
     # Verify CPA's TLS certificate (https base_url): true, false, or the path of a CA bundle.
     tls_verify: bool | Path = True
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 30.0
+    # The largest `GET /auth-files` body reauthd reads, MiB (50,000 credentials are ~85 MiB, contract §12).
+    max_listing_mib: Annotated[int, Field(ge=1, le=4096)] = 256
     # Ask CPA for OAuth URLs in web-UI mode (CPA forwards the localhost callback itself): only when the
     # browser runs on the same machine as CPA (contract §4.1).
     is_webui: bool = False
@@ -158,6 +160,9 @@ class DetectConfig(_Section):
     probe_rate_per_s: Annotated[float, Field(gt=0, le=100)] = 2.0
     # Raise tasks for credentials a person disabled on purpose (default: leave them alone).
     include_disabled: bool = False
+    # A listing with more entries than this is refused whole (memory stays bounded; issue 11: 1,000,000
+    # entries took the daemon to 1.5 GB). Twice the 50,000 of contract §12 by default.
+    max_listing_entries: Annotated[int, Field(ge=100, le=10_000_000)] = 100_000
     # Extra or overriding probes by provider (antigravity, plugin providers): provider -> probe.
     probes: dict[str, ProbeConfig] = Field(default_factory=dict)
 
