@@ -162,6 +162,7 @@ def sanitize_line(text: str) -> str:
     """Make free text safe to store and show on one line: no URLs, tokens, OAuth codes/states, keys or
     full e-mails."""
     clean = text.replace("\r", " ").replace("\n", " ").strip()
+    clean = scrub_secrets(clean)  # the shapes every other output knows (issue 11), then the stricter rules
     for pattern, substitute in _LINE_PATTERNS:
         clean = pattern.sub(substitute, clean)
     clean = mask_emails_in(clean)
