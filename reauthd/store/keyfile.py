@@ -32,7 +32,12 @@ def load_or_create_key(path: Path) -> bytes:
         raise KeyFileProblem(f"cannot read the cookie key file {path}: {exc.strerror or exc}") from None
     try:
         info = os.fstat(fd)
-        if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        # Group access for our own group only (Kubernetes' fsGroup adds it to the state volume's files).
+        if (
+            info.st_uid != os.geteuid()
+            or info.st_mode & 0o007
+            or (info.st_mode & 0o070 and info.st_gid != os.getegid())
+        ):
             raise KeyFileProblem(
                 f"the cookie key file {path} must belong to this user and be readable by it only (chmod 600)"
             )

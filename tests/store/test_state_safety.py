@@ -55,3 +55,20 @@ def test_a_database_another_user_created_is_refused(tmp_path: Path) -> None:
     os.chown(path, 65534, 65534)
     with pytest.raises(StateUnsafe, match="owned by another user"):
         Store.open(path, lock=False)
+
+
+def test_group_write_for_our_own_group_is_kubernetes_fsgroup_and_allowed(tmp_path: Path) -> None:
+    """deploy/container/kubernetes.yaml: fsGroup makes the volume and its files group-writable for the pod's
+    own group; that must not stop the daemon after a pod restart."""
+    path = _state(tmp_path)
+    with Store.open(path):
+        pass
+    os.chmod(path.parent, 0o2770)  # noqa: S103 - what fsGroup does
+    os.chmod(path, 0o660)
+    with Store.open(path):
+        pass
+    if os.geteuid() == 0:  # another group with write access is refused
+        os.chown(path, os.geteuid(), 65534)
+        os.chmod(path, 0o660)
+        with pytest.raises(StateUnsafe, match="writable or owned by another user"):
+            Store.open(path)
