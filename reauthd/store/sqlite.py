@@ -69,6 +69,21 @@ class StoreError(Exception):
     """The state database cannot be used (newer schema, corrupt file, unreadable path)."""
 
 
+# The authorize URL carries the OAuth state; it is stored once, in its own column (issue 11), and the URL
+# keeps this mark in its place.
+_STATE_MARK = "{reauthd:state}"
+
+
+def _without_state(url: str | None, state: str) -> str | None:
+    if not url or not state or len(state) < 8:
+        return url
+    return url.replace(state, _STATE_MARK)
+
+
+def _with_state(url: str | None, state: str) -> str | None:
+    return url.replace(_STATE_MARK, state) if url else url
+
+
 class StateUnsafe(StoreError):
     """The state directory or a state file is writable or owned by another user, or a symlink."""
 
@@ -500,7 +515,7 @@ class Store:
                 session.oauth_state,
                 session.flow,
                 session.user_code,
-                session.verification_url,
+                _without_state(session.verification_url, session.oauth_state),
                 ts(session.expires_at),
                 ts(now),
                 ts(now),
@@ -518,7 +533,7 @@ class Store:
             oauth_state=row["oauth_state"],
             flow=row["flow"],
             user_code=row["user_code"],
-            verification_url=row["verification_url"],
+            verification_url=_with_state(row["verification_url"], row["oauth_state"]),
             expires_at=parse_ts(row["expires_at"]),
             created_at=parse_ts(row["created_at"]),
             updated_at=parse_ts(row["updated_at"]),

@@ -44,3 +44,18 @@ def test_deleted_and_replaced_login_sessions_leave_no_trace(tmp_path: Path) -> N
         data = _on_disk(path)
         assert first.encode() not in data and second.encode() not in data
     assert second.encode() not in _on_disk(path)
+
+
+def test_the_state_is_stored_once_not_again_inside_the_authorize_url(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with Store.open(path) as store:
+        task = store.create_task(
+            cpa="main", auth_name="codex-a.json", auth_index="0" * 16, provider="codex",
+            account_masked="a***@example.com", reason="revoked", now=NOW, deadline=NOW + timedelta(days=1),
+        )  # fmt: skip
+        state = "STATEONCECANARY" * 3
+        session = _session(task.id, state)
+        store.save_login_session(session, NOW)
+        assert _on_disk(path).count(state.encode()) == 1
+        back = store.get_login_session(task.id)
+        assert back is not None and back.verification_url == session.verification_url
