@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import parse_qsl
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # No inline script or style anywhere: the page's JS and CSS are files under /static.
@@ -326,11 +326,14 @@ async def read_capped_body(request: Request, limit: int) -> bytes:
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone mid-body (or dropped as a slow sender): nobody reads the answer
+        raise BodyTooLarge from None
     body = b"".join(chunks)
     # Starlette's form parser reads `_body` when present, so the capped bytes are parsed, not the socket.
     request._body = body

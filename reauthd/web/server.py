@@ -7,6 +7,7 @@ import contextlib
 import socket
 from collections.abc import Generator
 
+import h11
 import structlog
 import uvicorn
 from starlette.types import ASGIApp
@@ -26,7 +27,8 @@ class ConnectionGuard:
     line at a time holds its connection (a file descriptor) forever, and 1,100 of them exhausted systemd's
     default 1,024 open files, starving CPA polling and notification delivery. Beyond `max_connections`,
     a new connection evicts the oldest one still sending headers (a real browser sends them in one packet,
-    so it is never the oldest for long); if every connection is busy with a request, the new one is closed.
+    so it is never the oldest for long), else the oldest one still sending a request body; if every
+    connection is busy with a request, the new one is closed.
     """
 
     def __init__(self, max_connections: int, header_timeout_s: float) -> None:
@@ -34,6 +36,7 @@ class ConnectionGuard:
         self.header_timeout_s = header_timeout_s
         self.open: set[GuardedH11Protocol] = set()
         self.reading_headers: dict[GuardedH11Protocol, None] = {}  # insertion order: oldest first
+        self.receiving_body: dict[GuardedH11Protocol, None] = {}  # a request whose body is still arriving
         self.dropped = 0
         self._last_warning = 0.0
 
@@ -41,7 +44,8 @@ class ConnectionGuard:
         self.open.add(conn)
         if len(self.open) <= self.max_connections:
             return True
-        victim = next(iter(self.reading_headers), None)
+        # A slow header sender first, else a slow body sender (a real form posts in milliseconds).
+        victim = next(iter(self.reading_headers), None) or next(iter(self.receiving_body), None)
         self._dropped(conn)
         if victim is None:
             return False
@@ -63,6 +67,7 @@ class ConnectionGuard:
     def forget(self, conn: GuardedH11Protocol) -> None:
         self.open.discard(conn)
         self.reading_headers.pop(conn, None)
+        self.receiving_body.pop(conn, None)
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -109,6 +114,10 @@ class GuardedH11Protocol(H11Protocol):
         super().data_received(data)
         if self.cycle is not before:
             self._headers_done()
+        if self.cycle is not None and self.conn.their_state is h11.SEND_BODY:
+            self.guard.receiving_body.setdefault(self, None)
+        else:
+            self.guard.receiving_body.pop(self, None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._headers_done()

@@ -141,3 +141,34 @@ async def test_beyond_max_connections_the_oldest_slow_one_makes_room() -> None:
             writer.close()
     finally:
         await server.stop()
+
+
+async def _slow_body(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")  # 998 bytes never come
+    await writer.drain()
+    return reader, writer
+
+
+async def test_slow_request_bodies_make_room_too() -> None:
+    """Headers done quickly, then a body that never ends: such connections must not fill the page for good."""
+
+    async def swallow(request: Request) -> PlainTextResponse:
+        await request.body()
+        return PlainTextResponse("got it")
+
+    app = Starlette(routes=[Route("/", hello), Route("/", swallow, methods=["POST"])])
+    server = WebServer(app, "127.0.0.1", 0, max_connections=16, header_timeout_s=60)
+    await server.start()
+    try:
+        slow = [await _slow_body(server.port) for _ in range(16)]
+        await asyncio.sleep(0.2)
+        assert len(server.guard.receiving_body) == 16
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(server.url)).text == "hello"
+            assert (await http.post(server.url, content=b"x" * 100)).text == "got it"
+        assert await _closed_within(slow[0][0], 1.0)
+        for _, writer in slow:
+            writer.close()
+    finally:
+        await server.stop()
