@@ -67,6 +67,10 @@ def _check_http_url(value: str, key: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{key} must be an http:// or https:// URL with a host")
+    if "@" in parts.netloc:
+        # httpx would send user:password as Basic auth in place of the management Bearer (CPA counts a failed
+        # key), and the URL is printed by check-config and daemon.started. Never echo it.
+        raise ValueError(f"{key} must not contain a user name or password (user:password@host)")
     return value.rstrip("/")
 
 
@@ -94,6 +98,8 @@ class CPAConfig(_Section):
     # Verify CPA's TLS certificate (https base_url): true, false, or the path of a CA bundle.
     tls_verify: bool | Path = True
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 30.0
+    # The largest `GET /auth-files` body reauthd reads, MiB (50,000 credentials are ~85 MiB, contract §12).
+    max_listing_mib: Annotated[int, Field(ge=1, le=4096)] = 256
     # Ask CPA for OAuth URLs in web-UI mode (CPA forwards the localhost callback itself): only when the
     # browser runs on the same machine as CPA (contract §4.1).
     is_webui: bool = False
@@ -154,6 +160,9 @@ class DetectConfig(_Section):
     probe_rate_per_s: Annotated[float, Field(gt=0, le=100)] = 2.0
     # Raise tasks for credentials a person disabled on purpose (default: leave them alone).
     include_disabled: bool = False
+    # A listing with more entries than this is refused whole (memory stays bounded; issue 11: 1,000,000
+    # entries took the daemon to 1.5 GB). Twice the 50,000 of contract §12 by default.
+    max_listing_entries: Annotated[int, Field(ge=100, le=10_000_000)] = 100_000
     # Extra or overriding probes by provider (antigravity, plugin providers): provider -> probe.
     probes: dict[str, ProbeConfig] = Field(default_factory=dict)
 
@@ -246,6 +255,10 @@ class NotifyConfig(_Section):
     retry_max_attempts: Annotated[int, Field(ge=1, le=100)] = 12
 
 
+#: The shortest `web.operator_token` accepted (issue 11): `secrets.token_urlsafe(32)` gives 43 characters.
+MIN_OPERATOR_TOKEN = 32
+
+
 class WebConfig(_Section):
     listen: str = "127.0.0.1:8390"
     public_url: str = "http://127.0.0.1:8390"
@@ -258,6 +271,10 @@ class WebConfig(_Section):
     # Reverse proxies (IPs or CIDR networks) whose X-Forwarded-For names the real client. Empty: trust none,
     # and every request counts as coming from its socket peer (behind a proxy, all share one rate limit).
     trusted_proxies: list[str] = Field(default_factory=list)
+    # Open connections the page accepts; beyond it the oldest one still sending its headers is dropped.
+    max_connections: Annotated[int, Field(ge=16, le=60000)] = 256
+    # A client must send a request's headers within this many seconds (slow clients hold a connection).
+    header_timeout_s: Annotated[float, Field(ge=1, le=300)] = 10.0
 
     @field_validator("listen")
     @classmethod
@@ -293,6 +310,12 @@ class WebConfig(_Section):
             token = _read_secret_file(self.operator_token_file, "operator_token")
         if token is None:
             token = _credentials_dir_secret("operator-token")
+        if token is not None and len(token.get_secret_value()) < MIN_OPERATOR_TOKEN:
+            # The operator view can change nothing, but it lists every task: a short token is guessable.
+            raise ValueError(
+                f"operator_token must be at least {MIN_OPERATOR_TOKEN} characters; generate one with "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
         object.__setattr__(self, "operator_token", token)
         return self
 
@@ -316,6 +339,8 @@ class TasksConfig(_Section):
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
+    # Account e-mails in log lines are masked (`a***@example.com`); false logs them whole, for debugging.
+    mask_emails: bool = True
 
 
 class Settings(BaseSettings):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import signal
 import sys
 from collections import Counter
@@ -23,7 +22,7 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from reauthd.cli.common import EXIT_ATTENTION, EXIT_LOCKED, EXIT_OK
+from reauthd.cli.common import EXIT_ATTENTION, EXIT_CONFIG, EXIT_LOCKED, EXIT_OK
 from reauthd.config import ConfigError, NotifyConfig, Settings, load_config, secret_values
 from reauthd.core.classify import PROBE_TRANSPORT, PROBE_UNAVAILABLE, classify
 from reauthd.core.model import Credential, Evidence, TaskState, VerdictKind
@@ -38,11 +37,13 @@ from reauthd.notify.notifier import Notifier, SendOutcome
 from reauthd.notify.routes import split_channel
 from reauthd.notify.templates import Message
 from reauthd.ops.health import Health, health_routes
+from reauthd.ops.limits import raise_open_files_limit
 from reauthd.ops.metrics import Metrics, route_label, route_names
 from reauthd.ops.sdnotify import SystemdNotifier
 from reauthd.ops.watchdog import feed_watchdog
+from reauthd.store.keyfile import KeyFileProblem, key_path_for, load_or_create_key
 from reauthd.store.lock import StateLocked
-from reauthd.store.sqlite import Store
+from reauthd.store.sqlite import StateUnsafe, Store
 from reauthd.tasks.service import TaskService
 from reauthd.verify.runner import CompletionRunner
 from reauthd.web.actions import OperatorActions
@@ -141,6 +142,7 @@ class Daemon:
         )
         self.tick_budget_s = tick_budget_s
         self.store: Store | None = None
+        self._web_key: bytes | None = None
         self.graph: _Graph | None = None
         self.web_url: str | None = None
         self._stop = asyncio.Event()
@@ -170,12 +172,26 @@ class Daemon:
             log.error("daemon.state_locked", detail=str(exc))
             print(f"reauthd: {exc}", file=sys.stderr)
             return EXIT_LOCKED
+        except StateUnsafe as exc:
+            log.error("daemon.state_unsafe", detail=str(exc))
+            print(f"reauthd: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
         except (OSError, ValueError) as exc:
             message = f"cannot open the state database {path}: {exc}"
             log.error("daemon.store_failed", detail=message)
             print(f"reauthd: {message}", file=sys.stderr)
             return EXIT_ATTENTION
         store = self.store
+        try:
+            self._web_key = self._cookie_key(store, path)
+        except KeyFileProblem as exc:
+            log.error("daemon.cookie_key_failed", detail=str(exc))
+            print(f"reauthd: {exc}", file=sys.stderr)
+            store.close()
+            self.store = None
+            return EXIT_CONFIG
+        files = raise_open_files_limit()
+        log.info("daemon.open_files", soft_before=files.before, soft=files.now, hard=files.hard)
         self.health.set_store_check(lambda: self._store_writable(store))
         loop = asyncio.get_running_loop()
         installed = self._install_signals(loop)
@@ -302,13 +318,19 @@ class Daemon:
                 operator_token=settings.web.operator_token,
                 extra_routes=health_routes(self.health, self.metrics),
                 clock=self.clock,
-                cookie_key=self._cookie_key(store),
+                cookie_key=self._web_key,
                 trusted_proxies=settings.web.trusted_proxies,
                 operator_name=settings.web.operator_name,
                 operator_contact=settings.web.operator_contact,
                 actions=OperatorActions(tasks, clients),
             )
-            web = WebServer(app, settings.web.host, settings.web.port)
+            web = WebServer(
+                app,
+                settings.web.host,
+                settings.web.port,
+                max_connections=settings.web.max_connections,
+                header_timeout_s=settings.web.header_timeout_s,
+            )
             try:
                 await web.start()
             except (OSError, SystemExit) as exc:
@@ -436,15 +458,14 @@ class Daemon:
         self.metrics.probe_observed(cpa, credential.provider, outcome, None if unsent else seconds)
 
     @staticmethod
-    def _cookie_key(store: Store) -> bytes:
-        # Persisted so a restart does not log everyone out of a login in progress.
-        value = store.get_kv(COOKIE_KEY)
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                return bytes.fromhex(value)
-        key = secrets.token_bytes(32)
-        store.put_kv(COOKIE_KEY, key.hex(), utcnow())
-        return key
+    def _cookie_key(store: Store, state_path: Path) -> bytes:
+        # Persisted so a restart does not log everyone out of a login in progress, in a 0600 file beside the
+        # database rather than in it (issue 11): reading the database must not be enough to forge sessions.
+        # A key an older reauthd kept in the database is dropped, not moved: whoever read it could sign.
+        if store.get_kv(COOKIE_KEY) is not None:
+            store.delete_kv(COOKIE_KEY)
+            log.info("daemon.cookie_key_moved_out_of_the_database")
+        return load_or_create_key(key_path_for(state_path))
 
     # ------------------------------------------------------------------------------------ ticks
 

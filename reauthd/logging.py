@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from reauthd.core.sanitize import BEARER, JWT, REDACTED
+from reauthd.core.sanitize import BEARER, JWT, REDACTED, mask_emails_in, scrub_secrets
 
 # Keys whose values are secrets whatever they hold. Matched on the lower-cased key, as a substring for the
 # long names and exactly for the short ones ("code" and "state" would be too greedy as substrings).
@@ -61,6 +61,8 @@ class Redactor:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: tuple[str, ...] = ()
+        # `log.mask_emails` (default on): account e-mails in log lines become `a***@example.com`.
+        self.mask_emails = True
 
     def set_secret_values(self, values: Iterable[str]) -> None:
         # Longest first so that a secret containing another is replaced whole.
@@ -77,7 +79,10 @@ class Redactor:
                 text = text.replace(value, REDACTED)
         for pattern, replacement in _PATTERNS:
             text = pattern.sub(replacement, text)
-        return text
+        # The shapes the rest of reauthd knows (JSON token fields, ya29., rt-, xai-...), so CPA error text
+        # quoted in a log line loses its tokens too (issue 11).
+        text = scrub_secrets(text)
+        return mask_emails_in(text) if self.mask_emails else text
 
     def scrub(self, value: Any, depth: int = 0) -> Any:
         if depth > 8:
@@ -199,6 +204,7 @@ def configure_logging(
     *,
     stream: TextIO | None = None,
     secret_values: Iterable[str] = (),
+    mask_emails: bool = True,
 ) -> None:
     """Route structlog and the stdlib through one redacting pipeline.
 
@@ -208,6 +214,7 @@ def configure_logging(
     # A failing handler must not print its own traceback (with the record's arguments) to stderr.
     logging.raiseExceptions = False
     REDACTOR.set_secret_values(secret_values)
+    REDACTOR.mask_emails = mask_emails
     use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     renderer: Processor = (
         structlog.processors.JSONRenderer(sort_keys=False)

@@ -192,12 +192,17 @@ def test_unreadable_key_file_is_named(tmp_path: Path) -> None:
 
 
 def test_effective_config_masks_every_secret(tmp_path: Path) -> None:
-    text = MINIMAL + '[notify]\nurls = ["tgram://BOT-CANARY-1/chat"]\n[web]\noperator_token = "OP-CANARY-2"\n'
+    text = (
+        MINIMAL
+        + '[notify]\nurls = ["tgram://BOT-CANARY-1/chat"]\n[web]\noperator_token = "OP-CANARY-2-0123456789abcdef0123456789"\n'
+    )
     settings = load_config(write(tmp_path, text), environ={})
     rendered = repr(effective_config(settings))
     for canary in ("KEY-CANARY", "BOT-CANARY", "OP-CANARY"):
         assert canary not in rendered
-    assert {"KEY-CANARY-7f3a", "tgram://BOT-CANARY-1/chat", "OP-CANARY-2"} <= set(secret_values(settings))
+    assert {"KEY-CANARY-7f3a", "tgram://BOT-CANARY-1/chat", "OP-CANARY-2-0123456789abcdef0123456789"} <= set(
+        secret_values(settings)
+    )
 
 
 def test_check_config_command(tmp_path: Path) -> None:
@@ -223,3 +228,35 @@ def test_check_config_command(tmp_path: Path) -> None:
     assert fail.stderr.strip().count("\n") == 0
     assert "unknown key 'bogus' in [detect]" in fail.stderr
     assert "Traceback" not in fail.stderr
+
+
+@pytest.mark.parametrize("token", ["x", "short-CANARY-token", "y" * 31])
+def test_a_short_operator_token_is_refused_with_how_to_make_one(tmp_path: Path, token: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_config(write(tmp_path, MINIMAL + f'[web]\noperator_token = "{token}"\n'), environ={})
+    message = str(refused.value)
+    assert "at least 32 characters" in message and "secrets.token_urlsafe(32)" in message
+    assert token not in message
+    secret = tmp_path / "token"
+    secret.write_text("z" * 32 + "\n")
+    ok = load_config(write(tmp_path, MINIMAL + f'[web]\noperator_token_file = "{secret}"\n'), environ={})
+    assert ok.web.operator_token is not None and ok.web.operator_token.get_secret_value() == "z" * 32
+
+
+@pytest.mark.parametrize(
+    ("section", "url"),
+    [
+        ("cpa", "http://admin:CANARY-pw@127.0.0.1:8317"),
+        ("cpa", "https://CANARY-user@cpa.example.org"),
+        ("web", "https://u:CANARY-pw@reauth.example.org/x"),
+    ],
+)
+def test_credentials_in_urls_are_refused_without_echoing_them(tmp_path: Path, section: str, url: str) -> None:
+    if section == "cpa":
+        text = MINIMAL.replace('base_url = "http://127.0.0.1:8317"', f'base_url = "{url}"')
+    else:
+        text = MINIMAL + f'[web]\npublic_url = "{url}"\n'
+    with pytest.raises(ConfigError) as refused:
+        load_config(write(tmp_path, text), environ={})
+    assert "must not contain a user name or password" in str(refused.value)
+    assert "CANARY" not in str(refused.value)

@@ -90,3 +90,26 @@ def test_a_skipped_scheduler_tick_is_not_a_warning_but_a_missed_run_is() -> None
     assert lines == ['Run time of job "Daemon._tick" was missed by 0:05:00']
     configure_logging("debug", "json", stream=io.StringIO())  # configuring again adds no second filter
     assert len(scheduler.filters) == 1
+
+
+def test_cpa_error_text_with_token_shapes_and_emails_is_redacted() -> None:
+    """Issue 11 item 7: a CPA refusal quoting the tokens it got (JSON fields, ya29., rt-, xai-, 1//) and an
+    account e-mail; every one is gone from the line, and e-mails are masked unless log.mask_emails is off."""
+    quoted = (
+        'CPA answered 400: {"error":"bad","access_token": "at-CANARY-aaaaaaaa", "refresh_token":"CANARY-rt-1",'
+        ' "id_token": "CANARY-idt"} ya29.a0CANARYGoogleAccess_token-123 rt-CANARYrefreshtoken0123456789 '
+        "xai-CANARYxaikey0123456789abcdef 1//0gCANARYgooglerefresh0123456789 for alice.CANARY@example.com"
+    )
+    for mask in (True, False):
+        buf = io.StringIO()
+        configure_logging("debug", "json", stream=buf, mask_emails=mask)
+        structlog.get_logger("reauthd.login.flow").warning("CPA refused the callback", error=quoted)
+        logging.getLogger("httpx").warning("lib: %s", quoted)
+        out = buf.getvalue()
+        for canary in ("at-CANARY", "CANARY-rt-1", "CANARY-idt", "ya29.a0CANARY", "rt-CANARY", "xai-CANARY",
+                       "1//0gCANARY"):  # fmt: skip
+            assert canary not in out, canary
+        assert ("alice.CANARY@example.com" in out) is not mask
+        if mask:
+            assert "a***@example.com" in out
+    configure_logging("debug", "json", stream=io.StringIO())

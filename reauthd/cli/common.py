@@ -58,6 +58,7 @@ def load_settings_or_exit(args: argparse.Namespace, *, log: bool = True, quiet: 
             settings.log.format,
             stream=sys.stderr,
             secret_values=secret_values(settings),
+            mask_emails=settings.log.mask_emails,
         )
     return settings
 

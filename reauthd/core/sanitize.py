@@ -31,8 +31,12 @@ _SECRET_FIELD = re.compile(
 )
 # OAuth callback parameters: the code and state must never be stored or shown (design.md step 4).
 _OAUTH_PARAM = re.compile(r"(?i)\b(code|state|code_verifier|id_token|access_token)=([^&\s\"'#]+)")
-# Provider API keys with well-known prefixes.
-_API_KEY = re.compile(r"\b(sk-[A-Za-z0-9_-]{8,}|sk-ant-[A-Za-z0-9_-]{8,}|xai-[A-Za-z0-9_-]{20,})")
+# Provider API keys and bare token shapes with well-known prefixes: OpenAI/Anthropic `sk-`, xAI `xai-`,
+# Google access tokens `ya29.` and refresh tokens `1//`, refresh tokens `rt-` (issue 11).
+_API_KEY = re.compile(
+    r"\b(sk-[A-Za-z0-9_-]{8,}|sk-ant-[A-Za-z0-9_-]{8,}|xai-[A-Za-z0-9_-]{20,}|ya29\.[A-Za-z0-9._-]{10,}"
+    r"|rt-[A-Za-z0-9._-]{16,})|(?<![A-Za-z0-9/])1//[A-Za-z0-9_-]{20,}"
+)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -97,13 +101,18 @@ def scrub(text: str) -> str:
     """Remove secrets and mask emails, without truncating."""
     if not text:
         return ""
-    text = _CONTROL.sub(" ", text)
+    return mask_emails_in(scrub_secrets(_CONTROL.sub(" ", text)))
+
+
+def scrub_secrets(text: str) -> str:
+    """Remove every token shape reauthd knows (JWTs, Authorization values, OAuth parameters, JSON and form
+    secret fields, provider key prefixes); e-mails and control characters are left alone. The log
+    redactor (reauthd/logging.py) runs this on every string it writes."""
     text = JWT.sub(REDACTED, text)
     text = BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     text = _OAUTH_PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
     text = _SECRET_FIELD.sub(_redact_field, text)
-    text = _API_KEY.sub(REDACTED, text)
-    return mask_emails_in(text)
+    return _API_KEY.sub(REDACTED, text)
 
 
 def truncate(text: str, limit: int) -> str:
@@ -153,6 +162,7 @@ def sanitize_line(text: str) -> str:
     """Make free text safe to store and show on one line: no URLs, tokens, OAuth codes/states, keys or
     full e-mails."""
     clean = text.replace("\r", " ").replace("\n", " ").strip()
+    clean = scrub_secrets(clean)  # the shapes every other output knows (issue 11), then the stricter rules
     for pattern, substitute in _LINE_PATTERNS:
         clean = pattern.sub(substitute, clean)
     clean = mask_emails_in(clean)

@@ -32,6 +32,7 @@ def client_from_config(
         cpa.base_url,
         cpa.key,
         timeout=cpa.timeout_s,
+        listing_max_bytes=cpa.max_listing_mib * 1024 * 1024,
         pause_after_rejection=(
             timedelta(seconds=cpa.key_rejected_pause_s) if cpa.key_rejected_pause_s > 0 else None
         ),

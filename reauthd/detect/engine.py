@@ -251,7 +251,11 @@ class DetectionEngine:
     async def _poll_cpa(self, cpa: str, now: datetime) -> list[Key]:
         client = self.clients[cpa]
         try:
-            listing = await fetch_listing(client, known=lambda index: self._known(cpa, index))
+            listing = await fetch_listing(
+                client,
+                known=lambda index: self._known(cpa, index),
+                max_entries=self.config.max_listing_entries,
+            )
         except CPAError as exc:
             # One clear line; the previous verdicts stay, the next cycle tries again (the key gate
             # makes sure a refused key is not tried again).

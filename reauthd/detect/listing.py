@@ -142,12 +142,20 @@ class ListingReader:
     closing brace are ignored (as a whole-body parse would).
     """
 
-    def __init__(self, cpa: str, known: Callable[[str], Credential | None] | None = None) -> None:
+    def __init__(
+        self,
+        cpa: str,
+        known: Callable[[str], Credential | None] | None = None,
+        *,
+        max_entries: int | None = None,
+    ) -> None:
         """`known(auth_index)`: the Credential the caller already holds for that entry, if any. An equal
         new one is dropped for it at once, so a cycle does not hold every credential twice (~50 MB at
-        50,000) while the listing streams."""
+        50,000) while the listing streams. `max_entries` (`detect.max_listing_entries`): one more entry
+        rejects the whole listing at once, so memory stays bounded whatever CPA sends."""
         self.cpa = cpa
         self._known = known
+        self._max_entries = max_entries
         self.listing = Listing()
         self._utf8 = codecs.getincrementaldecoder("utf-8")()
         self._text = ""
@@ -338,6 +346,10 @@ class ListingReader:
 
     def _keep(self, entry: Any) -> None:
         listing = self.listing
+        if self._max_entries is not None and self._entry_number >= self._max_entries:
+            raise ListingSyntaxError(
+                f"more than {self._max_entries} entries (detect.max_listing_entries); nothing was read from it"
+            )
         try:
             credential = credential_from_entry(entry, self.cpa)
             if self._known is not None:
@@ -362,14 +374,19 @@ def parse_listing(raw: bytes | bytearray, cpa: str) -> Listing:
 
 
 async def fetch_listing(
-    client: CPAClient, known: Callable[[str], Credential | None] | None = None
+    client: CPAClient,
+    known: Callable[[str], Credential | None] | None = None,
+    *,
+    max_entries: int | None = None,
 ) -> Listing:
     """One `GET /auth-files`, parsed while it streams through the client (its key gate, retries and cap).
 
     Raises the client's typed errors; a broken, cut or non-UTF-8 listing is MalformedResponse naming the
     endpoint, and no partial listing is returned.
     """
-    listing = await client.stream_auth_files(lambda: ListingReader(client.name, known))
+    listing = await client.stream_auth_files(
+        lambda: ListingReader(client.name, known, max_entries=max_entries)
+    )
     if listing.skipped:
         log.warning(
             "detect.listing.entries_skipped",

@@ -31,7 +31,14 @@ from reauthd.login.timing import (
     window_lapsed,
     worth_reusing,
 )
-from reauthd.login.vertex import ServiceAccountRejected, check_location, check_service_account
+from reauthd.login.vertex import (
+    ServiceAccountRejected,
+    ServiceAccountSummary,
+    check_location,
+    check_service_account,
+    project_mismatch,
+    vertex_file_name,
+)
 from reauthd.login.wording import (
     Explanation,
     NextStep,
@@ -316,6 +323,13 @@ class LoginFlow:
                 where = check_location(location)
             except ServiceAccountRejected as exc:
                 return Notice(str(exc), NextStep.FIX_FILE)
+            refusal = await self._foreign_key(task, summary)
+            if refusal is not None:
+                self._audit(
+                    task, "vertex-import", "refused before CPA: the key is for another credential", now
+                )
+                log.warning("vertex key for another credential refused", task_id=task_id, cpa=task.cpa)
+                return refusal
             # LOGIN_STARTED is recorded before the upload: verification only accepts files written after
             # the latest login began (verify/context.py login_started), and a re-upload keeps the file name.
             self.store.apply_transition(
@@ -355,6 +369,33 @@ class LoginFlow:
             log.info("vertex key imported", task_id=task_id, cpa=task.cpa)
         self._complete(task_id, now)
         return None
+
+    async def _foreign_key(self, task: ReauthTask, key: ServiceAccountSummary) -> Notice | None:
+        """Refuse a key that would not replace this task's credential (issue 11), before CPA sees it.
+
+        CPA writes `vertex-<project>.json` and overwrites whatever holds that name (vertex_import.go), so a
+        key for another project would replace, or be "found" as, another credential that existed before
+        this login. The key's project must be the old credential's, and the file it lands in must be the
+        old file itself or a name no other credential holds yet.
+        """
+        client = self._client(task)
+        target = vertex_file_name(key.project_id)
+        try:
+            olds = await client.list_auth_files(name=task.auth_name)
+            taken = [] if target == task.auth_name else await client.list_auth_files(name=target)
+        except CPAError as exc:
+            log.warning("could not read the old Vertex credential", task_id=task.id, error=str(exc))
+            return _notice(explain_cpa_problem(exc))
+        old = next((f for f in olds if f.auth_index == task.auth_index), None)
+        sentence = project_mismatch(
+            key, task.auth_name, old.project_id if old else None, old.email if old else None
+        )
+        if sentence is None and any(f.name == target for f in taken):
+            sentence = (
+                f"The proxy server already holds another credential for project {key.project_id} ({target}); "
+                "uploading this key would replace that one, not this request's."
+            )
+        return None if sentence is None else Notice(sentence, NextStep.FIX_FILE)
 
     # ------------------------------------------------------------------------------------ polling
 

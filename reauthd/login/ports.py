@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from reauthd.core.model import ReauthTask, TaskState
-from reauthd.cpa.models import AuthStatus, AuthURL, VertexImportResult
+from reauthd.cpa.models import AuthFile, AuthStatus, AuthURL, VertexImportResult
 from reauthd.store.records import AuditEntry, LoginSession
 
 
@@ -72,6 +72,10 @@ class LoginCPA(Protocol):
     async def post_oauth_callback(self, redirect_url: str, *, provider: str | None = None) -> None: ...
 
     async def vertex_import(self, service_account_json: bytes, location: str) -> VertexImportResult: ...
+
+    async def list_auth_files(
+        self, *, name: str | None = None, auth_index: str | None = None
+    ) -> list[AuthFile]: ...
 
 
 class CompletionRunner(Protocol):

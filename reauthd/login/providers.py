@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 
 class LoginKind(StrEnum):
@@ -101,3 +102,43 @@ def resolve_kind(login: ProviderLogin, answered_flow: str | None) -> LoginKind:
     if login.kind is not None:
         return login.kind
     return LoginKind.DEVICE if answered_flow == "device" else LoginKind.CALLBACK
+
+
+# Where each built-in provider's sign-in page lives (CPA: codex/openai_auth.go AuthURL auth.openai.com,
+# claude/anthropic_auth.go AuthURL claude.ai, antigravity/constants.go AuthEndpoint accounts.google.com,
+# kimi/kimi.go auth.kimi.com, xai device verification_uri accounts.x.ai). Registrable domains, so a
+# provider moving its page to a sibling host still works.
+_PROVIDER_DOMAINS: dict[str, tuple[str, ...]] = {
+    "codex": ("openai.com", "chatgpt.com"),
+    "claude": ("claude.ai", "claude.com", "anthropic.com"),
+    "antigravity": ("google.com",),
+    "gemini-cli": ("google.com",),
+    "kimi": ("kimi.com", "moonshot.cn", "moonshot.ai"),
+    "xai": ("x.ai", "grok.com"),
+}
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def trusted_signin_url(provider: str, url: str) -> bool:
+    """May the page send a browser to this sign-in URL CPA returned? (issue 11: never `javascript:`.)
+
+    https to a host of the provider (any https host for a plugin, whose provider reauthd cannot know), or
+    http(s) on loopback (the simulator, a provider served on the same machine).
+    """
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").rstrip(".").lower()
+    except ValueError:
+        return False
+    if not host or parts.username is not None or parts.password is not None:
+        return False
+    if host in _LOOPBACK_HOSTS and parts.scheme in ("http", "https"):
+        return True
+    if parts.scheme != "https":
+        return False
+    key = provider.strip().lower()
+    key = _PLUGIN_ALIASES.get(_ALIASES.get(key, key), _ALIASES.get(key, key))
+    domains = _PROVIDER_DOMAINS.get(key)
+    if domains is None:
+        return key not in _BUILTIN  # a plugin: https anywhere; a built-in without a known page: nowhere
+    return any(host == domain or host.endswith(f".{domain}") for domain in domains)

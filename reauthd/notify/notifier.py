@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,7 +12,7 @@ import structlog
 
 from reauthd.config import NotifyConfig
 from reauthd.notify.routes import all_channels, channel_url
-from reauthd.notify.templates import Message
+from reauthd.notify.templates import Message, markdown_escape
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +37,18 @@ def _renders_markdown(notify_format: object) -> bool:
     # Apprise 2.x: a single format is what the service renders; a tuple means "passes any format through"
     # (webhooks such as json://), where plain text is the safe choice.
     return not isinstance(notify_format, tuple) and notify_format in _RICH
+
+
+def channel_title(title: str, notify_format: object) -> str:
+    """The title escaped for the channel's own format (issue 11): it carries names CPA lists (an e-mail, a
+    provider), and Apprise hands a separate title to an HTML channel as it is."""
+    if isinstance(notify_format, tuple):
+        return title
+    if notify_format == apprise.NotifyFormat.HTML:
+        return html.escape(title, quote=False)
+    if notify_format == apprise.NotifyFormat.MARKDOWN:
+        return markdown_escape(title)
+    return title
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +116,10 @@ class Notifier:
         )
         sender = apprise.Apprise()
         sender.add(plugin)
+        title = channel_title(message.title, getattr(plugin, "notify_format", apprise.NotifyFormat.TEXT))
         try:
             result = await sender.async_notify(
-                body=body, title=message.title, body_format=body_format, timeout=self._timeout_s
+                body=body, title=title, body_format=body_format, timeout=self._timeout_s
             )
         except (
             Exception

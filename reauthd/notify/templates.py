@@ -51,6 +51,11 @@ def _md(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text.translate(_ANGLES))
 
 
+def markdown_escape(text: str) -> str:
+    """Text (a title built from CPA-controlled names) made inert for a markdown channel."""
+    return _md(text)
+
+
 def _when(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 

@@ -8,6 +8,7 @@ Every public method is its own transaction; `transaction()` groups several into 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -35,6 +36,7 @@ from reauthd.store.records import (
     KeyGateSnapshot,
     LoginSession,
 )
+from reauthd.store.safety import state_paths_problem
 from reauthd.store.schema import LATEST_VERSION, MIGRATIONS
 
 __all__ = ["DuplicateOpenTask", "StateLocked", "Store", "StoreError", "TaskNotFound"]
@@ -65,6 +67,25 @@ _UPDATABLE = frozenset(
 
 class StoreError(Exception):
     """The state database cannot be used (newer schema, corrupt file, unreadable path)."""
+
+
+# The authorize URL carries the OAuth state; it is stored once, in its own column (issue 11), and the URL
+# keeps this mark in its place.
+_STATE_MARK = "{reauthd:state}"
+
+
+def _without_state(url: str | None, state: str) -> str | None:
+    if not url or not state or len(state) < 8:
+        return url
+    return url.replace(state, _STATE_MARK)
+
+
+def _with_state(url: str | None, state: str) -> str | None:
+    return url.replace(_STATE_MARK, state) if url else url
+
+
+class StateUnsafe(StoreError):
+    """The state directory or a state file is writable or owned by another user, or a symlink."""
 
 
 class TaskNotFound(StoreError):
@@ -127,6 +148,9 @@ class Store:
             raise StoreError(
                 f"cannot create the state directory {state_path.parent}: {exc.strerror}"
             ) from None
+        unsafe = state_paths_problem(state_path)  # issue 11: never a file someone else could swap
+        if unsafe is not None:
+            raise StateUnsafe(unsafe)
         state_lock = StateLock(state_path) if lock else None
         if state_lock is not None:
             try:
@@ -135,7 +159,7 @@ class Store:
                 raise StoreError(f"cannot create the lock file {state_lock.path}: {exc.strerror}") from None
         try:
             try:
-                fd = os.open(state_path, os.O_RDWR | os.O_CREAT, 0o600)
+                fd = os.open(state_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
                 os.close(fd)
                 os.chmod(state_path, 0o600)
             except OSError as exc:
@@ -146,6 +170,9 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")  # a committed transition survives power loss
             conn.execute("PRAGMA foreign_keys=ON")
+            # Deleted rows (an OAuth state, an authorize URL, a link token hash) are overwritten with zeros
+            # rather than left in free pages (issue 11); forget_secrets() clears the WAL's old copies too.
+            conn.execute("PRAGMA secure_delete=ON")
             store = cls(conn, state_lock, state_path)
             store._migrate()
         except sqlite3.DatabaseError as exc:
@@ -488,12 +515,13 @@ class Store:
                 session.oauth_state,
                 session.flow,
                 session.user_code,
-                session.verification_url,
+                _without_state(session.verification_url, session.oauth_state),
                 ts(session.expires_at),
                 ts(now),
                 ts(now),
             ),
         )
+        self.forget_secrets()  # the replaced session's state may sit in the WAL
 
     def get_login_session(self, task_id: str) -> LoginSession | None:
         row = self._q("SELECT * FROM login_sessions WHERE task_id = ?", (task_id,)).fetchone()
@@ -505,7 +533,7 @@ class Store:
             oauth_state=row["oauth_state"],
             flow=row["flow"],
             user_code=row["user_code"],
-            verification_url=row["verification_url"],
+            verification_url=_with_state(row["verification_url"], row["oauth_state"]),
             expires_at=parse_ts(row["expires_at"]),
             created_at=parse_ts(row["created_at"]),
             updated_at=parse_ts(row["updated_at"]),
@@ -513,6 +541,15 @@ class Store:
 
     def delete_login_session(self, task_id: str) -> None:
         self._q("DELETE FROM login_sessions WHERE task_id = ?", (task_id,))
+        self.forget_secrets()
+
+    def forget_secrets(self) -> None:
+        """Checkpoint and truncate the WAL, whose old page images still hold what was just deleted or
+        replaced (an OAuth state, an authorize URL). Best effort: a reader holding the WAL defers it."""
+        if self._conn.in_transaction:
+            return
+        with contextlib.suppress(sqlite3.OperationalError):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # ------------------------------------------------------------------------------------ audit
 

@@ -39,6 +39,9 @@ class CompletionConfig:
     # One advance() keeps polling the listing this long before handing back to the next tick.
     find_inline_budget_s: float = 10.0
     find_poll_interval_s: float = 1.0
+    # A file of another account written since the login, with no file of the right account this long after
+    # the login finished, is the login's result: say so instead of waiting out find_timeout (issue 11).
+    other_account_settle: timedelta = timedelta(seconds=10)
     # Files written before the login started (minus this allowance for the clocks of CPA and reauthd
     # disagreeing) are not the new credential.
     clock_skew: timedelta = timedelta(seconds=30)

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from reauthd.core.foreign import other_account_logins, other_account_sentence
 from reauthd.core.identity import MatchKind, OldCredential, find_replacement
 from reauthd.core.model import Credential
 from reauthd.cpa.errors import CPAError, KeyProblem
@@ -62,6 +63,22 @@ class FindPhase(RunBase):
                 self.save(new_auth_name=new.name, new_auth_index=new.auth_index)
                 log.info("verify.found", task_id=self.task.id, new=new.name, same_name=result.same_name)
                 return Next.CONTINUE
+            # Nothing of the right account, or only the old file itself still showing its failure.
+            untouched = result.kind is MatchKind.WAITING or (
+                result.kind is MatchKind.REGISTERING
+                and result.same_name
+                and result.credential is not None
+                and result.credential.status == "error"
+            )
+            if untouched and now - self.flow.started >= self.config.other_account_settle:
+                others = other_account_logins(old, listing, self.flow.since)
+                if others:
+                    for entry in others:  # the audit keeps the full file name for the operator
+                        self.audit("other-account login", entry, "not a replacement: remove it if unwanted")
+                    log.warning(
+                        "verify.other_account_login", task_id=self.task.id, files=[e.name for e in others]
+                    )
+                    return self.to_operator(other_account_sentence(old, others, self.task.account_masked))
             if now - self.flow.started >= self.config.find_timeout:
                 minutes = self.config.find_timeout.total_seconds() / 60
                 return self.to_operator(

@@ -7,6 +7,8 @@ another purpose, so a recipient link never opens this view. Without a configured
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import secrets
 from collections.abc import Callable, Iterable
@@ -36,6 +38,7 @@ from reauthd.web.security import (
     BodyTooLarge,
     CookieSigner,
     RateLimits,
+    SessionClaim,
     client_address,
     constant_time_equal,
     parse_small_form,
@@ -86,6 +89,13 @@ class OperatorPages:
         self.limits = limits
         self.clock = clock
         self.actions = actions
+        # Operator cookies are signed for this token (issue 11): a new token ends every existing session.
+        self._kind = (
+            "operator"
+            if token is None
+            else "operator:"
+            + hashlib.sha256(b"reauthd-operator|" + token.get_secret_value().encode()).hexdigest()
+        )
 
     def routes(self) -> list[Route]:
         return [
@@ -114,21 +124,30 @@ class OperatorPages:
             return False
         return constant_time_equal(offered, self.token.get_secret_value())
 
-    def _authorised(self, request: Request) -> bool:
-        header = request.headers.get("authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and self._token_ok(value.strip()):
-            return True
-        return self.signer.verify("operator", request.cookies.get(COOKIE), self.clock()) is not None
+    def _session(self, request: Request) -> SessionClaim | None:
+        return self.signer.verify(self._kind, request.cookies.get(COOKIE), self.clock())
 
-    def _guard(self, request: Request) -> Response | None:
+    async def _guard(self, request: Request) -> Response | None:
         if self.token is None:
             return self._off()
-        if self._authorised(request):
-            return None
-        if request.headers.get("authorization"):
-            return message_page(self.links, 401, "Not allowed", "That operator token is not valid.")
-        return RedirectResponse(self.links.url("/operator/login"), status_code=303)
+        header = request.headers.get("authorization")
+        if not header:
+            if self._session(request) is not None:
+                return None
+            return RedirectResponse(self.links.url("/operator/login"), status_code=303)
+        # A bearer header is a guess like the form's, counted and limited the same way (issue 11).
+        now = self.clock()
+        client = client_address(request)
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and self._token_ok(value.strip()):
+            return None  # the right token works even from a locked-out address
+        locked = self.limits.operator_login.blocked(client, now)
+        self.limits.operator_login.hit(client, now)
+        log.warning("operator bearer token refused", client=client, locked_out=locked)
+        if locked:
+            await asyncio.sleep(self.limits.locked_out_delay_s)
+            return message_page(self.links, 429, "Too many attempts", "Wait a few minutes and try again.")
+        return message_page(self.links, 401, "Not allowed", "That operator token is not valid.")
 
     async def login_form(self, request: Request) -> Response:
         if self.token is None:
@@ -170,8 +189,7 @@ class OperatorPages:
             return self._off()
         now = self.clock()
         client = client_address(request)
-        if self.limits.operator_login.blocked(client, now):
-            return self._login_page("Too many attempts. Wait a few minutes.", 429)
+        locked = self.limits.operator_login.blocked(client, now)
         try:
             raw = await read_capped_body(request, 4096)
         except BodyTooLarge:
@@ -187,9 +205,12 @@ class OperatorPages:
             return self._login_page("The form expired. Try again.", 403)
         if not self._token_ok(form.get("token")):
             self.limits.operator_login.hit(client, now)
-            log.warning("operator sign-in refused")
+            log.warning("operator sign-in refused", client=client, locked_out=locked)
+            if locked:  # the right token still signs in from this address; wrong ones are slowed down
+                await asyncio.sleep(self.limits.locked_out_delay_s)
+                return self._login_page("Too many attempts. Wait a few minutes.", 429)
             return self._login_page("That operator token is not valid.", 401)
-        cookie = self.signer.issue("operator", "operator", int((now + SESSION_LIFETIME).timestamp()))
+        cookie = self.signer.issue(self._kind, "operator", int((now + SESSION_LIFETIME).timestamp()))
         response = RedirectResponse(self.links.url("/operator"), status_code=303)
         self._set_cookie(response, COOKIE, cookie)
         log.info("operator signed in")
@@ -198,7 +219,7 @@ class OperatorPages:
     async def logout(self, request: Request) -> Response:
         if self.token is None:
             return self._off()
-        claim = self.signer.verify("operator", request.cookies.get(COOKIE), self.clock())
+        claim = self._session(request)
         try:
             raw = await read_capped_body(request, 4096)
         except BodyTooLarge:
@@ -217,7 +238,7 @@ class OperatorPages:
     # ------------------------------------------------------------------------------------ pages
 
     async def index(self, request: Request) -> Response:
-        refused = self._guard(request)
+        refused = await self._guard(request)
         if refused is not None:
             return refused
         tasks = sorted(self.store.list_tasks(), key=lambda t: t.updated_at, reverse=True)
@@ -235,7 +256,7 @@ class OperatorPages:
 
     def _csrf(self, request: Request) -> str:
         """The CSRF token of the signed-in session ("" with a bearer header: it is not sent by a browser)."""
-        claim = self.signer.verify("operator", request.cookies.get(COOKIE), self.clock())
+        claim = self._session(request)
         return self.signer.csrf_token(claim) if claim is not None else ""
 
     def _action_form(
@@ -310,7 +331,7 @@ class OperatorPages:
 
     async def _action_guard(self, request: Request) -> dict[str, str] | Response:
         """An action POST: signed in (cookie with its CSRF token, or a bearer header), from this site."""
-        refused = self._guard(request)
+        refused = await self._guard(request)
         if refused is not None:
             return refused
         if self.actions is None:
@@ -320,7 +341,7 @@ class OperatorPages:
         except BodyTooLarge:
             return message_page(self.links, 413, "That was too long", "Reload the page and try again.")
         form = _parse_form(raw)
-        claim = self.signer.verify("operator", request.cookies.get(COOKIE), self.clock())
+        claim = self._session(request)
         # A bearer header is never sent by a browser on its own, so it needs no CSRF token; the cookie does.
         cookie_only = claim is not None and not request.headers.get("authorization")
         if (
@@ -387,7 +408,7 @@ class OperatorPages:
         return self._result(result)
 
     def _logout_form(self, request: Request) -> Markup:
-        claim = self.signer.verify("operator", request.cookies.get(COOKIE), self.clock())
+        claim = self._session(request)
         if claim is None:  # signed in with a bearer header: nothing to sign out of
             return Markup("")
         return Markup(
@@ -397,7 +418,7 @@ class OperatorPages:
         )
 
     async def detail(self, request: Request) -> Response:
-        refused = self._guard(request)
+        refused = await self._guard(request)
         if refused is not None:
             return refused
         task_id = str(request.path_params["task_id"])

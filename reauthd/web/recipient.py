@@ -13,6 +13,7 @@ Routes (relative to the path of `web.public_url`):
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -25,6 +26,7 @@ from starlette.routing import Route
 
 from reauthd.core.model import ReauthTask
 from reauthd.login.flow import LoginFlow, Notice
+from reauthd.login.providers import trusted_signin_url
 from reauthd.login.vertex import MAX_SERVICE_ACCOUNT_BYTES
 from reauthd.login.view import Phase, describe
 from reauthd.login.wording import NextStep
@@ -104,19 +106,25 @@ class RecipientPages:
         """GET/HEAD of the link. Writes nothing: it only sets this browser's session cookie for the task."""
         now = self.clock()
         client = client_address(request)
-        if self.limits.link_failures.blocked(client, now) or not self.limits.link_attempts.hit(client, now):
-            return message_page(
-                self.links,
-                429,
-                "Too many attempts",
-                "Too many link attempts from this address. Wait a few minutes.",
-            )
+        # A locked-out address still opens a valid link (issue 11: one bad-link sender behind a shared NAT
+        # must not lock out everyone else); its wrong guesses are refused slowly, so guessing stays expensive.
+        locked = self.limits.link_failures.blocked(client, now) or not self.limits.link_attempts.hit(
+            client, now
+        )
         token = str(request.path_params["token"])
         task_id = self.store.resolve_link_token(token, now)
         task = self._task(task_id) if task_id else None
         if task is None:
             self.limits.link_failures.hit(client, now)
-            log.info("link refused", reason="unknown, tampered or expired")
+            log.info("link refused", reason="unknown, tampered or expired", locked_out=locked)
+            if locked:
+                await asyncio.sleep(self.limits.locked_out_delay_s)
+                return message_page(
+                    self.links,
+                    429,
+                    "Too many attempts",
+                    "Too many link attempts from this address. Wait a few minutes.",
+                )
             return message_page(
                 self.links,
                 404,
@@ -256,6 +264,17 @@ class RecipientPages:
         view = describe(task, session, self.clock())
         if view.phase not in (Phase.CALLBACK, Phase.DEVICE) or view.lapsed:
             return self._see_task(task_id)
+        if not trusted_signin_url(session.provider, session.verification_url):
+            log.warning(
+                "sign-in address refused: not the provider's", task_id=task_id, provider=task.provider
+            )
+            return message_page(
+                self.links,
+                502,
+                "This sign-in link cannot be used",
+                "The proxy server gave a sign-in address that does not belong to the provider, so reauthd "
+                "will not send you there. Tell the operator.",
+            )
         # The one response that carries the sign-in URL (and so CPA's state): to the session holder only.
         return RedirectResponse(session.verification_url, status_code=303)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import parse_qsl
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # No inline script or style anywhere: the page's JS and CSS are files under /static.
@@ -135,7 +135,14 @@ def same_origin(request: Request, public_origin: str) -> bool:
 
 
 class RateLimiter:
-    """At most `limit` events per key within `window_s` seconds (sliding window). Pure: `now` is passed in."""
+    """At most `limit` events per key within `window_s` seconds (sliding window). Pure: `now` is passed in.
+
+    At most `max_keys` keys are tracked. To make room, idle keys go first, then the oldest keys that are not
+    locked out; a lock-out is never forgotten before it ends (issue 11: 10,000 fresh addresses must not
+    flush an attacker's lock-out). When every tracked key is locked out, new keys share one overflow bucket.
+    """
+
+    OVERFLOW = "*overflow*"
 
     def __init__(self, limit: int, window_s: float, *, max_keys: int = 10_000) -> None:
         self.limit = limit
@@ -143,22 +150,30 @@ class RateLimiter:
         self.max_keys = max_keys
         self._events: MutableMapping[str, deque[float]] = {}
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        events = self._events.get(key)
-        if events is None:
-            if len(self._events) >= self.max_keys:
-                self._forget_idle(now)
-            events = self._events.setdefault(key, deque())
+    def _trim(self, events: deque[float], now: float) -> deque[float]:
         while events and events[0] <= now - self.window_s:
             events.popleft()
         return events
 
-    def _forget_idle(self, now: float) -> None:
-        for key in [k for k, v in self._events.items() if not v or v[-1] <= now - self.window_s]:
+    def _recent(self, key: str, now: float) -> deque[float]:
+        events = self._events.get(key)
+        if events is None:
+            if len(self._events) >= self.max_keys and not self._make_room(now):
+                key = self.OVERFLOW
+                events = self._events.get(key)
+            if events is None:
+                events = self._events.setdefault(key, deque())
+        return self._trim(events, now)
+
+    def _make_room(self, now: float) -> bool:
+        for key in [k for k, v in self._events.items() if not self._trim(v, now)]:
             del self._events[key]
-        if len(self._events) >= self.max_keys:  # still full: drop the oldest half rather than grow
-            for key in list(self._events)[: self.max_keys // 2]:
-                del self._events[key]
+        if len(self._events) < self.max_keys:
+            return True
+        evictable = [k for k, v in self._events.items() if len(v) < self.limit and k != self.OVERFLOW]
+        for key in evictable[: max(1, self.max_keys // 2)]:
+            del self._events[key]
+        return len(self._events) < self.max_keys
 
     def blocked(self, key: str, now: datetime) -> bool:
         return len(self._recent(key, now.timestamp())) >= self.limit
@@ -180,6 +195,8 @@ class RateLimits:
     callback_per_client: RateLimiter
     start_per_task: RateLimiter
     operator_login: RateLimiter
+    # A wrong link or token from a locked-out address is answered this much later (a right one at once).
+    locked_out_delay_s: float = 1.0
 
     @classmethod
     def default(cls) -> RateLimits:
@@ -250,7 +267,8 @@ def forwarded_client(
     hop that is not itself a trusted proxy. Every hop left of that was written by the client and can say
     anything, so it is never used: a client cannot pick its own rate-limit bucket. A hop the trusted proxy
     wrote that is not an address (a misconfigured proxy) falls back to the peer: one shared bucket rather
-    than one the client chooses.
+    than one the client chooses. When every hop is trusted, the rightmost one (written by the peer itself)
+    is the answer, never the leftmost, which the client may have written (issue 11).
     """
     if peer is None or not trusted:
         return peer
@@ -266,9 +284,9 @@ def forwarded_client(
             return peer
         if not _trusted(address, trusted):
             return str(address)
-    # Every hop is a trusted proxy (the client sits inside a trusted network): the first one is the client.
-    first = _address(hops[0])
-    return str(first) if first is not None else peer
+    # Every hop is a trusted proxy (the client sits inside a trusted network): the hop the peer wrote.
+    last = _address(hops[-1])
+    return str(last) if last is not None else peer
 
 
 class ForwardedClient:
@@ -308,11 +326,14 @@ async def read_capped_body(request: Request, limit: int) -> bytes:
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone mid-body (or dropped as a slow sender): nobody reads the answer
+        raise BodyTooLarge from None
     body = b"".join(chunks)
     # Starlette's form parser reads `_body` when present, so the capped bytes are parsed, not the socket.
     request._body = body

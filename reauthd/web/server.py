@@ -7,8 +7,122 @@ import contextlib
 import socket
 from collections.abc import Generator
 
+import h11
+import structlog
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = structlog.get_logger(__name__)
+
+#: Defaults of `web.max_connections` and `web.header_timeout_s` (issue 11: 1,100 slow clients).
+DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+
+
+class ConnectionGuard:
+    """Bounds what clients of the page can hold: open connections, and the time to send a request's headers.
+
+    uvicorn's h11 protocol times out idle keep-alive connections only; a client that sends its headers one
+    line at a time holds its connection (a file descriptor) forever, and 1,100 of them exhausted systemd's
+    default 1,024 open files, starving CPA polling and notification delivery. Beyond `max_connections`,
+    a new connection evicts the oldest one still sending headers (a real browser sends them in one packet,
+    so it is never the oldest for long), else the oldest one still sending a request body; if every
+    connection is busy with a request, the new one is closed.
+    """
+
+    def __init__(self, max_connections: int, header_timeout_s: float) -> None:
+        self.max_connections = max_connections
+        self.header_timeout_s = header_timeout_s
+        self.open: set[GuardedH11Protocol] = set()
+        self.reading_headers: dict[GuardedH11Protocol, None] = {}  # insertion order: oldest first
+        self.receiving_body: dict[GuardedH11Protocol, None] = {}  # a request whose body is still arriving
+        self.dropped = 0
+        self._last_warning = 0.0
+
+    def admit(self, conn: GuardedH11Protocol) -> bool:
+        self.open.add(conn)
+        if len(self.open) <= self.max_connections:
+            return True
+        # A slow header sender first, else a slow body sender (a real form posts in milliseconds).
+        victim = next(iter(self.reading_headers), None) or next(iter(self.receiving_body), None)
+        self._dropped(conn)
+        if victim is None:
+            return False
+        victim.drop()
+        return True
+
+    def _dropped(self, conn: GuardedH11Protocol) -> None:
+        self.dropped += 1
+        now = conn.loop.time()
+        if now - self._last_warning >= 60:  # one line a minute, however many are dropped
+            self._last_warning = now
+            log.warning(
+                "web.connections_dropped",
+                limit=self.max_connections,
+                dropped_total=self.dropped,
+                hint="many slow or idle clients: a flood or a misbehaving proxy",
+            )
+
+    def forget(self, conn: GuardedH11Protocol) -> None:
+        self.open.discard(conn)
+        self.reading_headers.pop(conn, None)
+        self.receiving_body.pop(conn, None)
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a header deadline and a place in the ConnectionGuard."""
+
+    guard: ConnectionGuard  # set on the per-server subclass made by WebServer
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_timer: asyncio.TimerHandle | None = None
+        if not self.guard.admit(self):
+            self.guard.forget(self)
+            transport.abort()
+            return
+        self._await_headers()
+
+    def _await_headers(self) -> None:
+        if self._header_timer is None:
+            self.guard.reading_headers[self] = None
+            self._header_timer = self.loop.call_later(self.guard.header_timeout_s, self._headers_too_slow)
+
+    def _headers_done(self) -> None:
+        self.guard.reading_headers.pop(self, None)
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        self.guard._dropped(self)
+        self.drop()
+
+    def drop(self) -> None:
+        self._headers_done()
+        self.guard.forget(self)
+        if not self.transport.is_closing():
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle:
+            self._await_headers()  # a new request begins: its headers get the deadline too
+        before = self.cycle
+        super().data_received(data)
+        if self.cycle is not before:
+            self._headers_done()
+        if self.cycle is not None and self.conn.their_state is h11.SEND_BODY:
+            self.guard.receiving_body.setdefault(self, None)
+        else:
+            self.guard.receiving_body.pop(self, None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._headers_done()
+        self.guard.forget(self)
+        super().connection_lost(exc)
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -26,7 +140,17 @@ class WebServer:
     SystemExit inside a task would escape the daemon's event loop. Here it is a plain OSError.
     """
 
-    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        host: str,
+        port: int,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+    ) -> None:
+        self.guard = ConnectionGuard(max_connections, header_timeout_s)
+        protocol = type("ServerH11Protocol", (GuardedH11Protocol,), {"guard": self.guard})
         self._config = uvicorn.Config(
             app,
             host=host,
@@ -36,6 +160,12 @@ class WebServer:
             log_config=None,
             server_header=False,
             proxy_headers=False,  # X-Forwarded-For counts only from web.trusted_proxies (ForwardedClient)
+            http=protocol,
+            ws="none",
+            # asyncio accepts up to `backlog` queued connections in one go, each a file descriptor before
+            # the guard can drop it; a short queue keeps that burst small (the rest wait in the client's
+            # kernel, not in this process).
+            backlog=min(128, max_connections),
         )
         self._server = _EmbeddedServer(self._config)
         self._task: asyncio.Task[None] | None = None

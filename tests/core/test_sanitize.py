@@ -147,3 +147,16 @@ def test_sanitize_line_keeps_plain_reasons(plain: str) -> None:
 )
 def test_mask_account(raw: str | None, masked: str) -> None:
     assert mask_account(raw) == masked
+
+
+def test_every_output_knows_the_same_token_shapes() -> None:
+    """Issue 11 item 7: task reasons, messages and evidence drop ya29., 1//, rt-, xai- and JSON token fields."""
+    from reauthd.core.sanitize import sanitize_line, sanitize_text
+
+    text = (
+        'refused: {"refresh_token": "rtCANARY1", "access_token":"atCANARY2"} ya29.CANARY3short '
+        "1//0CANARY4abcdefghijklmnopq xai-CANARY5abcdefghijklmnop rt-CANARY6abcdefghijk"
+    )
+    for out in (sanitize_line(text), sanitize_text(text)):
+        for n in range(1, 7):
+            assert f"CANARY{n}" not in out, (n, out)

@@ -132,6 +132,7 @@ def test_offline_security_exposure_is_low(tmp_path: Path) -> None:
         ("ProtectKernelLogs", "yes"),
         ("UMask", "0077"),
         ("KillSignal", "SIGTERM"),
+        ("LimitNOFILE", "65536"),  # issue 11: 1,100 slow page clients must not starve detection
     ],
 )
 def test_unit_settings(unit, key: str, expected: str) -> None:

@@ -8,12 +8,15 @@ import asyncio
 import json
 import random
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from reauthd.config import DetectConfig, load_config
 from reauthd.cpa import CPAClient, MalformedResponse
+from reauthd.cpa.factory import client_from_config
 from reauthd.detect.listing import (
     MAX_PENDING_CHARS,
     ListingReader,
@@ -215,3 +218,39 @@ def test_a_credential_equal_to_the_known_one_is_the_known_object() -> None:
     first, second, third = reader.close().credentials
     assert first is before[first.auth_index] and third is before[third.auth_index]
     assert second is not before[second.auth_index] and second.status == "active"
+
+
+# ------------------------------------------------------------------------------------ caps (issue 11)
+
+
+def test_a_listing_over_the_entry_cap_is_refused_as_soon_as_it_passes_it() -> None:
+    raw = body(*entries(150))
+    capped = ListingReader("main", max_entries=100)
+    with pytest.raises(ListingSyntaxError, match="more than 100 entries"):
+        capped.feed(raw)
+    assert len(capped.listing.credentials) == 100  # never more held than the cap
+    exact = ListingReader("main", max_entries=150)
+    exact.feed(raw)
+    assert len(exact.close().credentials) == 150
+
+
+async def test_a_huge_listing_stops_the_read_at_the_entry_cap() -> None:
+    """1,000,000 minimal entries (130 MB) took RSS to 1.48 GB; the cap stops reading long before the end."""
+    raw = body(*entries(2_000))
+    app = OddCPA(lambda request: _async(chunked(raw, 4096)))
+    async with serve(app) as url, CPAClient("main", url, "k", retry=FAST_RETRY) as cpa:
+        with pytest.raises(MalformedResponse, match="more than 500 entries"):
+            await fetch_listing(cpa, max_entries=500)
+    assert app.hits[ENDPOINT] == 1  # refused, not retried
+
+
+def test_the_caps_are_configuration(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[[cpa]]\nname = "main"\nbase_url = "http://127.0.0.1:1"\nmanagement_key = "k"\nmax_listing_mib = 3\n'
+        "[detect]\nmax_listing_entries = 1234\n"
+    )
+    settings = load_config(config, environ={})
+    assert settings.detect.max_listing_entries == 1234
+    assert DetectConfig().max_listing_entries == 100_000
+    assert client_from_config(settings.cpa[0])._list_route.max_bytes == 3 * 1024 * 1024

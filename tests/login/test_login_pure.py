@@ -18,7 +18,14 @@ from reauthd.login.timing import (
     window_lapsed,
     worth_reusing,
 )
-from reauthd.login.vertex import ServiceAccountRejected, check_location, check_service_account
+from reauthd.login.vertex import (
+    ServiceAccountRejected,
+    ServiceAccountSummary,
+    check_location,
+    check_service_account,
+    project_mismatch,
+    vertex_file_name,
+)
 from reauthd.login.view import Phase, StepStatus, describe
 from reauthd.login.wording import (
     NextStep,
@@ -411,3 +418,48 @@ def test_progress_detail_names_no_file(state: TaskState) -> None:
     )
     view = describe(task, None, T0)
     assert "codex-b.json" not in view.detail and "reauthd" in view.detail
+
+
+@pytest.mark.parametrize(
+    ("key_project", "old_name", "old_project", "old_email", "refused_for"),
+    [
+        ("proj-a", "vertex-proj-a.json", "proj-a", None, None),
+        ("proj-a", "vertex-proj-a.json", None, None, None),
+        ("proj-a", "vertex-team-proj-a.json", None, None, None),  # cmd/vertex_import.go prefix
+        ("proj-a", "vertex-anything.json", None, "sa@proj-a.iam.gserviceaccount.com", None),
+        ("proj-b", "vertex-proj-a.json", "proj-a", None, "proj-a"),
+        ("proj-b", "vertex-proj-a.json", None, "sa@proj-a.iam.gserviceaccount.com", "proj-a"),
+        ("proj-b", "vertex-proj-a.json", None, "someone@example.com", "proj-a"),
+        ("proj-ab", "vertex-proj-a.json", None, None, "proj-a"),
+    ],
+)
+def test_vertex_key_must_be_for_the_old_credentials_project(
+    key_project: str, old_name: str, old_project: str | None, old_email: str | None, refused_for: str | None
+) -> None:
+    key = ServiceAccountSummary(key_project, f"reauth@{key_project}.iam.gserviceaccount.com")
+    sentence = project_mismatch(key, old_name, old_project, old_email)
+    if refused_for is None:
+        assert sentence is None
+    else:
+        assert (
+            sentence
+            == f"This key belongs to project {key_project}; this request is for project {refused_for}."
+        )
+
+
+def test_vertex_key_checks_refuse_odd_ids_and_mismatched_emails() -> None:
+    for project in ("../../etc", "Proj A", "p\u00e9", "x" * 200, "<b>p</b>"):
+        with pytest.raises(ServiceAccountRejected, match="not a Google Cloud project id"):
+            check_service_account(_key(project_id=project))
+    key = ServiceAccountSummary("proj-a", "sa@proj-z.iam.gserviceaccount.com")
+    assert "belongs to project proj-z" in (project_mismatch(key, "vertex-proj-a.json", "proj-a", None) or "")
+    odd = project_mismatch(ServiceAccountSummary("proj-a", "sa@x.example"), "manual.json", None, None)
+    assert odd is not None and "cannot tell which project manual.json belongs to" in odd
+    assert vertex_file_name("example.com:proj a") == "vertex-example.com_proj-a.json"
+
+
+def test_a_key_with_a_huge_integer_is_a_sentence_not_a_crash() -> None:
+    """Issue 11 item 8: json.loads raises ValueError (not JSONDecodeError) past 4,300 digits."""
+    data = b'{"type": "service_account", "n": ' + b"9" * 5000 + b"}"
+    with pytest.raises(ServiceAccountRejected, match="not JSON"):
+        check_service_account(data)

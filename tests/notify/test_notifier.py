@@ -80,3 +80,34 @@ async def test_unusable_url_and_unknown_channel(tmp_path: Path) -> None:
 def test_no_channel_configured_is_unhealthy(tmp_path: Path) -> None:
     health = Notifier(make_settings(tmp_path).notify).health
     assert not health.ok and health.channels == 0 and "no notification channel" in health.detail
+
+
+HTML_SEEN: list[dict[str, Any]] = []
+
+
+@apprise_plugin(on="reauthdtesthtml", body_format=apprise.NotifyFormat.HTML)
+def _html_channel(body: str, title: str, *args: Any, **kwargs: Any) -> bool:
+    HTML_SEEN.append({"title": title, "body": body})
+    return True
+
+
+async def test_titles_are_escaped_for_each_channels_format(inbox: Inbox, tmp_path: Path) -> None:
+    """Issue 11 item 11: a title carries names CPA lists (an e-mail, a provider); HTML in them stays text."""
+    hostile = Message(
+        title='Log in again: <img src=x onerror=alert(1)>@x.com (p*w_n on "main")',
+        text="t\n",
+        markdown="m\n",
+    )
+    HTML_SEEN.clear()
+    MARKDOWN_SEEN.clear()
+    settings = make_settings(tmp_path, urls=["reauthdtesthtml://ok", "reauthdtestmd://ok", inbox.url()])
+    notifier = Notifier(settings.notify)
+    for n in range(3):
+        assert (await notifier.send(f"default#{n}", hostile, T0)).ok
+    assert (
+        HTML_SEEN[-1]["title"] == 'Log in again: &lt;img src=x onerror=alert(1)&gt;@x.com (p*w_n on "main")'
+    )
+    md = MARKDOWN_SEEN[-1]["title"]
+    assert "<" not in md and ">" not in md and "\\*" in md and "\\_" in md
+    (plain,) = inbox.messages()
+    assert plain["title"] == hostile.title  # json:// is not rendered: the title is as written

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -53,6 +54,8 @@ class DaemonConfig:
     operator_token: str | None = None
     cpa_timeout_s: float = 10
     extra: str = ""
+    # RLIMIT_NOFILE (soft, hard) of the child, e.g. (1024, 1024) for systemd's default without LimitNOFILE=.
+    open_files: tuple[int, int] | None = None
 
     @property
     def base(self) -> str:
@@ -121,8 +124,13 @@ class DaemonProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                preexec_fn=self._limits if self.config.open_files else None,
             )
         wait_for(self._ready, ready_timeout, f"daemon run {self.runs} to answer /readyz")
+
+    def _limits(self) -> None:
+        assert self.config.open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.config.open_files)
 
     def _ready(self) -> bool:
         assert self.proc is not None

@@ -64,7 +64,10 @@ def _run_journey(sim: Any, inbox: Inbox, tmp: Path) -> Journey:
     old_tokens = sim.call(lambda s: _tokens(s, LEGACY_NAME))
     daemon = DaemonProcess(
         DaemonConfig(
-            sim_url=sim.base_url, notify_url=inbox.url(), state_dir=tmp, operator_token="op-CANARY-91a"
+            sim_url=sim.base_url,
+            notify_url=inbox.url(),
+            state_dir=tmp,
+            operator_token="op-CANARY-91a-0123456789abcdef0123456789",
         )
     )
     browser = Recipient(daemon.base)
@@ -88,7 +91,8 @@ def _run_journey(sim: Any, inbox: Inbox, tmp: Path) -> Journey:
         assert progress.status_code in (200, 403, 410), progress.status_code
         metrics = browser.http.get(f"{daemon.base}/metrics").text
         operator = browser.http.get(
-            f"{daemon.base}/operator/tasks/{task_id}", headers={"Authorization": "Bearer op-CANARY-91a"}
+            f"{daemon.base}/operator/tasks/{task_id}",
+            headers={"Authorization": "Bearer op-CANARY-91a-0123456789abcdef0123456789"},
         )
         assert operator.status_code == 200, operator.text[:500]
         task = daemon.cli("tasks", "show", task_id)
@@ -103,7 +107,7 @@ def _run_journey(sim: Any, inbox: Inbox, tmp: Path) -> Journey:
     secrets = {
         "management key": KEY,
         "apprise token": APPRISE_TOKEN,
-        "operator token": "op-CANARY-91a",
+        "operator token": "op-CANARY-91a-0123456789abcdef0123456789",
         "oauth state": query["state"][0],
         "oauth code": query["code"][0],
         "old access token": old_tokens["access"],

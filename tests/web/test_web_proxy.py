@@ -44,7 +44,10 @@ TRUSTED = parse_trusted_proxies(["10.0.0.0/8", "fd00::/8"])
         (PROXY, [" , "], PROXY),
         (PROXY, ["garbage"], PROXY),  # not an address: one shared bucket, never one the client picks
         (PROXY, ["198.51.100.7, garbage"], PROXY),
-        (PROXY, ["10.1.1.1, 10.2.2.2"], "10.1.1.1"),  # every hop trusted: the first is the client
+        # Every hop trusted: the hop the peer wrote, never the leftmost one the client may have written
+        # (issue 11: a client inside the trusted network picking its own bucket).
+        (PROXY, ["10.1.1.1, 10.2.2.2"], "10.2.2.2"),
+        (PROXY, ["10.66.0.1", "10.2.2.2"], "10.2.2.2"),
         ("::ffff:10.0.0.2", ["198.51.100.7"], "198.51.100.7"),  # an IPv4 peer on a dual-stack socket
         ("fd00::5", ["198.51.100.7"], "198.51.100.7"),
         (None, ["198.51.100.7"], None),
@@ -132,11 +135,13 @@ async def test_behind_a_trusted_proxy_each_client_has_its_own_bucket(site: Site)
             (await http.get(f"/r/guess{i}", headers=via("198.51.100.7"))).status_code for i in range(10)
         ]
         assert guesses == [404] * 10
-        # The guesser is now blocked, even with a hop of its own choosing on the left ...
-        assert (await http.get(site.link, headers=via("198.51.100.7"))).status_code == 429
-        assert (await http.get(site.link, headers=via("203.0.113.99, 198.51.100.7"))).status_code == 429
-        # ... while another person behind the same proxy still opens their link.
+        # The guesser's next guesses are refused, even with a hop of its own choosing on the left ...
+        assert (await http.get("/r/guess-more", headers=via("198.51.100.7"))).status_code == 429
+        assert (await http.get("/r/guess-more", headers=via("203.0.113.99, 198.51.100.7"))).status_code == 429
+        # ... while another person behind the same proxy still opens their link, and so does a valid link
+        # from the guesser's own address (issue 11: a shared NAT must not lock everyone out).
         assert (await http.get(site.link, headers=via("203.0.113.9"))).status_code == 200
+        assert (await http.get(site.link, headers=via("198.51.100.7"))).status_code == 200
 
 
 async def test_an_untrusted_peer_cannot_escape_the_limit_with_the_header(site: Site) -> None:
@@ -145,14 +150,14 @@ async def test_an_untrusted_peer_cannot_escape_the_limit_with_the_header(site: S
             (await http.get(f"/r/guess{i}", headers=via(f"198.51.100.{i}"))).status_code for i in range(10)
         ]
         assert guesses == [404] * 10
-        assert (await http.get(site.link, headers=via("203.0.113.9"))).status_code == 429
+        assert (await http.get("/r/guess-more", headers=via("203.0.113.9"))).status_code == 429
 
 
 async def test_without_trusted_proxies_the_header_is_ignored(site: Site) -> None:
     async with site.client(PROXY, []) as http:
         for i in range(10):
             await http.get(f"/r/guess{i}", headers=via(f"198.51.100.{i}"))
-        assert (await http.get(site.link, headers=via("203.0.113.9"))).status_code == 429
+        assert (await http.get("/r/guess-more", headers=via("203.0.113.9"))).status_code == 429
 
 
 async def test_the_daemon_applies_web_trusted_proxies(tmp_path: Path) -> None:
@@ -181,7 +186,7 @@ async def test_the_daemon_applies_web_trusted_proxies(tmp_path: Path) -> None:
             async with httpx.AsyncClient(base_url=daemon.web_url, timeout=10) as http:
                 for i in range(10):
                     await http.get(f"/r/guess{i}", headers=via("198.51.100.7"))
-                assert (await http.get(link, headers=via("198.51.100.7"))).status_code == 429
+                assert (await http.get("/r/guess-more", headers=via("198.51.100.7"))).status_code == 429
                 assert (await http.get(link, headers=via("203.0.113.9"))).status_code == 200
         finally:
             daemon.request_stop()

@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from reauthd.core.model import TaskState
 from reauthd.login.timing import CALLBACK_WINDOW
-from reauthd.web.sandbox import SIM_KEY, WebSandbox
+from reauthd.web.sandbox import CPA_NAME, SIM_KEY, WebSandbox
 from tests.support.completion import RecordingRunner
 
 S = TaskState
@@ -42,7 +42,10 @@ def runner() -> RecordingRunner:
 @pytest.fixture
 async def box(tmp_path: Path, runner: RecordingRunner) -> AsyncIterator[WebSandbox]:
     async with WebSandbox(
-        tmp_path, completion=runner, poll_interval_s=0.2, operator_token="op-secret-token"
+        tmp_path,
+        completion=runner,
+        poll_interval_s=0.2,
+        operator_token="op-secret-token-0123456789abcdef012345",
     ) as sb:
         yield sb
 
@@ -310,6 +313,9 @@ def service_account(project: str = "demo-project") -> bytes:
 
 async def test_vertex_upload(box: WebSandbox, http: httpx.AsyncClient, runner: RecordingRunner) -> None:
     task = box.add_task("vertex")
+    auth = box.sim.state.auth_by_name(task.auth_name)
+    assert auth is not None
+    project = auth.metadata["project_id"]  # a new key for the same project
     page = await start(http, box, task.task_id, await open_link(http, task.link))
     assert 'name="file"' in page.text and 'name="location" value="us-central1"' in page.text
     url = box.url(f"/t/{task.task_id}/vertex")
@@ -325,21 +331,87 @@ async def test_vertex_upload(box: WebSandbox, http: httpx.AsyncClient, runner: R
         good = await http.post(
             url,
             data={"csrf": csrf, "location": "europe-west4"},
-            files={"file": ("key.json", service_account())},
+            files={"file": ("key.json", service_account(project))},
         )
     assert "MIIEvQ" not in json.dumps(logs, default=str)
     assert good.status_code == 303, good.text
     assert box.state_of(task.task_id) is S.VERIFYING
     shown = await http.get(box.url(f"/t/{task.task_id}"))
     for fact in (
-        "demo-project",
-        "reauth@demo-project.iam.gserviceaccount.com",
+        project,
+        f"reauth@{project}.iam.gserviceaccount.com",
         "europe-west4",
     ):
         assert fact in shown.text
     assert "vertex-demo-project.json" not in shown.text  # file names: operator view and audit only
     assert "MIIEvQ" not in shown.text
-    assert box.store.get_task(task.task_id).new_auth_name == "vertex-demo-project.json"
+    assert box.store.get_task(task.task_id).new_auth_name == f"vertex-{project}.json"
+
+
+@pytest.mark.parametrize("other", ["elsewhere", "healthy"])
+async def test_vertex_key_for_another_project_is_refused_before_cpa(
+    box: WebSandbox, http: httpx.AsyncClient, runner: RecordingRunner, other: str
+) -> None:
+    """Issue 11: a recipient link replaces its own credential only. A key for another project never reaches
+    CPA (it would overwrite, or be adopted as, that project's credential), and the task does not move."""
+    task = box.add_task("vertex")
+    mine = box.sim.state.auth_by_name(task.auth_name)
+    assert mine is not None
+    if other == "healthy":  # another project whose credential is healthy in CPA already
+        healthy = box.sim.state.add_credential("vertex", email="ops@example.com", project_id="proj-healthy")
+        project = healthy.metadata["project_id"]
+    else:
+        project = "proj-elsewhere"
+    page = await start(http, box, task.task_id, await open_link(http, task.link))
+    before = box.store.get_task(task.task_id, with_history=False)
+    answer = await http.post(
+        box.url(f"/t/{task.task_id}/vertex"),
+        data={"csrf": csrf_of(page.text)},
+        files={"file": ("key.json", service_account(project))},
+    )
+    assert answer.status_code == 400
+    sentence = (
+        f"This key belongs to project {project}; this request is for project {mine.metadata['project_id']}."
+    )
+    assert sentence in answer.text
+    assert not [op for op in box.sim.state.oplog if op["path"].endswith("/vertex/import")]
+    after = box.store.get_task(task.task_id, with_history=False)
+    assert (after.state, after.new_auth_name) == (before.state, None) == (S.OPENED, None)
+    assert runner.calls == [] and runner.remembered == []
+
+
+async def test_vertex_key_whose_file_another_credential_holds_is_refused(
+    box: WebSandbox, http: httpx.AsyncClient, runner: RecordingRunner
+) -> None:
+    """The old file carries a prefix (cmd/vertex_import.go): the key is for its project, but the unprefixed
+    name CPA would write already belongs to another credential, which must not be overwritten or adopted."""
+    old = box.sim.state.add_credential(
+        "vertex", email="a@example.com", project_id="proj-shared", name="vertex-team-proj-shared.json"
+    )
+    box.sim.state.revoke(old.name, live=True)
+    box.sim.state.add_credential("vertex", email="b@example.com", project_id="proj-shared")
+    now = box.clock()
+    created = box.store.create_task(
+        cpa=CPA_NAME,
+        auth_name=old.name,
+        auth_index=old.auth_index,
+        provider="vertex",
+        account_masked="a***@example.com",
+        reason="revoked",
+        now=now,
+        deadline=now + timedelta(days=7),
+    )
+    link = box.url(f"/r/{box.store.issue_link_token(created.id, now + timedelta(days=7), now)}")
+    page = await start(http, box, created.id, await open_link(http, link))
+    answer = await http.post(
+        box.url(f"/t/{created.id}/vertex"),
+        data={"csrf": csrf_of(page.text)},
+        files={"file": ("key.json", service_account("proj-shared"))},
+    )
+    assert answer.status_code == 400
+    assert "already holds another credential for project proj-shared (vertex-proj-shared.json)" in answer.text
+    assert not [op for op in box.sim.state.oplog if op["path"].endswith("/vertex/import")]
+    assert box.state_of(created.id) is S.OPENED
 
 
 async def test_bad_links_are_plain_4xx_and_change_nothing(box: WebSandbox, http: httpx.AsyncClient) -> None:
@@ -407,7 +479,9 @@ async def test_link_guessing_is_rate_limited(box: WebSandbox, http: httpx.AsyncC
     task = box.add_task("codex")
     statuses = [(await http.get(box.url(f"/r/guess{i}"))).status_code for i in range(12)]
     assert statuses[:10] == [404] * 10 and statuses[10:] == [429, 429]
-    assert (await http.get(task.link)).status_code == 429  # even a right token, from this address, for now
+    # Issue 11: a right link still opens from this address (a shared NAT); wrong ones stay refused.
+    assert (await http.get(task.link)).status_code == 200
+    assert (await http.get(box.url("/r/guess-more"))).status_code == 429
 
 
 async def test_callback_submissions_are_rate_limited(box: WebSandbox, http: httpx.AsyncClient) -> None:
@@ -428,7 +502,9 @@ async def test_operator_view(box: WebSandbox, http: httpx.AsyncClient) -> None:
     assert first.status_code == 303 and first.headers["location"].endswith("/operator/login")
     bad = await http.get(box.url("/operator"), headers={"Authorization": "Bearer wrong"})
     assert bad.status_code == 401
-    listed = await http.get(box.url("/operator"), headers={"Authorization": "Bearer op-secret-token"})
+    listed = await http.get(
+        box.url("/operator"), headers={"Authorization": "Bearer op-secret-token-0123456789abcdef012345"}
+    )
     assert listed.status_code == 200 and task.task_id in listed.text and "b***@example.com" in listed.text
     # The login form: double-submit CSRF, then a cookie scoped to /operator.
     form = await http.get(box.url("/operator/login"))
@@ -436,11 +512,15 @@ async def test_operator_view(box: WebSandbox, http: httpx.AsyncClient) -> None:
     assert wrong.status_code == 401
     form = await http.get(box.url("/operator/login"))
     assert (
-        await http.post(box.url("/operator/login"), data={"csrf": "forged", "token": "op-secret-token"})
+        await http.post(
+            box.url("/operator/login"),
+            data={"csrf": "forged", "token": "op-secret-token-0123456789abcdef012345"},
+        )
     ).status_code == 403
     form = await http.get(box.url("/operator/login"))
     ok = await http.post(
-        box.url("/operator/login"), data={"csrf": csrf_of(form.text), "token": "op-secret-token"}
+        box.url("/operator/login"),
+        data={"csrf": csrf_of(form.text), "token": "op-secret-token-0123456789abcdef012345"},
     )
     assert ok.status_code == 303
     evidence = [

@@ -32,6 +32,25 @@ def test_rate_limiter_forgets_idle_keys_instead_of_growing() -> None:
     assert len(limiter._events) <= 4
 
 
+def test_fresh_keys_never_flush_a_lock_out() -> None:
+    """Issue 11: 10,000 addresses used to evict the oldest half of the table, lock-outs included."""
+    limiter = RateLimiter(3, 600, max_keys=100)
+    for n in range(3):
+        limiter.hit("attacker", T0 + timedelta(seconds=n))
+    assert limiter.blocked("attacker", T0 + timedelta(seconds=5))
+    for i in range(10_000):
+        limiter.hit(f"198.51.{i // 256}.{i % 256}", T0 + timedelta(seconds=10))
+    assert len(limiter._events) <= 100
+    assert limiter.blocked("attacker", T0 + timedelta(seconds=20))
+    assert not limiter.blocked("attacker", T0 + timedelta(seconds=700))  # until it ends, not forever
+    # A table full of lock-outs: new keys share one overflow bucket rather than evicting any of them.
+    full = RateLimiter(1, 600, max_keys=4)
+    for i in range(4):
+        full.hit(f"k{i}", T0)
+    full.hit("new-1", T0)
+    assert all(full.blocked(f"k{i}", T0) for i in range(4)) and full.blocked("new-2", T0)
+
+
 def test_cookie_round_trip_and_tampering() -> None:
     signer = CookieSigner(b"k" * 32)
     value = signer.issue("recipient", "task1", int((T0 + timedelta(hours=1)).timestamp()))
