@@ -156,6 +156,8 @@ class DetectConfig(_Section):
     include_disabled: bool = False
     # Extra or overriding probes by provider (antigravity, plugin providers): provider -> probe.
     probes: dict[str, ProbeConfig] = Field(default_factory=dict)
+    # Codex: tell the operator this many days before id_token.chatgpt_subscription_active_until (0: never).
+    subscription_warning_days: Annotated[float, Field(ge=0, le=60)] = 3.0
 
 
 class CPAMPConfig(_Section):

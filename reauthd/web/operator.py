@@ -19,7 +19,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from reauthd.core.causes import task_advice
 from reauthd.core.model import ReauthTask, TaskState
+from reauthd.notify import notices
 from reauthd.store.records import AuditEntry
 from reauthd.web.pages import SiteLinks, message_page, page
 from reauthd.web.render import Markup, escape, join
@@ -213,11 +215,31 @@ class OperatorPages:
                 for t in tasks
             ]
         )
+        kv_prefix = getattr(self.store, "kv_prefix", None)
+        told = notices.recent(kv_prefix) if callable(kv_prefix) else []
+        notice_rows = join(
+            [
+                Markup(
+                    f"<tr><td>{escape(str(n.get('at', ''))[:16].replace('T', ' '))}</td>"
+                    f"<td>{escape(str(n.get('kind', '')))}</td><td>{escape(str(n.get('cpa', '')))}</td>"
+                    f"<td>{escape(str(n.get('title', '')))}</td><td>{escape(str(n.get('text', '')))}</td></tr>"
+                )
+                for n in told
+            ]
+        )
         body = Markup(
             f'<h1>Reauth tasks</h1><p class="hint">{len(tasks)} task(s).</p>'
             "<table><thead><tr><th>Task</th><th>State</th><th>CPA</th><th>Provider</th><th>Account</th>"
             f"<th>File</th><th>Reason</th><th>Updated</th></tr></thead><tbody>{rows}</tbody></table>"
-            f"{self._logout_form(request)}"
+            + (
+                '<h2>Notices to the operator</h2><p class="hint">Accounts held twice, plans that lapse, '
+                "failures a new login will not fix; each told once.</p><table><thead><tr><th>When (UTC)</th>"
+                "<th>Kind</th><th>CPA</th><th>Title</th><th>Text</th></tr></thead>"
+                f"<tbody>{notice_rows}</tbody></table>"
+                if told
+                else ""
+            )
+            + f"{self._logout_form(request)}"
         )
         return page(self.links, "Tasks", body, wide=True)
 
@@ -240,6 +262,7 @@ class OperatorPages:
             task = self.store.get_task(task_id)
         except Exception:
             return message_page(self.links, 404, "No such task", "There is no task with that id.")
+        advice = task_advice(task)
         facts = [
             ("Task", task.id),
             ("State", task.state.value),
@@ -249,6 +272,8 @@ class OperatorPages:
             ("Provider", task.provider),
             ("Account", task.account_masked),
             ("Reason", task.reason),
+            ("Cause", f"{advice.cause.value}: {advice.why}"),
+            ("Next step", advice.next_step),
             ("Created", _when(task.created_at)),
             ("Updated", _when(task.updated_at)),
             ("Deadline", _when(task.deadline)),
