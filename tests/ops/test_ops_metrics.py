@@ -18,9 +18,9 @@ from reauthd.cpa.errors import (
     TransientCPAError,
 )
 from reauthd.ops.metrics import (
-    USUAL_CAUSE,
     KNOWN_PROVIDERS,
     PROBE_OUTCOMES,
+    USUAL_CAUSE,
     Metrics,
     label_value,
     management_error_classes,
