@@ -193,7 +193,8 @@ def advice(
         return Advice(
             cause,
             f"{who} says the account or workspace was deactivated, banned or deleted; a new login will not bring it back.",
-            "An operator should confirm and retire this credential in CPA; reauthd retires nothing by itself.",
+            "An operator should confirm and retire this credential (`reauthd retire --yes` applies the retire "
+            "policy); reauthd retires nothing by itself.",
             relogin=False,
             operator=True,
         )

@@ -101,6 +101,11 @@ def cause_notice(
         text=(
             f"{advice.why} {advice.next_step} No re-login link was sent. "
             f"File: {mask_emails_in(name)} on CPA {cpa}."
+            + (
+                f" To retire it: reauthd retire --cpa {cpa} <file> --yes."
+                if advice.cause is Cause.ACCOUNT_DEACTIVATED
+                else ""
+            )
         ),
     )
 
