@@ -12,6 +12,7 @@ operator), each URL once.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -138,13 +139,31 @@ def notice_key_of(dedupe: str | None) -> str | None:
     return dedupe.split(":", 2)[1] or None
 
 
+_DIGEST_PREFIX = "noticedigest:"
+#: At most this many notices are listed in one digest message; the rest are counted.
+DIGEST_ITEMS = 50
+_LABELS = {
+    NoticeKind.DUPLICATE_HOLDER: "accounts held more than once",
+    NoticeKind.PLAN_LAPSE: "Codex plans ending soon",
+    NoticeKind.PLAN_CHANGE: "Codex plans changed",
+    NoticeKind.ACCOUNT_DEACTIVATED: "accounts deactivated (no re-login link sent)",
+    NoticeKind.REGION_BLOCKED: "credentials blocked by region or IP (no re-login link sent)",
+    NoticeKind.PAYMENT: "credentials that need payment (no re-login link sent)",
+}
+
+
 def post(store: Store, notify: NotifyConfig, notices: Iterable[OperatorNotice], now: datetime) -> list[str]:
-    """Record and queue every notice not told before. Returns the keys queued now."""
+    """Record and queue every notice not told before. Returns the keys queued now.
+
+    Notices of one kind posted together for the same channels go out as one digest message (a billing
+    cycle can end many Codex plans on the same day); each is still recorded on its own, so none is told
+    again."""
     queued: list[str] = []
+    groups: dict[tuple[NoticeKind, tuple[str, ...]], list[OperatorNotice]] = {}
     with store.transaction():
         for notice in notices:
             kv = KV_PREFIX + notice.key
-            if store.get_kv(kv) is not None:
+            if store.get_kv(kv) is not None or notice.key in queued:
                 continue
             channels = operator_channels(notice.provider, notice.cpa, notify)
             store.put_kv(
@@ -160,22 +179,47 @@ def post(store: Store, notify: NotifyConfig, notices: Iterable[OperatorNotice], 
                 },
                 now,
             )
-            for channel in channels:
+            groups.setdefault((notice.kind, tuple(channels)), []).append(notice)
+            queued.append(notice.key)
+            log.info("notice.posted", kind=notice.kind.value, cpa=notice.cpa, channels=len(channels))
+        for (kind, group_channels), members in groups.items():
+            key = members[0].key
+            if len(members) > 1:
+                key = _digest_key(kind, [m.key for m in members])
+                shown = members[:DIGEST_ITEMS]
+                store.put_kv(
+                    _DIGEST_PREFIX + key,
+                    {
+                        "kind": kind.value,
+                        "title": f"{len(members)} notices: {_LABELS[kind]}",
+                        "text": "",
+                        "items": [sanitize_line(m.text) for m in shown],
+                        "more": len(members) - len(shown),
+                        "at": now.astimezone(UTC).isoformat(),
+                    },
+                    now,
+                )
+            for channel in group_channels:
                 store.enqueue_delivery(
                     kind=DeliveryKind.NOTICE,
                     route=channel,
                     task_ids=(),
                     due_at=now,
                     now=now,
-                    dedupe_key=dedupe_key(notice.key, channel),
+                    dedupe_key=dedupe_key(key, channel),
                 )
-            queued.append(notice.key)
-            log.info("notice.posted", kind=notice.kind.value, cpa=notice.cpa, channels=len(channels))
     return queued
 
 
+def _digest_key(kind: NoticeKind, keys: list[str]) -> str:
+    return hashlib.sha256("\x1f".join([kind.value, *sorted(keys)]).encode()).hexdigest()[:24]
+
+
 def stored(store: Store, notice_key: str) -> dict[str, Any] | None:
+    """The content of a notice or of a digest of notices, by the key in its delivery rows."""
     value = store.get_kv(KV_PREFIX + notice_key)
+    if value is None:
+        value = store.get_kv(_DIGEST_PREFIX + notice_key)
     return value if isinstance(value, dict) else None
 
 

@@ -454,7 +454,13 @@ class Outbox:
             retry_at = now + retry_delay(delivery.attempts + 1, self._jitter())
             claimed = self.store.claim_delivery(delivery.id, now, retry_at)
         try:
-            message = render_notice(str(content.get("title", "")), str(content.get("text", "")))
+            items = content.get("items")
+            message = render_notice(
+                str(content.get("title", "")),
+                str(content.get("text", "")),
+                [str(i) for i in items] if isinstance(items, list) else (),
+                int(content.get("more", 0) or 0),
+            )
             outcome = await self.notifier.send(delivery.route, message, now)
         except Exception as exc:  # a bug counts as a failed attempt
             log.exception("notify.render_or_send_failed", kind=delivery.kind.value, channel=delivery.route)

@@ -213,12 +213,17 @@ def render(kind: DeliveryKind, items: Sequence[TaskLink]) -> Message:
     )
 
 
-def render_notice(title: str, text: str) -> Message:
-    """An operator notice (issue 14): about an account, not a task; no link. Both lines are sanitised again."""
-    title, text = sanitize_line(title), sanitize_line(text)
-    closing = "This notice is sent once. See `reauthd scan` or the operator view for the current state."
+def render_notice(title: str, text: str, items: Sequence[str] = (), more: int = 0) -> Message:
+    """An operator notice (issue 14): about an account, not a task; no link. A digest lists its notices
+    (`items`) and counts the rest (`more`). Every line is sanitised again."""
+    title = sanitize_line(title)
+    lines = [sanitize_line(text)] if text else []
+    lines += [f"- {sanitize_line(item)}" for item in items]
+    if more:
+        lines.append(f"- and {more} more (see `reauthd scan` or the operator view)")
+    closing = "Each notice is sent once. See `reauthd scan` or the operator view for the current state."
     return Message(
         title=title,
-        text=f"{text}\n\n{closing}\n",
-        markdown=f"{_md(text)}\n\n{_md(closing)}\n",
+        text="\n".join([*lines, "", closing]) + "\n",
+        markdown="\n".join([*(_md(line) for line in lines), "", _md(closing)]) + "\n",
     )

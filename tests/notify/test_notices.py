@@ -191,3 +191,26 @@ def test_lapse_window_follows_the_setting(tmp_path: Path) -> None:
     days = settings.detect.subscription_warning_days
     assert review_plans([codex()], UNTIL - timedelta(days=6), days, {}).notices
     assert not review_plans([codex()], UNTIL - timedelta(days=6), 3, {}).notices
+
+
+async def test_many_notices_of_one_kind_are_one_digest_each_told_once(tmp_path: Path) -> None:
+    """A billing cycle that ends 60 Codex plans on one day is one message per channel, not 60."""
+    SENT.clear()
+    settings = settings_for(tmp_path, routes=[], escalation=None)
+    listing = [
+        codex(f"codex-{i:02d}.json", email=f"user{i:02d}@example.com", account_id=f"acct-{i}")
+        for i in range(60)
+    ]
+    store = Store.open(settings.state.path)
+    try:
+        await _tick(store, settings, UNTIL - timedelta(days=1), listing)
+        await _tick(store, settings, UNTIL - timedelta(hours=20), listing)
+        assert len(notices.recent(store.kv_prefix)) == 60  # each recorded on its own
+    finally:
+        store.close()
+    assert len(SENT) == 1
+    title, body = SENT[0][1], SENT[0][2]
+    assert title == "60 notices: Codex plans ending soon"
+    assert sum(line.startswith("- ") for line in body.splitlines()) == notices.DIGEST_ITEMS + 1
+    assert "and 10 more" in body
+    assert "user00@" not in body and "u***@example.com" in body
