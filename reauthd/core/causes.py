@@ -178,6 +178,8 @@ def advice(
         )
     if cause is Cause.REVOKED:
         step = "Log in again with the link."
+        if provider.lower() == "vertex":  # a service-account key, not a login (contract §6)
+            step = "Upload a new service-account key with the link."
         if hint == HINT_TOKEN_INVALIDATED:
             step += " After an invalidated Codex token OpenAI usually asks for phone verification: keep the phone at hand."
         return Advice(

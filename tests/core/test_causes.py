@@ -179,3 +179,8 @@ def test_task_advice_from_stored_cause_and_from_old_evidence() -> None:
     assert task_advice(_task(cause="not-a-cause")).cause is Cause.REVOKED
     holders = task_advice(_task(cause="refresh_token_reused", other_holders=["f.json on CPA b"]))
     assert "(f.json on CPA b)" in holders.next_step
+
+
+def test_vertex_is_a_new_key_not_a_login() -> None:
+    verdict = classify(cred("vertex"), [ev(S, VERTEX_KEY_DELETED, 500)], NOW)
+    assert explain(verdict, "vertex").next_step == "Upload a new service-account key with the link."
