@@ -25,7 +25,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from reauthd.cli.common import EXIT_ATTENTION, EXIT_LOCKED, EXIT_OK
 from reauthd.config import ConfigError, NotifyConfig, Settings, load_config, secret_values
-from reauthd.core.causes import Cause, task_cause
+from reauthd.core.causes import Cause
 from reauthd.core.classify import PROBE_TRANSPORT, PROBE_UNAVAILABLE, classify
 from reauthd.core.model import Credential, Evidence, TaskState, VerdictKind
 from reauthd.cpa import CPAClient
@@ -33,7 +33,7 @@ from reauthd.cpa.errors import CPAError
 from reauthd.cpa.factory import client_from_config, load_gate, save_gate
 from reauthd.detect.cpamp import CPAMPSource
 from reauthd.detect.engine import DetectionEngine
-from reauthd.detect.review import PLANS_KEY, review
+from reauthd.detect.review import PLANS_KEY, other_holders_for, review
 from reauthd.logging import REDACTOR
 from reauthd.login.flow import LoginFlow
 from reauthd.notify import notices
@@ -539,14 +539,9 @@ class Daemon:
             if result.plans != known:
                 self.store.put_kv(PLANS_KEY, result.plans, now)
             notices.post(self.store, self.settings.notify, result.notices, now)
-            for task in open_tasks:
-                if task_cause(task)[0] is not Cause.REFRESH_TOKEN_REUSED:
-                    continue
-                others = result.holders_of(task.cpa, task.auth_name)
-                if others and task.details.get("other_holders") != others:
-                    self.store.update_task_fields(
-                        task.id, now, details={**task.details, "other_holders": others}
-                    )
+            for task_id, others in other_holders_for(open_tasks, result).items():
+                task = next(t for t in open_tasks if t.id == task_id)
+                self.store.update_task_fields(task_id, now, details={**task.details, "other_holders": others})
         self.metrics.set_accounts_held_twice(len(result.duplicates))
 
     def _persist(self, graph: _Graph) -> None:

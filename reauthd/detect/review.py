@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Protocol
 
 from reauthd.core.accounts import DuplicateGroup, duplicate_holders, review_plans
-from reauthd.core.causes import OPERATOR_CAUSES, explain
-from reauthd.core.model import Credential, CredentialRef, Verdict, VerdictKind
+from reauthd.core.causes import OPERATOR_CAUSES, Cause, explain, task_cause
+from reauthd.core.model import Credential, CredentialRef, ReauthTask, Verdict, VerdictKind
 from reauthd.core.sanitize import mask_email
 from reauthd.notify.notices import OperatorNotice, cause_notice, duplicate_notice, plan_notice
 
@@ -89,3 +89,16 @@ def review(
         if notice is not None:
             result.notices.append(notice)
     return result
+
+
+def other_holders_for(tasks: Iterable[ReauthTask], result: Review) -> dict[str, list[str]]:
+    """task id → the other holders to name, for open tasks whose cause is a reused refresh token and whose
+    file shares its account with another credential (only where that changes what the task says)."""
+    updates: dict[str, list[str]] = {}
+    for task in tasks:
+        if task.state.terminal or task_cause(task)[0] is not Cause.REFRESH_TOKEN_REUSED:
+            continue
+        others = result.holders_of(task.cpa, task.auth_name)
+        if others and task.details.get("other_holders") != others:
+            updates[task.id] = others
+    return updates
