@@ -165,6 +165,8 @@ class DetectConfig(_Section):
     max_listing_entries: Annotated[int, Field(ge=100, le=10_000_000)] = 100_000
     # Extra or overriding probes by provider (antigravity, plugin providers): provider -> probe.
     probes: dict[str, ProbeConfig] = Field(default_factory=dict)
+    # Codex: tell the operator this many days before id_token.chatgpt_subscription_active_until (0: never).
+    subscription_warning_days: Annotated[float, Field(ge=0, le=60)] = 3.0
 
 
 class CPAMPConfig(_Section):

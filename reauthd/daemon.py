@@ -24,6 +24,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from reauthd.cli.common import EXIT_ATTENTION, EXIT_CONFIG, EXIT_LOCKED, EXIT_OK
 from reauthd.config import ConfigError, NotifyConfig, Settings, load_config, secret_values
+from reauthd.core.causes import Cause
 from reauthd.core.classify import PROBE_TRANSPORT, PROBE_UNAVAILABLE, classify
 from reauthd.core.model import Credential, Evidence, TaskState, VerdictKind
 from reauthd.cpa import CPAClient
@@ -31,8 +32,10 @@ from reauthd.cpa.errors import CPAError
 from reauthd.cpa.factory import client_from_config, load_gate, save_gate
 from reauthd.detect.cpamp import CPAMPSource
 from reauthd.detect.engine import DetectionEngine
+from reauthd.detect.review import PLANS_KEY, other_holders_for, review
 from reauthd.logging import REDACTOR
 from reauthd.login.flow import LoginFlow
+from reauthd.notify import notices
 from reauthd.notify.notifier import Notifier, SendOutcome
 from reauthd.notify.routes import split_channel
 from reauthd.notify.templates import Message
@@ -535,9 +538,40 @@ class Daemon:
                 if listing_seen != self._last_adoption_scan:
                     self._last_adoption_scan = listing_seen
                     graph.tasks.adopt_panel_logins(graph.engine.listed_credentials(), now)
+                    self._review_accounts(graph, now)
             except Exception as exc:
                 log.error("daemon.reconcile_failed", error=type(exc).__name__)
             self._observe_metrics(graph)
+
+    def _review_accounts(self, graph: _Graph, now: datetime) -> None:
+        """Once per new listing: accounts held twice, Codex plans, failures a re-login will not fix; each
+        told to the operator once (reauthd.notify.notices), and the other holders named on tasks whose
+        refresh token was reused (issue 14)."""
+        assert self.store is not None
+        open_tasks = self.store.list_tasks([s for s in TaskState if not s.terminal], with_history=False)
+        finishing = {
+            pair
+            for t in open_tasks
+            if t.new_auth_name
+            for pair in ((t.cpa, t.auth_name), (t.cpa, t.new_auth_name))
+        }
+        known = self.store.get_kv(PLANS_KEY, {})
+        result = review(
+            graph.engine.listed_credentials(),
+            graph.engine.latest_unhealthy_and(),
+            now,
+            warning_days=self.settings.detect.subscription_warning_days,
+            known_plans=known if isinstance(known, dict) else {},
+            exclude=finishing,
+        )
+        with self.store.transaction():
+            if result.plans != known:
+                self.store.put_kv(PLANS_KEY, result.plans, now)
+            notices.post(self.store, self.settings.notify, result.notices, now)
+            for task_id, others in other_holders_for(open_tasks, result).items():
+                task = next(t for t in open_tasks if t.id == task_id)
+                self.store.update_task_fields(task_id, now, details={**task.details, "other_holders": others})
+        self.metrics.set_accounts_held_twice(len(result.duplicates))
 
     def _persist(self, graph: _Graph) -> None:
         assert self.store is not None
@@ -576,8 +610,8 @@ class Daemon:
 
     def _observe_metrics(self, graph: _Graph) -> None:
         assert self.store is not None
-        by_cpa: dict[str, Counter[VerdictKind]] = {name: Counter() for name in graph.clients}
-        by_cpa.update(graph.engine.verdict_counts())
+        by_cpa: dict[str, Counter[tuple[VerdictKind, Cause]]] = {name: Counter() for name in graph.clients}
+        by_cpa.update(graph.engine.verdict_cause_counts())
         for cpa, counts in by_cpa.items():
             self.metrics.set_credentials(cpa, counts)
         self.metrics.set_tasks(self.store.list_tasks(with_history=False))

@@ -24,7 +24,7 @@ def command_modules() -> list[Register]:
     from reauthd.cli import commands
 
     registers: list[Register] = [commands.register]
-    for optional in ("reauthd.tasks.cli",):
+    for optional in ("reauthd.tasks.cli", "reauthd.cli.retire"):
         try:
             module = __import__(optional, fromlist=["register"])
         except ImportError:  # a command group still being built

@@ -41,6 +41,8 @@ class Credential:
     modtime: datetime | None = None
     account_id: str | None = None  # Codex: id_token.chatgpt_account_id
     plan_type: str | None = None  # Codex: id_token.plan_type
+    # Codex: id_token.chatgpt_subscription_active_until (the plan's end; issue 14's lapse notice)
+    subscription_until: datetime | None = None
     # User settings carried in the listing (prefix/proxy_url are not listed: download the file for those).
     priority: int | None = None
     note: str | None = None

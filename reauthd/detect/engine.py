@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from reauthd.config import DetectConfig
+from reauthd.core.causes import Cause, cause_of
 from reauthd.core.classify import classify, is_failure
 from reauthd.core.confirm import Confirmation, ConfirmedRevocation, ConfirmPolicy, observe
 from reauthd.core.model import Credential, CredentialRef, Evidence, Verdict, VerdictKind
@@ -168,6 +169,18 @@ class DetectionEngine:
         for (cpa, _), record in self._records.items():
             if record.verdict is not None and record.at is not None:
                 counts.setdefault(cpa, Counter())[record.verdict.kind] += 1
+        return counts
+
+    def verdict_cause_counts(self) -> dict[str, Counter[tuple[VerdictKind, Cause]]]:
+        """cpa → (verdict kind, cause) → number of credentials (the `cause` label of the credentials gauge).
+        Healthy verdicts cost nothing: their cause is `none`."""
+        counts: dict[str, Counter[tuple[VerdictKind, Cause]]] = {}
+        for (cpa, _), record in self._records.items():
+            verdict = record.verdict
+            if verdict is not None and record.at is not None:
+                provider = record.credential.provider if record.credential is not None else ""
+                cause = Cause.NONE if verdict.kind is VerdictKind.HEALTHY else cause_of(verdict, provider)
+                counts.setdefault(cpa, Counter())[(verdict.kind, cause)] += 1
         return counts
 
     def summary(self) -> dict[tuple[str, str], int]:

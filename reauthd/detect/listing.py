@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -82,6 +82,26 @@ def _flag(entry: dict[str, Any], key: str, *, required: bool = False) -> bool:
     return value
 
 
+def claim_time(value: Any) -> datetime | None:
+    """A Codex subscription claim as CPA lists it. CPA decodes the claim into `any` and passes it through
+    (internal/auth/codex/jwt_parser.go `ChatgptSubscriptionActiveUntil any`), so it is whatever the id_token
+    held: an RFC 3339 string, or a number of Unix seconds. Anything else, or no zone, is no date."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo is not None else None
+    return None
+
+
 def credential_from_entry(entry: Any, cpa: str) -> Credential:
     """One listing entry → Credential. Raises TypeError/ValueError when it breaks the contract."""
     if not isinstance(entry, dict):
@@ -95,7 +115,9 @@ def credential_from_entry(entry: Any, cpa: str) -> Credential:
         email = _text(entry, "account")  # never for api_key auths: there `account` is the key itself
     claims = entry.get("id_token")
     account_id = plan = None
+    until: datetime | None = None
     if isinstance(claims, dict):
+        until = claim_time(claims.get("chatgpt_subscription_active_until"))
         account_id = (
             claims.get("chatgpt_account_id") if isinstance(claims.get("chatgpt_account_id"), str) else None
         )
@@ -121,6 +143,7 @@ def credential_from_entry(entry: Any, cpa: str) -> Credential:
         modtime=_time(entry, "modtime"),
         account_id=account_id,
         plan_type=plan,
+        subscription_until=until,
         priority=priority,
         note=_text(entry, "note"),
     )

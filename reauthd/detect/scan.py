@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from reauthd.config import Settings
+from reauthd.core.accounts import DuplicateGroup, duplicate_holders
+from reauthd.core.causes import OPERATOR_CAUSES, Cause, explain
 from reauthd.core.model import VerdictKind
 from reauthd.core.sanitize import mask_email, short_text
 from reauthd.cpa.client import CPAClient
@@ -36,6 +39,7 @@ COLUMNS = (
     "unavailable",
     "verdict",
     "reason",
+    "cause",
 )
 
 
@@ -55,6 +59,9 @@ class ScanRow:
     confirmed: bool = False
     runtime_only: bool = False
     attention: bool = False
+    # Why, and what to do (issue 14): a bounded cause (README "Causes") and its next step.
+    cause: str = "none"
+    advice: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +71,34 @@ class ScanProblem:
 
 
 @dataclass(frozen=True, slots=True)
+class ScanDuplicate:
+    """One account held by more than one enabled credential (within a CPA or across CPAs)."""
+
+    provider: str
+    account: str  # masked
+    holders: list[dict[str, str]]  # {cpa, name, auth_index}
+
+
+@dataclass(frozen=True, slots=True)
 class ScanReport:
     rows: list[ScanRow] = field(default_factory=list)
     problems: list[ScanProblem] = field(default_factory=list)
     probed: bool = False
+    duplicates: list[ScanDuplicate] = field(default_factory=list)
 
 
-def _row(view: CredentialVerdict, include_disabled: bool) -> ScanRow:
+def _row(view: CredentialVerdict, include_disabled: bool, groups: Sequence[DuplicateGroup] = ()) -> ScanRow:
     c = view.credential
     assert c is not None
+    others = next(
+        (
+            g.others(c.cpa, c.name)
+            for g in groups
+            if any(h.name == c.name and h.cpa == c.cpa for h in g.holders)
+        ),
+        [],
+    )
+    advice = explain(view.verdict, c.provider, others)
     return ScanRow(
         cpa=c.cpa,
         provider=c.provider,
@@ -88,6 +114,8 @@ def _row(view: CredentialVerdict, include_disabled: bool) -> ScanRow:
         confirmed=view.verdict.confirmed,
         runtime_only=c.runtime_only,
         attention=needs_attention(view, include_disabled),
+        cause=advice.cause.value,
+        advice=advice.next_step if advice.cause is not Cause.NONE else "",
     )
 
 
@@ -122,11 +150,20 @@ async def scan(settings: Settings, *, probe: bool, probe_all: bool = False) -> S
         # A probe may have replaced a verdict after the cycle returned: read the latest.
         latest = {(v.ref.cpa, v.ref.auth_index): v for v in engine.latest()}
         views = [latest.get((v.ref.cpa, v.ref.auth_index), v) for v in views]
-        rows = [_row(v, settings.detect.include_disabled) for v in views if v.credential is not None]
+        groups = duplicate_holders(v.credential for v in views if v.credential is not None)
+        rows = [_row(v, settings.detect.include_disabled, groups) for v in views if v.credential is not None]
         rows.sort(key=lambda r: (r.cpa, r.provider, r.name.lower()))
         found = {**engine.unchecked, **engine.cpa_problems}
         problems = [ScanProblem(cpa, message) for cpa, message in sorted(found.items())]
-        return ScanReport(rows, problems, probed=probe)
+        return ScanReport(rows, problems, probed=probe, duplicates=[_duplicate(g) for g in groups])
+
+
+def _duplicate(group: DuplicateGroup) -> ScanDuplicate:
+    return ScanDuplicate(
+        provider=group.provider,
+        account=group.account,
+        holders=[{"cpa": h.cpa, "name": h.name, "auth_index": h.auth_index} for h in group.holders],
+    )
 
 
 def exit_code(report: ScanReport) -> int:
@@ -142,6 +179,7 @@ def render_json(report: ScanReport) -> str:
         "credentials": [asdict(row) for row in report.rows],
         "problems": [asdict(p) for p in report.problems],
         "probed": report.probed,
+        "duplicates": [asdict(d) for d in report.duplicates],
         "exit_code": exit_code(report),
     }
     return json.dumps(payload, indent=2, ensure_ascii=False)
@@ -168,6 +206,19 @@ def render_table(report: ScanReport) -> str:
                 (v if len(v) <= w else v[: w - 1] + "…").ljust(w) for v, w in zip(r, widths, strict=True)
             ]
             lines.append("  ".join(cells).rstrip())
+    if report.duplicates:
+        lines.append("")
+        lines.append("Accounts held more than once (each refresh can revoke the other holder's login):")
+        for dup in report.duplicates:
+            where = "; ".join(f"{h['name']} on CPA {h['cpa']}" for h in dup.holders)
+            lines.append(f"  {dup.account} ({dup.provider}): {where}")
+    operator = {c.value for c in OPERATOR_CAUSES}
+    advised = [r for r in report.rows if r.advice and (r.attention or r.cause in operator)]
+    if advised:
+        lines.append("")
+        lines.append("Next steps:")
+        for row in advised:
+            lines.append(f"  {row.name} on CPA {row.cpa} [{row.cause}]: {row.advice}")
     for problem in report.problems:
         lines.append(f"CPA {problem.cpa}: could not check: {problem.message}")
     counts: dict[str, int] = {}

@@ -43,9 +43,10 @@ from reauthd.core.reminders import (
     retry_delay,
 )
 from reauthd.core.tasks import AWAITING_PERSON, IllegalTransition
+from reauthd.notify import notices
 from reauthd.notify.notifier import Notifier, SendOutcome
 from reauthd.notify.routes import ESCALATION, channel_url, channels_of, routes_for
-from reauthd.notify.templates import TaskLink, link_url, render
+from reauthd.notify.templates import TaskLink, link_url, render, render_notice
 from reauthd.store import Delivery, DeliveryKind, DeliveryStatus, Store
 
 log = structlog.get_logger(__name__)
@@ -371,6 +372,9 @@ class Outbox:
         )
 
     async def _deliver_one(self, delivery: Delivery, now: datetime, report: FlushReport) -> None:
+        if delivery.kind is DeliveryKind.NOTICE:
+            await self._deliver_notice(delivery, now, report)
+            return
         with self.store.transaction():
             if channel_url(delivery.route, self._notify) is None:
                 # A reload removed the route (or one of its URLs): nobody is left to hear it on this channel.
@@ -435,6 +439,48 @@ class Outbox:
                     attempts=claimed.attempts,
                     detail="still retried, at most hourly, while its task waits",
                 )
+
+    async def _deliver_notice(self, delivery: Delivery, now: datetime, report: FlushReport) -> None:
+        """An operator notice (reauthd.notify.notices): no task, no link; given up after
+        `retry_max_attempts` like a final notice."""
+        with self.store.transaction():
+            key = notices.notice_key_of(delivery.dedupe_key)
+            content = notices.stored(self.store, key) if key is not None else None
+            if channel_url(delivery.route, self._notify) is None or content is None:
+                why = "the channel is no longer configured" if content is not None else "the notice is gone"
+                self.store.finish_delivery(delivery.id, DeliveryStatus.SKIPPED, now, error=why)
+                report.skipped += 1
+                return
+            retry_at = now + retry_delay(delivery.attempts + 1, self._jitter())
+            claimed = self.store.claim_delivery(delivery.id, now, retry_at)
+        try:
+            items = content.get("items")
+            message = render_notice(
+                str(content.get("title", "")),
+                str(content.get("text", "")),
+                [str(i) for i in items] if isinstance(items, list) else (),
+                int(content.get("more", 0) or 0),
+            )
+            outcome = await self.notifier.send(delivery.route, message, now)
+        except Exception as exc:  # a bug counts as a failed attempt
+            log.exception("notify.render_or_send_failed", kind=delivery.kind.value, channel=delivery.route)
+            outcome = SendOutcome(False, f"internal error {type(exc).__name__}")
+        with self.store.transaction():
+            if outcome.ok:
+                self.store.finish_delivery(delivery.id, DeliveryStatus.SENT, now)
+                report.sent += 1
+                log.info("notify.sent", kind=delivery.kind.value, channel=delivery.route, tasks=0)
+                return
+            error = outcome.error or "delivery failed"
+            report.errors.append(error)
+            if claimed.attempts >= self._notify.retry_max_attempts:
+                self.store.finish_delivery(delivery.id, DeliveryStatus.GAVE_UP, now, error=error)
+                self.notifier.record_gave_up(delivery.route, now)
+                report.gave_up += 1
+                log.error("notify.gave_up", kind=delivery.kind.value, channel=delivery.route)
+                return
+            self.store.finish_delivery(delivery.id, DeliveryStatus.PENDING, now, error=error)
+            report.failed += 1
 
     def _link(self, task: ReauthTask, now: datetime) -> str:
         token = self.store.issue_link_token(task.id, task.deadline, now)

@@ -19,20 +19,25 @@ def route_key(index: int, route: NotifyRouteConfig) -> str:
     return f"route:{route.name or index}"
 
 
-def _matches(route: NotifyRouteConfig, task: ReauthTask) -> bool:
+def _matches(route: NotifyRouteConfig, provider: str, cpa: str) -> bool:
     providers = {p.lower() for p in route.providers}
-    if providers and task.provider.lower() not in providers:
+    if providers and provider.lower() not in providers:
         return False
-    return not route.cpas or task.cpa in route.cpas
+    return not route.cpas or cpa in route.cpas
 
 
 def routes_for(task: ReauthTask, notify: NotifyConfig) -> list[str]:
     """The routes that hear about this task (escalation is separate: see `ESCALATION`)."""
+    return routes_for_account(task.provider, task.cpa, notify)
+
+
+def routes_for_account(provider: str, cpa: str, notify: NotifyConfig) -> list[str]:
+    """The routes that hear about a credential of `provider` on `cpa` (escalation is separate)."""
     keys: list[str] = []
     if notify.urls:
         keys.append(DEFAULT)
     for index, route in enumerate(notify.routes):
-        if _matches(route, task):
+        if _matches(route, provider, cpa):
             keys.append(route_key(index, route))
     return keys
 

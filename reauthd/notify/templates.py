@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from reauthd.core.causes import task_advice
 from reauthd.core.model import ReauthTask
 from reauthd.core.sanitize import mask_account, sanitize_line
 from reauthd.store.records import DeliveryKind
@@ -82,17 +83,22 @@ class _Line:
     reason: str
     deadline: str
     link: str | None
+    cause: str = ""
+    next_step: str = ""
 
 
 def _line(item: TaskLink, *, closing: bool) -> _Line:
     task = item.task
+    advice = task_advice(task)
     return _Line(
+        cause=sanitize_line(advice.why),
+        next_step=sanitize_line(advice.next_step),
         account=_account(task),
         provider=sanitize_line(task.provider) or "unknown provider",
         cpa=sanitize_line(task.cpa),
         reason=_closing_reason(task) if closing else sanitize_line(task.reason),
         deadline=_when(task.deadline),
-        link=item.link,
+        link=item.link if advice.relogin else None,  # a login would not help: no link (issue 14)
     )
 
 
@@ -134,6 +140,11 @@ _HEADLINES: dict[DeliveryKind, tuple[str, str, str]] = {
         "reauthd stopped before changing anything and waits for an operator's decision "
         "(see the operator view or `reauthd tasks show`). Nothing was retired.",
     ),
+    DeliveryKind.NOTICE: (
+        "Notice: {account} ({provider} on {cpa})",
+        "Notice about {n} accounts",
+        "reauthd noticed something an operator should look at; nothing was changed.",
+    ),
     DeliveryKind.EXPIRED: (
         "Expired: nobody logged in again to {account} ({provider} on {cpa})",
         "Expired: {n} accounts were not logged in again",
@@ -165,6 +176,7 @@ def render(kind: DeliveryKind, items: Sequence[TaskLink]) -> Message:
         DeliveryKind.FAILED,
         DeliveryKind.EXPIRED,
         DeliveryKind.OPERATOR,
+        DeliveryKind.NOTICE,
     )
     lines = [_line(item, closing=closing) for item in items]
     one, many, opening = _HEADLINES[kind]
@@ -185,6 +197,11 @@ def render(kind: DeliveryKind, items: Sequence[TaskLink]) -> Message:
         label = "Outcome" if closing else "Why"
         text_parts.append(f"   {label}: {line.reason}")
         md_parts.append(f"   {label}: {_md(line.reason)}")
+        if not closing and line.cause:
+            text_parts.append(f"   Cause: {line.cause}")
+            md_parts.append(f"   Cause: {_md(line.cause)}")
+            text_parts.append(f"   Next step: {line.next_step}")
+            md_parts.append(f"   Next step: {_md(line.next_step)}")
         if not closing:
             text_parts.append(f"   Log in before: {line.deadline}")
             md_parts.append(f"   Log in before: {_md(line.deadline)}")
@@ -198,4 +215,20 @@ def render(kind: DeliveryKind, items: Sequence[TaskLink]) -> Message:
         md_parts.append(_md(_ACTION))
     return Message(
         title=title, text="\n".join(text_parts).rstrip() + "\n", markdown="\n".join(md_parts).rstrip() + "\n"
+    )
+
+
+def render_notice(title: str, text: str, items: Sequence[str] = (), more: int = 0) -> Message:
+    """An operator notice (issue 14): about an account, not a task; no link. A digest lists its notices
+    (`items`) and counts the rest (`more`). Every line is sanitised again."""
+    title = sanitize_line(title)
+    lines = [sanitize_line(text)] if text else []
+    lines += [f"- {sanitize_line(item)}" for item in items]
+    if more:
+        lines.append(f"- and {more} more (see `reauthd scan` or the operator view)")
+    closing = "Each notice is sent once. See `reauthd scan` or the operator view for the current state."
+    return Message(
+        title=title,
+        text="\n".join([*lines, "", closing]) + "\n",
+        markdown="\n".join([*(_md(line) for line in lines), "", _md(closing)]) + "\n",
     )

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from reauthd import __version__
+from reauthd.core.causes import Cause
 from reauthd.core.model import ReauthTask, TaskState, VerdictKind
 from reauthd.cpa import errors as cpa_errors
 from reauthd.detect.cpamp import SourceState
@@ -41,6 +42,18 @@ KNOWN_PROVIDERS: tuple[str, ...] = ("antigravity", "claude", "codex", "gemini", 
 
 #: What one probe can end as: the verdict it supports, or `error` when no answer came back at all.
 PROBE_OUTCOMES: tuple[str, ...] = (*(kind.value for kind in VerdictKind), "error")
+
+#: The cause each verdict usually has: these (cpa, verdict, cause) series exist from the start; any other
+#: pair is created when first seen and set back to 0 when it goes away (both label sets are bounded enums).
+USUAL_CAUSE: dict[VerdictKind, Cause] = {
+    VerdictKind.HEALTHY: Cause.NONE,
+    VerdictKind.NEEDS_REAUTH: Cause.REVOKED,
+    VerdictKind.ACCOUNT_GONE: Cause.ACCOUNT_DEACTIVATED,
+    VerdictKind.QUOTA: Cause.QUOTA,
+    VerdictKind.TRANSIENT: Cause.TRANSIENT,
+    VerdictKind.SUSPECT: Cause.CHECKING,
+    VerdictKind.UNKNOWN: Cause.UNKNOWN,
+}
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _SAFE_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -113,8 +126,14 @@ class Metrics:
         )
         self.credentials = Gauge(
             "reauthd_credentials",
-            "Credentials by the verdict of their latest classification.",
-            ["cpa", "verdict"],
+            "Credentials by the verdict of their latest classification and its cause.",
+            ["cpa", "verdict", "cause"],
+            registry=reg,
+        )
+        self._cause_pairs: dict[str, set[tuple[VerdictKind, Cause]]] = {}
+        self.accounts_held_twice = Gauge(
+            "reauthd_accounts_held_twice",
+            "Accounts with more than one enabled credential, within one CPA or across the configured CPAs.",
             registry=reg,
         )
         self.tasks = Gauge(
@@ -192,8 +211,10 @@ class Metrics:
     # ------------------------------------------------------------------------------ zero series
 
     def _create_cpa(self, cpa: str) -> None:
+        pairs = self._cause_pairs.setdefault(cpa, set())
         for kind in VerdictKind:
-            self.credentials.labels(cpa=cpa, verdict=kind.value)
+            pairs.add((kind, USUAL_CAUSE[kind]))
+            self.credentials.labels(cpa=cpa, verdict=kind.value, cause=USUAL_CAUSE[kind].value)
         for state in TaskState:
             self.tasks.labels(cpa=cpa, state=state.value)
         self.last_poll.labels(cpa=cpa)
@@ -230,11 +251,25 @@ class Metrics:
 
     # ---------------------------------------------------------------------------------- updates
 
-    def set_credentials(self, cpa: str, counts: Mapping[VerdictKind, int]) -> None:
-        """Replace the verdict counts of one CPA; a verdict missing from `counts` goes back to 0."""
+    def set_credentials(
+        self, cpa: str, counts: Mapping[VerdictKind, int] | Mapping[tuple[VerdictKind, Cause], int]
+    ) -> None:
+        """Replace the counts of one CPA, keyed by (verdict, cause) or by verdict alone (its usual cause);
+        a pair missing from `counts` goes back to 0."""
         label = self._cpa(cpa)
-        for kind in VerdictKind:
-            self.credentials.labels(cpa=label, verdict=kind.value).set(counts.get(kind, 0))
+        by_pair: dict[tuple[VerdictKind, Cause], int] = {}
+        for key, n in counts.items():
+            pair = key if isinstance(key, tuple) else (key, USUAL_CAUSE[key])
+            by_pair[pair] = by_pair.get(pair, 0) + n
+        pairs = self._cause_pairs.setdefault(label, set())
+        pairs.update(by_pair)
+        for kind, cause in pairs:
+            self.credentials.labels(cpa=label, verdict=kind.value, cause=cause.value).set(
+                by_pair.get((kind, cause), 0)
+            )
+
+    def set_accounts_held_twice(self, count: int) -> None:
+        self.accounts_held_twice.set(count)
 
     def set_tasks(self, tasks: Iterable[ReauthTask]) -> None:
         """Replace the task gauges with a count of `tasks` (all tasks the store knows, or all open ones)."""

@@ -67,7 +67,7 @@ async def handle(request: Request, state: SimState) -> Response:
 
 CONTROL_ROUTES = [
     "POST /_sim/credentials {provider, email?, plan?, account_id?, project_id?, name?, disabled?, prefix?, "
-    "note?, priority?, runtime_only?, expires_in?|expired?, extra?}",
+    "note?, priority?, runtime_only?, expires_in?|expired?, extra?, subscription_until?}",
     "POST /_sim/credentials/bulk {count, providers?, failing_fraction?, seed?, live?}",
     "GET  /_sim/credentials/{name|auth_index}/file",
     "POST /_sim/credentials/{name}/revoke {kind?, live?}  kinds: token_invalidated, refresh_token_reused, "

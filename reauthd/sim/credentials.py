@@ -37,6 +37,8 @@ class Identity:
     account_id: str = ""
     plan: str = ""
     project_id: str = ""
+    # Codex: the id_token's chatgpt_subscription_active_until (None: 10 days after the login)
+    subscription_until: datetime | None = None
 
     @classmethod
     def fresh(cls, provider: str, n: int | None = None) -> Identity:
@@ -107,7 +109,9 @@ def file_content(
     if p == "codex":
         return {
             "type": "codex",
-            "id_token": codex_id_token(ident.email, ident.account_id, ident.plan, now),
+            "id_token": codex_id_token(
+                ident.email, ident.account_id, ident.plan, now, active_until=ident.subscription_until
+            ),
             "access_token": access,
             "refresh_token": refresh,
             "account_id": ident.account_id,
@@ -229,8 +233,12 @@ def merge_relogin(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 # -- identities and files --------------------------------------------------------------------------
 
 
-def codex_id_token(email: str, account_id: str, plan: str, now: datetime) -> str:
-    """An unsigned JWT with the claims CPA parses (contract §8: the signature is not verified)."""
+def codex_id_token(
+    email: str, account_id: str, plan: str, now: datetime, *, active_until: datetime | None = None
+) -> str:
+    """An unsigned JWT with the claims CPA parses (contract §8: the signature is not verified). The
+    subscription dates are RFC 3339 strings, as OpenAI's id_token carries them."""
+    until = active_until if active_until is not None else now + timedelta(days=10)
 
     def b64(obj: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(dumps(obj).encode()).rstrip(b"=").decode()
@@ -243,26 +251,37 @@ def codex_id_token(email: str, account_id: str, plan: str, now: datetime) -> str
             "chatgpt_account_id": account_id,
             "chatgpt_plan_type": plan,
             "chatgpt_subscription_active_start": (now - timedelta(days=20)).isoformat(),
-            "chatgpt_subscription_active_until": (now + timedelta(days=10)).isoformat(),
+            "chatgpt_subscription_active_until": until.isoformat(),
         },
     }
     return b64({"alg": "RS256", "typ": "JWT"}) + "." + b64(claims) + "." + "c2lt"
 
 
 def codex_claims(id_token: str) -> dict[str, Any] | None:
-    """The `id_token` object of a codex listing entry (contract §2.1)."""
-    try:
-        part = id_token.split(".")[1]
-        raw = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    except (IndexError, ValueError):
+    """The `id_token` object of a codex listing entry, as internal/api/handlers/management/auth_files.go
+    `extractCodexIDTokenClaims` builds it: `codex.ParseJWTToken` wants exactly three dot-separated parts
+    and a JSON payload; the account id and plan type are trimmed and left out when empty, the
+    subscription dates (Go `any`) are passed through as decoded and left out when null; no claim at all
+    means no `id_token` key in the entry."""
+    parts = id_token.strip().split(".")
+    if len(parts) != 3:
         return None
-    auth = raw.get("https://api.openai.com/auth") or {}
-    return {
-        "chatgpt_account_id": auth.get("chatgpt_account_id", ""),
-        "plan_type": auth.get("chatgpt_plan_type", ""),
-        "chatgpt_subscription_active_start": auth.get("chatgpt_subscription_active_start"),
-        "chatgpt_subscription_active_until": auth.get("chatgpt_subscription_active_until"),
-    }
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    auth = raw.get("https://api.openai.com/auth") if isinstance(raw, dict) else None
+    if not isinstance(auth, dict):
+        auth = {}
+    result: dict[str, Any] = {}
+    for listed, claim in (("chatgpt_account_id", "chatgpt_account_id"), ("plan_type", "chatgpt_plan_type")):
+        value = auth.get(claim)
+        if isinstance(value, str) and value.strip():
+            result[listed] = value.strip()
+    for key in ("chatgpt_subscription_active_start", "chatgpt_subscription_active_until"):
+        if auth.get(key) is not None:
+            result[key] = auth[key]
+    return result or None
 
 
 def codex_file_name(email: str, account_id: str, plan: str) -> str:

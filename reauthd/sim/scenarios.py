@@ -183,8 +183,11 @@ def add_credential(
     expires_in: float | None = None,
     expired: datetime | str | None = None,
     extra: dict[str, Any] | None = None,
+    subscription_until: datetime | str | None = None,
 ) -> SimAuth:
     """A credential that already exists when the scenario starts (registered at once, no watcher lag).
+
+    `subscription_until` (a datetime or ISO string): Codex's id_token `chatgpt_subscription_active_until`.
 
     `expires_in` (seconds from now, may be negative) or `expired` (a datetime or ISO string) set the
     access token's expiry, written to the file's `expired` as CPA does.
@@ -200,6 +203,9 @@ def add_credential(
     ident.plan = plan if plan is not None else ident.plan
     ident.account_id = account_id if account_id is not None else ident.account_id
     ident.project_id = project_id if project_id is not None else ident.project_id
+    if isinstance(subscription_until, str):
+        subscription_until = datetime.fromisoformat(subscription_until.replace("Z", "+00:00"))
+    ident.subscription_until = subscription_until
     return _install(
         state,
         ident,

@@ -17,6 +17,7 @@ class DeliveryKind(StrEnum):
     EXPIRED = "expired"
     REFUSED = "refused"  # the new login did not pass verification; the person may log in again
     OPERATOR = "operator"  # the task waits for an operator's decision (ambiguity, no verification path)
+    NOTICE = "notice"  # an operator notice about an account, not a task (issue 14: held twice, plan, cause)
 
 
 class DeliveryStatus(StrEnum):

@@ -156,6 +156,8 @@ def _show(args: argparse.Namespace) -> int:
         return 0
     for key in ("id", "state", "cpa", "auth_name", "auth_index", "provider", "account", "reason", "source"):
         print(f"{key + ':':<12} {data[key]}")
+    print(f"{'cause:':<12} {data['cause']}: {data['advice']['why']}")
+    print(f"{'next step:':<12} {data['advice']['next_step']}")
     for key in ("created_at", "updated_at", "deadline", "opened_at", "closed_at"):
         if data[key]:
             print(f"{key + ':':<12} {data[key]}")

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import structlog
 
 from reauthd.config import Settings
+from reauthd.core.causes import cause_of, hint_of, task_advice
 from reauthd.core.model import Credential, CredentialRef, ReauthTask, TaskState, Verdict, VerdictKind
 from reauthd.core.sanitize import mask_account, sanitize_line
 from reauthd.core.tasks import (
@@ -128,6 +129,10 @@ def task_to_dict(task: ReauthTask, *, history: bool = False) -> dict[str, Any]:
         # The observations behind the detection (source, time, status, sanitised text), newest last.
         "evidence": list(task.details.get("evidence", [])),
     }
+    # Why, and what to do (issue 14): a bounded cause, its plain sentence and the next step.
+    advice = task_advice(task)
+    data["cause"] = advice.cause.value
+    data["advice"] = advice.as_dict()
     if history:
         data["history"] = [
             {
@@ -438,10 +443,13 @@ class TaskService:
                     )
                 except DuplicateOpenTask:
                     continue
+                extra: dict[str, Any] = {"cause": cause_of(action.verdict, subject.provider or "").value}
+                hint = hint_of(action.verdict, subject.provider or "")
+                if hint is not None:
+                    extra["cause_hint"] = hint
                 if action.verdict.evidence:
-                    self.store.update_task_fields(
-                        task.id, now, details={**task.details, "evidence": evidence_record(action.verdict)}
-                    )
+                    extra["evidence"] = evidence_record(action.verdict)
+                self.store.update_task_fields(task.id, now, details={**task.details, **extra})
                 result.raised.append(task.id)
                 log.info(
                     "task.raised", task=task.id, cpa=subject.cpa, auth_name=subject.name, source="detect"

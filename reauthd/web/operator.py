@@ -21,7 +21,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from reauthd.core.causes import task_advice
 from reauthd.core.model import ReauthTask, TaskState
+from reauthd.notify import notices
 from reauthd.store.records import AuditEntry
 from reauthd.web.actions import (
     ActionRefused,
@@ -245,12 +247,32 @@ class OperatorPages:
         csrf = self._csrf(request)
         open_count = sum(not t.state.terminal for t in tasks)
         cards = join([self._card(t, csrf) for t in tasks])
+        kv_prefix = getattr(self.store, "kv_prefix", None)
+        told = notices.recent(kv_prefix) if callable(kv_prefix) else []
+        notice_rows = join(
+            [
+                Markup(
+                    f"<tr><td>{escape(str(n.get('at', ''))[:16].replace('T', ' '))}</td>"
+                    f"<td>{escape(str(n.get('kind', '')))}</td><td>{escape(str(n.get('cpa', '')))}</td>"
+                    f"<td>{escape(str(n.get('title', '')))}</td><td>{escape(str(n.get('text', '')))}</td></tr>"
+                )
+                for n in told
+            ]
+        )
         body = Markup(
             "<h1>Reauth tasks</h1>"
             f'<p class="hint">{open_count} open, {len(tasks) - open_count} closed.</p>'
             f'<ul class="task-cards">{cards}</ul>'
             f"{self._raise_form(csrf)}"
-            f"{self._logout_form(request)}"
+            + (
+                '<h2>Notices to the operator</h2><p class="hint">Accounts held twice, plans that lapse, '
+                'failures a new login will not fix; each told once.</p><div class="table-scroll"><table><thead>'
+                "<tr><th>When (UTC)</th><th>Kind</th><th>CPA</th><th>Title</th><th>Text</th></tr></thead>"
+                f"<tbody>{notice_rows}</tbody></table></div>"
+                if told
+                else ""
+            )
+            + f"{self._logout_form(request)}"
         )
         return page(self.links, "Tasks", body, wide=True)
 
@@ -426,6 +448,7 @@ class OperatorPages:
             task = self.store.get_task(task_id)
         except Exception:
             return message_page(self.links, 404, "No such task", "There is no task with that id.")
+        advice = task_advice(task)
         facts = [
             ("Task", task.id),
             ("State", task.state.value),
@@ -435,6 +458,8 @@ class OperatorPages:
             ("Provider", task.provider),
             ("Account", task.account_masked),
             ("Reason", task.reason),
+            ("Cause", f"{advice.cause.value}: {advice.why}"),
+            ("Next step", advice.next_step),
             ("Created", _when(task.created_at)),
             ("Updated", _when(task.updated_at)),
             ("Deadline", _when(task.deadline)),

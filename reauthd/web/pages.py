@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from starlette.responses import HTMLResponse, Response
 
+from reauthd.core.causes import task_advice
 from reauthd.core.model import ReauthTask
 from reauthd.login.flow import Notice
 from reauthd.login.providers import UnsupportedProvider, login_for_provider
@@ -117,6 +118,15 @@ def task_body(
     """The main part of the task page for its phase."""
     t = task.id
     box = notice_box(notice)
+    advice = task_advice(task)
+    if view.phase in (Phase.LANDING, Phase.READY) and not advice.relogin:
+        # Deactivated, blocked region, ended plan: a new login would not help, so no Start button (issue 14).
+        return render(
+            "message.html",
+            headline="A new login will not fix this",
+            sentence=advice.why,
+            extra=Markup(f"<p>{escape(advice.next_step)}</p>"),
+        )
     if view.phase in (Phase.LANDING, Phase.READY):
         try:
             login = login_for_provider(task.provider)
@@ -136,6 +146,8 @@ def task_body(
             provider=view.provider_name,
             cpa=task.cpa,
             reason=task.reason,
+            cause=advice.why,
+            next_step=advice.next_step,
             notice=box,
             detail=view.detail,
             step_two=step_two,

@@ -141,7 +141,7 @@ def test_daemon_raises_one_digest_with_working_links_and_stops_cleanly(
         assert re.search(
             r'reauthd_probes_total\{cpa="sim",outcome="needs_reauth",provider="codex"\} [1-9]', metrics
         )
-        assert 'reauthd_credentials{cpa="sim",verdict="needs_reauth"}' in metrics
+        assert 'reauthd_credentials{cause="revoked",cpa="sim",verdict="needs_reauth"}' in metrics
         assert "alice" not in metrics
         # The last-successful-poll gauge is the time of a real list request, not of the latest tick.
         found = re.search(r'reauthd_last_successful_poll_timestamp_seconds\{cpa="sim"\} (\S+)', metrics)

@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from reauthd.config import NotifyConfig, NotifyRouteConfig
+from reauthd.core.causes import Cause
 from reauthd.core.model import ReauthTask, TaskState, VerdictKind
 from reauthd.cpa.errors import (
     CPAError,
@@ -19,6 +20,7 @@ from reauthd.cpa.errors import (
 from reauthd.ops.metrics import (
     KNOWN_PROVIDERS,
     PROBE_OUTCOMES,
+    USUAL_CAUSE,
     Metrics,
     label_value,
     management_error_classes,
@@ -55,7 +57,10 @@ def test_every_series_exists_at_zero_from_the_start() -> None:
     got = samples(metrics)
     expected_zero: list[tuple[str, dict[str, str]]] = []
     for cpa in ("main", "backup"):
-        expected_zero += [("reauthd_credentials", {"cpa": cpa, "verdict": k.value}) for k in VerdictKind]
+        expected_zero += [
+            ("reauthd_credentials", {"cpa": cpa, "verdict": k.value, "cause": USUAL_CAUSE[k].value})
+            for k in VerdictKind
+        ]
         expected_zero += [("reauthd_tasks", {"cpa": cpa, "state": s.value}) for s in TaskState]
         expected_zero.append(("reauthd_last_successful_poll_timestamp_seconds", {"cpa": cpa}))
         expected_zero.append(("reauthd_cpa_reachable", {"cpa": cpa}))
@@ -74,6 +79,7 @@ def test_every_series_exists_at_zero_from_the_start() -> None:
         expected_zero.append(("reauthd_notifications_failed_total", {"route": route}))
         expected_zero.append(("reauthd_notifications_gave_up_total", {"route": route}))
     expected_zero.append(("reauthd_ready", {}))
+    expected_zero.append(("reauthd_accounts_held_twice", {}))
     missing = [(n, lab) for n, lab in expected_zero if (n, frozenset(lab.items())) not in got]
     assert missing == []
     assert all(got[(n, frozenset(lab.items()))] == 0 for n, lab in expected_zero)
@@ -94,8 +100,8 @@ def test_updates_land_on_their_series() -> None:
 
     metrics.set_credentials("main", {VerdictKind.HEALTHY: 40, VerdictKind.NEEDS_REAUTH: 2})
     metrics.set_credentials("main", {VerdictKind.HEALTHY: 41})  # replaces: needs_reauth back to 0
-    assert value(metrics, "reauthd_credentials", cpa="main", verdict="healthy") == 41
-    assert value(metrics, "reauthd_credentials", cpa="main", verdict="needs_reauth") == 0
+    assert value(metrics, "reauthd_credentials", cpa="main", verdict="healthy", cause="none") == 41
+    assert value(metrics, "reauthd_credentials", cpa="main", verdict="needs_reauth", cause="revoked") == 0
 
     def task(state: TaskState, n: int) -> ReauthTask:
         return ReauthTask(
@@ -153,7 +159,7 @@ def test_updates_land_on_their_series() -> None:
 def test_a_cpa_added_later_gets_zero_series() -> None:
     metrics = Metrics(cpas=["main"])
     metrics.poll_succeeded("new", NOW)
-    assert value(metrics, "reauthd_credentials", cpa="new", verdict="needs_reauth") == 0
+    assert value(metrics, "reauthd_credentials", cpa="new", verdict="needs_reauth", cause="revoked") == 0
     assert value(metrics, "reauthd_management_errors_total", cpa="new", error="ManagementBanned") == 0
 
 
@@ -242,3 +248,31 @@ def test_routes_added_later_get_their_series_at_zero() -> None:
         assert value(metrics, f"reauthd_notifications_{name}_total", route="ops") == 0
         assert value(metrics, f"reauthd_notifications_{name}_total", route="escalation") == 0
     assert value(metrics, "reauthd_notifications_sent_total", route="default") == 1
+
+
+def test_credentials_carry_a_bounded_cause_label() -> None:
+    """Issue 14: (verdict, cause) pairs; an unusual pair appears when seen and goes back to 0 after."""
+    metrics = Metrics(cpas=["main"])
+    metrics.set_credentials(
+        "main",
+        {
+            (VerdictKind.NEEDS_REAUTH, Cause.REFRESH_TOKEN_REUSED): 2,
+            (VerdictKind.NEEDS_REAUTH, Cause.REVOKED): 1,
+            (VerdictKind.SUSPECT, Cause.REGION_BLOCKED): 3,
+        },
+    )
+    assert (
+        value(
+            metrics, "reauthd_credentials", cpa="main", verdict="needs_reauth", cause="refresh_token_reused"
+        )
+        == 2
+    )
+    assert value(metrics, "reauthd_credentials", cpa="main", verdict="needs_reauth", cause="revoked") == 1
+    assert value(metrics, "reauthd_credentials", cpa="main", verdict="suspect", cause="region_blocked") == 3
+    metrics.set_credentials("main", {(VerdictKind.HEALTHY, Cause.NONE): 6})
+    assert value(metrics, "reauthd_credentials", cpa="main", verdict="suspect", cause="region_blocked") == 0
+    assert value(metrics, "reauthd_credentials", cpa="main", verdict="healthy", cause="none") == 6
+    causes = {dict(labels).get("cause") for name, labels in samples(metrics) if name == "reauthd_credentials"}
+    assert causes <= {c.value for c in Cause}
+    metrics.set_accounts_held_twice(4)
+    assert value(metrics, "reauthd_accounts_held_twice") == 4
