@@ -489,14 +489,18 @@ class SimState:
     ) -> str:
         """A person signing in at the fake provider page, without a browser: returns the localhost
         callback URL the provider would redirect to (with code and state)."""
-        from urllib.parse import urlencode
+        from urllib.parse import urlencode, urlsplit
 
         from reauthd.sim import flows
         from reauthd.sim.oauth import CALLBACK_PROVIDERS
 
         session = self.sessions.get(oauth_state, self.now())
         provider = session.provider if session is not None else "codex"
-        redirect = CALLBACK_PROVIDERS.get(provider, ("", "http://localhost:8085/callback", ""))[1]
+        if provider in CALLBACK_PROVIDERS:
+            redirect = CALLBACK_PROVIDERS[provider][1]
+        else:  # a plugin redirects to CPA's own callback route (flows.start_plugin_flow)
+            port = urlsplit(self.settings.base_url).port
+            redirect = f"http://127.0.0.1:{port}/v0/management/oauth-callback"
         if deny:
             return f"{redirect}?{urlencode({'error': 'access_denied', 'state': oauth_state})}"
         file_type = CALLBACK_PROVIDERS.get(provider, (provider, "", ""))[0]

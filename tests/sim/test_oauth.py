@@ -63,6 +63,66 @@ async def test_callback_auth_urls(
     assert await status(client, body["state"]) == {"status": "wait"}
 
 
+CPA_AUTHORIZE_QUERIES = {
+    # internal/auth/claude/anthropic_auth.go GenerateAuthURL
+    "anthropic": {
+        "code": "true",
+        "client_id": "9d1c250a-e61b-44d9-88ed-5944d1962f5e",
+        "response_type": "code",
+        "redirect_uri": "http://localhost:54545/callback",
+        "scope": "user:profile user:inference user:sessions:claude_code user:mcp_servers user:file_upload",
+        "code_challenge": None,
+        "code_challenge_method": "S256",
+        "state": None,
+    },
+    # internal/auth/codex/openai_auth.go GenerateAuthURL
+    "codex": {
+        "client_id": "app_EMoamEEZ73f0CkXaXp7hrann",
+        "response_type": "code",
+        "redirect_uri": "http://localhost:1455/auth/callback",
+        "scope": "openid email profile offline_access",
+        "state": None,
+        "code_challenge": None,
+        "code_challenge_method": "S256",
+        "prompt": "login",
+        "id_token_add_organizations": "true",
+        "codex_cli_simplified_flow": "true",
+    },
+    # internal/auth/antigravity/auth.go BuildAuthURL, constants.go ClientID/Scopes
+    "antigravity": {
+        "access_type": "offline",
+        "client_id": "1071006060591-tmhssin2h21lcre235vtolojh4g403ep.apps.googleusercontent.com",
+        "prompt": "consent",
+        "redirect_uri": "http://localhost:51121/oauth-callback",
+        "response_type": "code",
+        "scope": "https://www.googleapis.com/auth/cloud-platform https://www.googleapis.com/auth/userinfo.email"
+        " https://www.googleapis.com/auth/userinfo.profile https://www.googleapis.com/auth/cclog"
+        " https://www.googleapis.com/auth/experimentsandconfigs",
+        "state": None,
+    },
+}
+
+
+@pytest.mark.parametrize("provider", sorted(CPA_AUTHORIZE_QUERIES))
+async def test_authorize_url_query_is_cpas(client: httpx.AsyncClient, provider: str) -> None:
+    """The query of each authorize URL is exactly what CPA builds: the same parameters and values (Claude's
+    `code=true` included), keys sorted and escaped as Go's url.Values.Encode does."""
+    body = await start(client, provider)
+    raw = urlsplit(body["url"]).query
+    pairs = [p.split("=", 1) for p in raw.split("&")]
+    keys = [k for k, _ in pairs]
+    assert keys == sorted(CPA_AUTHORIZE_QUERIES[provider])
+    q = {k: v[0] for k, v in parse_qs(raw).items()}
+    for key, want in CPA_AUTHORIZE_QUERIES[provider].items():
+        if want is not None:
+            assert q[key] == want, key
+    assert q["state"] == body["state"]
+    if "code_challenge" in q:
+        assert re.fullmatch(r"[A-Za-z0-9_-]{43}", q["code_challenge"])
+    # Go's QueryEscape: a space is "+", ":" and "/" are escaped
+    assert "%20" not in raw and ":" not in raw and "/" not in raw
+
+
 @pytest.mark.parametrize(("provider", "prefix", "expires"), [("kimi", "kmi-", None), ("xai", "xai-", 1800)])
 async def test_device_auth_urls(
     client: httpx.AsyncClient, provider: str, prefix: str, expires: int | None
@@ -430,6 +490,11 @@ async def test_plugin_provider_route() -> None:
         r = await c.get("/gemini-cli-auth-url")
         assert r.status_code == 200
         assert set(r.json()) == {"status", "url", "state"}
+        # ServePluginAuthURL hands the plugin managementCallbackURL("/v0/management/oauth-callback")
+        q = parse_qs(urlsplit(r.json()["url"]).query)
+        port = urlsplit(sim.base_url).port
+        assert q["redirect_uri"] == [f"http://127.0.0.1:{port}/v0/management/oauth-callback"]
+        assert q["state"] == [r.json()["state"]]
         assert (await c.get("/qwen-auth-url")).status_code == 404
 
 
