@@ -310,9 +310,10 @@ class DetectionEngine:
             needs_work = changed or record.verdict is None or record.confirmation.failure is not None
             if needs_work and self._decide(record, now, counts_as_observation=True):
                 to_probe.append(key)
-        if listing.skipped:
-            # Entries that broke the contract were skipped (and logged by the client): their
-            # credentials still exist, so nothing is forgotten on a listing with holes in it.
+        if listing.skipped or listing.registering:
+            # Entries that broke the contract were skipped (and logged by the client), entries of a login
+            # CPA is registering were left out: their credentials still exist, so nothing is forgotten on
+            # a listing with holes in it.
             return to_probe
         for key in [k for k in self._records if k[0] == cpa and k not in seen]:
             # Deleted or retired in CPA: forget it (its task, if any, lives in the store).

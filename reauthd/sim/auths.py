@@ -145,7 +145,9 @@ class SimAuth:
         self.status_message = ""
         self.clear_failures()
         self.updated_at = now
-        self.last_refreshed_at = parse_last_refresh(content) or self.last_refreshed_at
+        # `last_refresh` is runtime state, never read from the file here (sdk/auth/filestore.go builds the
+        # auth with a zero LastRefreshedAt; watcher/dispatcher.go clears it on the clone it dispatches).
+        # The callers keep or set it as CPA does (SimState.register/watcher_reload, management upload).
         self.touch()
 
     def clear_failures(self) -> None:

@@ -254,6 +254,38 @@ def write_callback(state: SimState, session: OAuthSession, code: str, error: str
     state.schedule(state.settings.exchange_delay, pick_up)
 
 
+# sdk/cliproxy/auth/metadata_merge.go IsAuthTokenPayloadKey.
+TOKEN_PAYLOAD_KEYS = frozenset(
+    {
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "session_id",
+        "expired",
+        "last_refresh",
+        "expires_in",
+        "timestamp",
+        "token_type",
+        "user_code",
+        "verification_uri",
+        "verification_uri_complete",
+    }
+)
+
+
+def raw_record_metadata(provider: str, content: dict[str, object]) -> dict[str, object]:
+    """The Metadata of the record saveTokenRecord hands to runtimeAuthSyncHook (auth_files_provider_oauth.go).
+
+    Claude, Codex, xAI and Kimi save through a TokenStorage: the tokens go to the file, the record's
+    Metadata holds only the account keys (plus the user keys merged from an existing file, never token
+    keys: MergeExistingAuthMetadata). Until the watcher reloads the file, a `$TOKEN$` request with that
+    record finds no token. Antigravity's record carries the whole token map as Metadata.
+    """
+    if provider == "antigravity":
+        return dict(content)
+    return {k: v for k, v in content.items() if k not in TOKEN_PAYLOAD_KEYS}
+
+
 def _save(state: SimState, session: OAuthSession, ident: Identity) -> None:
     """saveTokenRecord: merge into a same-name file, write, complete; the watcher loads it later."""
     now = state.now()
@@ -274,5 +306,6 @@ def _save(state: SimState, session: OAuthSession, ident: Identity) -> None:
     if old is not None:
         content = merge_relogin(old.content, content)
     state.write_file(name, content)
+    state.register_raw_login(name, raw_record_metadata(ident.provider, content))
     session.saved_file = name
     state.sessions.complete(session.state, now)

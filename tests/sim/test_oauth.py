@@ -194,7 +194,9 @@ async def test_codex_full_flow_with_watcher_lag(
     assert await status(client, body["state"]) == {"status": "wait"}
     sim.state.advance(0.6)
     assert await status(client, body["state"]) == {"status": "ok"}
-    assert (await client.get("/auth-files")).json() == {"files": []}  # watcher has not loaded it yet
+    # runtimeAuthSyncHook (sdk/cliproxy/builder.go) registered the raw record at once: no status yet
+    [raw] = (await client.get("/auth-files")).json()["files"]
+    assert (raw["status"], raw["status_message"], "last_refresh" in raw) == ("", "", False)
     sim.state.advance(1.0)
     files = (await client.get("/auth-files")).json()["files"]
     assert [f["name"] for f in files] == [
@@ -387,37 +389,59 @@ async def test_same_name_relogin_keeps_index_and_user_keys(sim: SimServer, clien
     )
 
 
-async def test_patch_before_reload_writes_old_tokens_back(sim: SimServer, client: httpx.AsyncClient) -> None:
-    """§12: a PATCH before the watcher reloaded the re-logged file persists the old in-memory tokens."""
+async def test_relogin_registers_at_once_and_keeps_last_refresh(
+    sim: SimServer, client: httpx.AsyncClient
+) -> None:
+    """§13: saveTokenRecord → runtimeAuthSyncHook registers the new tokens at once (status ""), and the
+    watcher's reload (status active, empty message, the new tokens) copies the old LastRefreshedAt
+    (prepareCoreAuthForModelRegistration): an in-place re-login does not move `last_refresh`."""
     old = sim.state.add_credential("claude", email="trap@x.com")
-    old_token = old.access_token
+    assert "last_refresh" not in (await client.get("/auth-files")).json()["files"][0]
+    sim.state.auto_refresh(old.name)
+    refreshed = (await client.get("/auth-files")).json()["files"][0]["last_refresh"]
+    sim.state.advance(65)
+    sim.state.revoke(old.name, "claude_revoked", live=True)
     await login(sim, client, "anthropic", email="trap@x.com")
     entry = (await client.get("/auth-files")).json()["files"][0]
-    assert entry["last_refresh"] == __import__("reauthd.sim.clock", fromlist=["go_time"]).go_time(
-        old.last_refreshed_at
-    )
-    r = await client.patch("/auth-files/fields", json={"name": old.name, "note": "early"})
-    assert r.status_code == 200
+    assert (entry["status"], entry["last_refresh"]) == ("", refreshed)
     sim.state.advance(2)
-    raw = (await client.get("/auth-files/download", params={"name": old.name})).json()
-    assert raw["access_token"] == old_token
-    assert raw["note"] == "early"
+    entry = (await client.get("/auth-files")).json()["files"][0]
+    assert (entry["status"], entry["status_message"], entry["last_refresh"]) == ("active", "", refreshed)
+    assert sim.state.auths[old.name].access_token == sim.state.disk[old.name].content["access_token"]
 
 
-async def test_api_call_uses_old_token_until_reload(sim: SimServer, client: httpx.AsyncClient) -> None:
-    """§12: /api-call with $TOKEN$ still uses the old (revoked) token until the watcher reloads."""
-    old = sim.state.add_credential("codex", email="lag@x.com", plan="plus", account_id="lag")
-    sim.state.revoke(old.name, "token_invalidated")
+@pytest.mark.parametrize(
+    ("provider", "file_type", "before_reload"),
+    [("codex", "codex", 400), ("anthropic", "claude", 400), ("antigravity", "antigravity", 200)],
+)
+async def test_api_call_before_and_after_the_reload(
+    sim: SimServer, client: httpx.AsyncClient, provider: str, file_type: str, before_reload: int
+) -> None:
+    """§13: the raw record runtimeAuthSyncHook registers at once has, for providers that save through a
+    TokenStorage, no token in its Metadata (auth_files_provider_oauth.go builds it with the account keys
+    only; MergeExistingAuthMetadata never copies token keys): `$TOKEN$` finds none (400) until the
+    watcher reloads the file. Antigravity's record is the whole token map. After the reload: the new token."""
+    old = sim.state.add_credential(file_type, email="lag@x.com", plan="plus", account_id="lag")
+    old_token = old.access_token
+    sim.state.revoke(old.name)
     probe = {
         "auth_index": old.auth_index,
         "method": "GET",
         "url": "https://chatgpt.com/backend-api/wham/usage",
-        "header": {"Authorization": "Bearer $TOKEN$"},
     }
-    await login(sim, client, "codex", email="lag@x.com", plan="plus", account_id="lag")
-    assert (await client.post("/api-call", json=probe)).json()["status_code"] == 401
+    probe["header"] = {"Authorization": "Bearer $TOKEN$"}
+    await login(sim, client, provider, email="lag@x.com", plan="plus", account_id="lag")
+    on_disk = sim.state.disk[old.name].content["access_token"]
+    assert on_disk != old_token
+    in_memory = sim.state.auths[old.name].access_token
+    if before_reload == 400:
+        assert in_memory == ""
+        r = await client.post("/api-call", json=probe)
+        assert (r.status_code, r.json()) == (400, {"error": "auth token not found"})
+    else:
+        assert in_memory == on_disk
     sim.state.advance(1.0)
-    assert (await client.post("/api-call", json=probe)).json()["status_code"] == 200
+    assert sim.state.auths[old.name].access_token == on_disk
 
 
 async def test_legacy_codex_name_gives_new_file(sim: SimServer, client: httpx.AsyncClient) -> None:
