@@ -394,11 +394,11 @@ def reloaded_in_place(task: ReauthTask, entry: Credential) -> bool:
 
 def adopt_since(task: ReauthTask) -> datetime:
     """Files written after this may be a new login for the task: after it was raised and after its last
-    verification (a login that verification refused must not be handed to verification again and again;
-    a later login writes the file again)."""
+    verification ended (a login that verification refused must not be handed to verification again and
+    again; a later login writes the file again)."""
     since = task.created_at
     for event in task.history:
-        if event.to_state is S.VERIFYING and event.at > since:
+        if S.VERIFYING in (event.to_state, event.from_state) and event.at > since:
             since = event.at
     return since
 
