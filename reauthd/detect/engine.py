@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from reauthd.config import DetectConfig
-from reauthd.core.classify import classify, is_failure
+from reauthd.core.classify import NOT_CREDENTIAL_FAILURE_CODES, classify, is_failure
 from reauthd.core.confirm import Confirmation, ConfirmedRevocation, ConfirmPolicy, observe
 from reauthd.core.model import Credential, CredentialRef, Evidence, Verdict, VerdictKind
 from reauthd.cpa.client import CPAClient
@@ -460,6 +460,11 @@ class DetectionEngine:
         """One `errors` message: update the verdict now and start the confirming probe at once."""
         if not event.auth_index:
             log.warning("detect.errors.event_without_auth_index", cpa=cpa)
+            return None
+        if (event.code or "").strip() in NOT_CREDENTIAL_FAILURE_CODES:
+            # CPA itself did not count it against the credential (request or transport at fault): not
+            # evidence, and no probe either (a burst of them must not turn into a burst of probes).
+            log.debug("detect.errors.not_about_the_credential", cpa=cpa, code=event.code)
             return None
         now = self.clock()
         key = (cpa, event.auth_index)

@@ -417,6 +417,11 @@ class SimState:
 
         return scenarios.simulate_request(self, name, model, no_model=no_model)
 
+    def neutral_failure(self, name: str, **kwargs: Any) -> dict[str, Any]:
+        from reauthd.sim import scenarios
+
+        return scenarios.neutral_failure(self, name, **kwargs)
+
     def auto_refresh(self, name: str) -> Any:
         from reauthd.sim import scenarios
 
