@@ -68,10 +68,12 @@ class HealthReport:
     ok: bool
     reasons: tuple[str, ...]
     failing: str = "not ready"  # how a failure starts: "not ready" or "not live"
+    notes: tuple[str, ...] = ()  # worth saying, but not a failure (an unchecked CPA major version)
 
     @property
     def text(self) -> str:
-        return "ok" if self.ok else f"{self.failing}: " + "; ".join(self.reasons)
+        text = "ok" if self.ok else f"{self.failing}: " + "; ".join(self.reasons)
+        return text + "".join(f"\nnote: {note}" for note in self.notes)
 
 
 class Health:
@@ -105,6 +107,7 @@ class Health:
             name: _CPAState(CPAReachability.UNKNOWN, f"CPA {name!r} has not been checked yet")
             for name in cpas
         }
+        self._version_notes: dict[str, str] = {}
         self._notifier_ok = True
         self._notifier_reason = ""
         self._notifier_gave_up = 0
@@ -202,6 +205,11 @@ class Health:
 
     def cpa_snapshot(self, snapshot: CPAHealth) -> None:
         """Take the CPA client's own view (`CPAClient.health()`), e.g. once per tick for every CPA."""
+        note = snapshot.version.unchecked_note(snapshot.cpa) if snapshot.version is not None else None
+        if note is None:
+            self._version_notes.pop(snapshot.cpa, None)
+        else:
+            self._version_notes[snapshot.cpa] = note
         reason = snapshot.last_error or ""
         if snapshot.state is HealthState.OK:
             self.cpa_ok(snapshot.cpa)
@@ -217,6 +225,7 @@ class Health:
     def forget_cpa(self, name: str) -> None:
         """A reload removed this CPA from the configuration."""
         self._cpas.pop(name, None)
+        self._version_notes.pop(name, None)
 
     def watch_cpa(self, name: str) -> None:
         """A reload added this CPA: it is unknown until its first answer."""
@@ -253,7 +262,8 @@ class Health:
                 reasons.append(st.reason or f"CPA {name!r} is {st.state.value.replace('_', ' ')}")
         if not self._cpas:
             reasons.append("no CPA is configured")
-        return HealthReport(not reasons, tuple(reasons))
+        notes = tuple(note for _, note in sorted(self._version_notes.items()))
+        return HealthReport(not reasons, tuple(reasons), notes=notes)
 
     async def summary(self) -> dict[str, object]:
         live = self.live()
@@ -262,6 +272,7 @@ class Health:
             "live": live.ok,
             "ready": ready.ok,
             "reasons": list(live.reasons + ready.reasons),
+            "notes": list(ready.notes),
             "heartbeat_age_s": round(self.heartbeat_age_s(), 3),
             "stopping": self._stopping,
             "cpas": {
