@@ -159,3 +159,19 @@ async def test_daemon_ticks_carry_a_vertex_public_api_check_to_the_end(world: Wo
     final = world.store.get_task(task_id)
     assert final.state is S.DONE, final.history[-1].reason
     assert old_name not in world.state.auths
+
+
+async def test_cpa_with_the_example_api_keys_goes_to_the_operator_not_refused(world: World) -> None:
+    """CPA answers every /v1 request with 403 unsafe_example_api_key while its api-keys hold the template
+    keys (server_middleware.go): CPA's misconfiguration, said as such; the login is not called refused."""
+    task_id, old_name, _ = await vertex_relogin(world)
+    world.state.settings.proxy_api_keys = (*world.state.settings.proxy_api_keys, "your-api-key-2")
+    runner = world.runner(public=True, verify_models={"vertex": "gemini-2.5-flash"})
+    try:
+        result = await runner.advance(task_id, utcnow(), wait=True)
+    finally:
+        await runner.aclose()
+    assert result.state is S.AWAITING_OPERATOR, result.history[-1].reason
+    assert "example keys" in result.history[-1].reason
+    assert not (result.verification or "").startswith("refused")
+    assert old_name in world.state.auths
