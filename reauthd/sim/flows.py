@@ -129,6 +129,8 @@ def start_callback_flow(state: SimState, provider: str, *, webui: bool = False) 
     state.sessions.register(session, now)
     if webui and FORWARDER_PORTS[provider] in state.sessions.forwarder_ports_in_use:
         raise CallbackServerUnavailable
+    if webui:
+        state.sessions.start_forwarder(FORWARDER_PORTS[provider], st)
     url = f"{state.settings.base_url}/_sim/provider/{provider}/authorize?{go_encode(authorize_query(provider, st))}"
 
     def timeout() -> None:

@@ -174,6 +174,26 @@ async def test_is_webui_forwarder_port_taken(
     assert (await client.get(f"/{provider}-auth-url", params={"is_webui": "1"})).status_code == 200
 
 
+async def test_one_is_webui_forwarder_per_port(sim: SimServer, client: httpx.AsyncClient) -> None:
+    """§13, auth_files_oauth_callback.go startCallbackForwarder: a second is_webui login of the same
+    provider stops the first one's forwarder and takes the port; the first login can still be completed
+    by pasting (oauth-callback). The forwarder stops when its own login ends."""
+    first = (await client.get("/anthropic-auth-url", params={"is_webui": "1"})).json()
+    assert sim.state.sessions.forwarders == {54545: first["state"]}
+    second = (await client.get("/anthropic-auth-url", params={"is_webui": "1"})).json()
+    assert sim.state.sessions.forwarders == {54545: second["state"]}
+    await login_with(sim, client, first["state"])
+    assert sim.state.sessions.forwarders == {54545: second["state"]}  # not the first's to stop
+    await login_with(sim, client, second["state"])
+    assert sim.state.sessions.forwarders == {}
+
+
+async def login_with(sim: SimServer, client: httpx.AsyncClient, st: str) -> None:
+    await client.post("/oauth-callback", json={"redirect_url": sim.state.provider_login(st)})
+    sim.state.advance(0.6)
+    assert await status(client, st) == {"status": "ok"}
+
+
 async def test_is_webui_is_ignored_for_device_flows(sim: SimServer, client: httpx.AsyncClient) -> None:
     """§4.1: `is_webui` applies to anthropic, codex and antigravity only."""
     sim.state.sessions.forwarder_ports_in_use.update({1455, 54545, 51121})
