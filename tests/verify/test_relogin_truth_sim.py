@@ -4,6 +4,7 @@ restart; a file written proves nothing until a request with it succeeded."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -147,3 +148,20 @@ async def test_relogin_then_revoked_again_is_a_new_task_and_message(world: World
     assert second.id != first.id
     titles = await desk.messages()
     assert len(titles) == told + 1 and not titles[-1].startswith("Resolved")
+
+
+async def test_a_panel_login_in_place_is_tested_then_done(world: World, desk: Desk) -> None:
+    """Someone logs in again through another tool, same file: the reload (active, empty message, written
+    after the task) hands the task to verification; only the probe that the provider accepts closes it."""
+    state = world.state
+    old = scenarios.add_credential(state, "codex", email="p@example.com", plan="plus", account_id="acc-p")
+    state.auto_refresh(old.name)
+    await desk.poll()
+    task = await desk.raised_for(old)
+    relogin(state, identity_of(old))
+    await asyncio.sleep(1.2)  # CPA's watcher reloads the file
+    await desk.poll()
+    assert world.store.get_task(task.id).state is S.VERIFYING
+    done = await world.runner().advance(task.id, utcnow(), wait=True)
+    assert done.state is S.DONE, done.history[-1].reason
+    assert "verify-probe" in [a for a, _, _ in world.audit(task.id)]
