@@ -17,6 +17,12 @@ from reauthd.core.sanitize import sanitize_text
 
 # Listing `status` values CPA ever assigns (contract §2.2); anything else is bad input.
 KNOWN_LISTING_STATUSES = frozenset({"active", "error", "disabled"})
+#: `errors` events whose `code` says CPA did not hold the failure against the credential
+#: (sdk/cliproxy/auth/errors.go; conductor_cooldown.go resultErrorFromError/shouldSkipCredentialCooldown):
+#: the request was at fault (including some 401s since 2026-08-15 and the operator's
+#: oauth-request-scoped-errors rules), or the transport/session ended. No evidence against the credential,
+#: for any provider (contract §7, §13). `force_cooldown` is not among them: CPA enforces the cooldown.
+NOT_CREDENTIAL_FAILURE_CODES = frozenset({"request_scoped", "connection_lifecycle"})
 
 # Probe outcomes that are not an upstream HTTP status (detect/probes.py sets these codes).
 PROBE_REFRESH_FAILED = "auth_token_refresh_failed"  # antigravity: /api-call 400 (contract §12)

@@ -129,12 +129,16 @@ def failure_key(verdict: Verdict, provider: str) -> str | None:
 
 
 def generation(credential: Credential | None) -> str:
-    """Which login the file holds. A new login changes `last_refresh` (and the file's modtime); a
-    disable/enable or a failed request does not (contract §2.1, §4.4)."""
-    if credential is None:
+    """Which write of the file this is: its `modtime` (os.Stat, auth_files.go buildAuthFileEntryLocked).
+
+    A new login rewrites the file, so a failure after a re-login is a new failure (a new event, a new
+    task). A flap of the same failure does not write it, and neither does a CPA restart. Never
+    `last_refresh`: it is runtime state (contract §13), absent after a restart (the same failure would page
+    again) and copied unchanged by an in-place re-login (a new failure would look like the old one).
+    A successful refresh also rewrites the file, but a credential that refreshed worked in between."""
+    if credential is None or credential.modtime is None:
         return ""
-    stamp = credential.last_refresh or credential.modtime
-    return stamp.isoformat() if stamp is not None else ""
+    return credential.modtime.isoformat()
 
 
 def event_id(ref: CredentialRef, credential: Credential | None, kind: VerdictKind) -> str:

@@ -18,9 +18,10 @@ from enum import StrEnum
 
 from reauthd.core.model import Credential
 
-# CPA's watcher debounces file events for about a second (contract §12). A same-name file whose listing
-# entry has no fresher `last_refresh` must have looked unchanged to us for this long before we trust that
-# the in-memory auth (not only the file on disk) carries the new tokens.
+# A same-name file must have looked the same to us (status active, empty message, modtime after the
+# login started) for this long before it is probed: the listing cannot tell the watcher's reload apart from
+# the raw record CPA registered a moment before it, and a write the watcher has not reloaded yet still
+# lists the old in-memory state (contract §13: writes are not debounced, pending updates merge by id).
 SAME_NAME_SETTLE = timedelta(seconds=3)
 
 
@@ -97,7 +98,10 @@ def written_since(entry: Credential, since: datetime) -> bool:
         named_at = kimi_name_time(entry.name)
         if named_at is not None:
             return named_at >= since
-    return _newer(entry.modtime, since) or _newer(entry.last_refresh, since)
+    # Only the file's mtime: `last_refresh` is CPA's runtime LastRefreshedAt, which an in-place re-login
+    # does not move (copied on reload, service_auth.go prepareCoreAuthForModelRegistration) and a routine
+    # background refresh does (contract §13). It cannot tell a login from a refresh.
+    return _newer(entry.modtime, since)
 
 
 def name_carries_email(name: str, email: str | None) -> bool:
@@ -139,19 +143,21 @@ def same_account(old: OldCredential, entry: Credential) -> bool:
     return _same_email(old.email, entry.email)
 
 
-def _registered(entry: Credential, same_name: bool, since: datetime, unchanged_for: timedelta) -> bool:
-    """Has CPA's watcher loaded the new file into memory? Only then may it be probed or patched (§12)."""
-    if entry.status != "active" or entry.disabled:
+def _registered(entry: Credential, same_name: bool, unchanged_for: timedelta) -> bool:
+    """Has CPA's watcher loaded the new file into memory? Only then may it be probed or patched (§12, §13).
+
+    What a reload shows (§13): the runtime auth is rebuilt from the file, so `status` is `active` with an
+    empty `status_message` (the old failure state is not copied). The raw OAuth record CPA registers at
+    once on saving (runtimeAuthSyncHook, sdk/cliproxy/builder.go) has no status yet: not loaded. Never
+    `last_refresh`: a re-login in place leaves it as it was.
+    """
+    if entry.status != "active" or entry.disabled or entry.status_message:
         return False
     if not same_name:
-        # The listing is built from CPA's in-memory auths: a new name shows up only once it is registered.
+        # A new name is listed only once registered, and `active` only once the watcher loaded the file.
         return True
-    # Same name: `modtime` comes from os.Stat and moves as soon as the file is written, before the reload
-    # (auth_files.go L377-379). `last_refresh` comes from the loaded auth, so a fresh one proves the reload;
-    # a provider that writes it (codex, claude, xai: contract §8) must show a fresh one, however long that
-    # takes. Only files without it (antigravity, vertex) fall back to "unchanged for a few seconds".
-    if entry.last_refresh is not None:
-        return _newer(entry.last_refresh, since)
+    # Same name: `modtime` (os.Stat) moves as soon as the file is written (auth_files.go
+    # buildAuthFileEntryLocked); the entry must also have looked like this for a few seconds.
     return unchanged_for >= SAME_NAME_SETTLE
 
 
@@ -173,7 +179,7 @@ def find_replacement(
         named = [e for e in listing if e.name == expected_name]
         if not named or (named[0].name == old.name and not written_since(named[0], since)):
             return Replacement(MatchKind.WAITING, f"CPA has not registered {expected_name} yet")
-        return _one(old, named[0], since, unchanged_for)
+        return _one(old, named[0], unchanged_for)
 
     candidates: list[Credential] = []
     in_place: Credential | None = None
@@ -202,17 +208,19 @@ def find_replacement(
             "reauthd does not guess which one replaces the old file",
             candidates=names,
         )
-    return _one(old, candidates[0], since, unchanged_for)
+    return _one(old, candidates[0], unchanged_for)
 
 
-def _one(old: OldCredential, entry: Credential, since: datetime, unchanged_for: timedelta) -> Replacement:
+def _one(old: OldCredential, entry: Credential, unchanged_for: timedelta) -> Replacement:
     same_name = entry.name == old.name and entry.auth_index == old.auth_index
-    if _registered(entry, same_name, since, unchanged_for):
+    if _registered(entry, same_name, unchanged_for):
         how = "overwritten in place" if same_name else "saved as a new file"
         return Replacement(MatchKind.FOUND, f"{entry.name} ({how})", entry, same_name)
     if entry.disabled or entry.status == "disabled":
         why = "is disabled in CPA"
-    elif entry.status != "active":
+    elif not entry.status:
+        why = "was just saved; waiting for CPA's watcher to load it"
+    elif entry.status != "active" or entry.status_message:
         why = f"still shows status {entry.status} (CPA's watcher has not reloaded it)"
     else:
         why = "was just written; waiting for CPA's watcher to load it"

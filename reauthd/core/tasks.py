@@ -238,14 +238,17 @@ def _latest_evidence(verdict: Verdict) -> datetime | None:
 
 
 def works_again_since(item: Subject | Credential, verdict: Verdict, since: datetime) -> bool:
-    """Positive evidence, newer than `since`, that the credential works again.
+    """Positive evidence, newer than `since`, that a request with the credential succeeded.
 
     "CPA lists it as active" alone is not: after a CPA restart every file auth starts `active` (contract
-    §2.2), and so does one whose cooldown was reset or that was re-enabled, whatever its tokens. What counts:
+    §2.2), and so does one whose cooldown was reset, that was re-enabled or whose file was reloaded
+    (§13), whatever its tokens. A file written (a newer `modtime`) is not either: a login the provider then
+    refuses writes it too (§13). What counts:
     - a probe with the credential's own token that the provider accepted (2xx) after `since`;
-    - a `last_refresh` after `since`: a new login or a refresh that succeeded (both need a live refresh
-      token, contract §2.3 A2 and §4.4);
-    - for files without `last_refresh` (a Vertex key, some plugins), the file rewritten after `since`.
+    - a `last_refresh` after `since`: CPA's runtime LastRefreshedAt, set only by a refresh that succeeded
+      (conductor_refresh.go, api_tools.go) or by an upload carrying it (auth_files_crud.go). An in-place
+      re-login copies the old value (service_auth.go), so it never moves this by itself.
+    reauthd's own verification closes its tasks through the completion runner, not here.
     """
     for evidence in verdict.evidence:
         status = evidence.http_status
@@ -256,21 +259,19 @@ def works_again_since(item: Subject | Credential, verdict: Verdict, since: datet
             and evidence.observed_at > since
         ):
             return True
-    return isinstance(item, Credential) and _file_renewed_since(item, since)
-
-
-def _file_renewed_since(credential: Credential, since: datetime) -> bool:
-    if credential.last_refresh is not None:
-        return credential.last_refresh > since
-    return credential.modtime is not None and credential.modtime > since
+    return isinstance(item, Credential) and item.last_refresh is not None and item.last_refresh > since
 
 
 def closes_as_done(task: ReauthTask, item: Subject | Credential, verdict: Verdict) -> bool:
-    """May a healthy verdict close this open task as "re-logged elsewhere"? A task an operator raised by hand
-    is about a credential that still works (a password or organisation change), so only a renewed file
-    closes it; a detected revocation also closes on a probe that succeeded after the task was raised."""
+    """May a healthy verdict close this open task as "re-logged elsewhere"? A detected revocation closes on
+    a request with the credential that succeeded after the task was raised (`works_again_since`).
+
+    A task an operator raised by hand is about a credential that still works (a password or organisation
+    change): its probes succeed and CPA keeps refreshing it, and a re-login through another tool looks in
+    the listing exactly like such a refresh (the file rewritten, status active, §13). Only reauthd's own
+    login and verification (or the new-name hand-off to it) closes it, never a healthy verdict."""
     if task.source == "manual":
-        return isinstance(item, Credential) and _file_renewed_since(item, task.created_at)
+        return False
     return works_again_since(item, verdict, task.created_at)
 
 
@@ -365,18 +366,50 @@ ADOPTABLE: frozenset[TaskState] = frozenset({S.OPEN, S.NOTIFIED, S.OPENED})
 
 @dataclass(frozen=True, slots=True)
 class Adopt:
-    """The task's account logged in again elsewhere under a new file name: verify that file, then retire."""
+    """The task's account logged in again elsewhere (a new file name, or its own file reloaded in place):
+    verify that file, then retire what is left to retire."""
 
     task_id: str
     credential: Credential
     reason: str
 
 
+def reloaded_in_place(task: ReauthTask, entry: Credential) -> bool:
+    """The task's own file shows what a reload after a new login shows (contract §13): the runtime auth is
+    rebuilt from the file, `active` with an empty `status_message` (the old failure state is not copied),
+    and the file was written after the task was raised (`modtime`). `last_refresh` plays no part: the
+    reload copies it unchanged. A CPA restart also lists every file active, but rewrites none of them.
+
+    Never for a task an operator raised by hand: its credential still works, and CPA's routine refresh
+    rewrites the file and reloads it exactly like a login would."""
+    return (
+        task.source != "manual"
+        and entry.status == "active"
+        and not entry.disabled
+        and not entry.status_message
+        and entry.modtime is not None
+        and entry.modtime > adopt_since(task)
+    )
+
+
+def adopt_since(task: ReauthTask) -> datetime:
+    """Files written after this may be a new login for the task: after it was raised and after its last
+    verification ended (a login that verification refused must not be handed to verification again and
+    again; a later login writes the file again)."""
+    since = task.created_at
+    for event in task.history:
+        if S.VERIFYING in (event.to_state, event.from_state) and event.at > since:
+            since = event.at
+    return since
+
+
 def panel_logins(tasks: Iterable[ReauthTask], listing: Iterable[Credential]) -> list[Adopt]:
     """Open tasks whose account logged in again through another tool (a panel, CPA's own CLI) and landed
     under a *new* file name, as a legacy Codex name or a plan change does (contract §4.4). The old file
     stays in `error`, so `plan` never sees it healthy; without this the person would be reminded until
-    the task expired. A same-name login needs nothing here: its renewed file closes the task in `plan`.
+    the task expired. A login in place (same name) is handed over too once the old file shows a reload
+    after the task (`reloaded_in_place`): a written file proves nothing until a request with it succeeded,
+    so `plan` does not close it on that (§13).
 
     The new file must be the only candidate for the old one (the rules of `core.identity`), registered by
     CPA, written after the task was raised, and claimed by no other task. Kimi files carry no account
@@ -410,13 +443,20 @@ def panel_logins(tasks: Iterable[ReauthTask], listing: Iterable[Credential]) -> 
     found: list[Adopt] = []
     for key, task in waiting.items():
         old_entry = old_entries.get(key)
+        if old_entry is not None and reloaded_in_place(task, old_entry):
+            reason = sanitize_line(
+                f"CPA reloaded {old_entry.name} after the task was raised (a new login in place, through "
+                "another tool); testing it"
+            )
+            found.append(Adopt(task.id, old_entry, reason))
+            continue
         if old_entry is None or not old_entry.email:
             continue  # the old file is gone or says nothing about whose it was
         old = OldCredential(
             old_entry.name, old_entry.auth_index, old_entry.provider, old_entry.email, old_entry.account_id
         )
         candidates = fresh.get((old_entry.cpa, old_entry.provider, old_entry.email.casefold()), [])
-        match = find_replacement(old, candidates, task.created_at)
+        match = find_replacement(old, candidates, adopt_since(task))
         if match.kind is MatchKind.FOUND and match.credential is not None and not match.same_name:
             reason = sanitize_line(
                 f"a new login for this account appeared in CPA as {match.credential.name} "

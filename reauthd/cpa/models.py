@@ -123,6 +123,14 @@ class _UnusableEntry(BaseModel):
 
     name: Any = None
     auth_index: Any = None
+    status: Any = None
+
+
+def _registering(entry: object) -> bool:
+    """An entry CPA registered from the raw OAuth record a login just saved, before its watcher reloaded
+    the file (saveTokenRecord → runtimeAuthSyncHook, sdk/cliproxy/builder.go; contract §13): it has no
+    `status` yet. Not a broken entry: it is left out of this listing, silently, until the next one."""
+    return isinstance(entry, _UnusableEntry) and entry.status == ""
 
 
 # left_to_right: a valid entry is validated once, as AuthFile; anything else (an object that breaks the
@@ -172,7 +180,7 @@ def parse_auth_file_listing(raw: bytes | bytearray) -> AuthFileListing:
     for position, entry in enumerate(listing.files):
         if isinstance(entry, AuthFile):
             files.append(entry)
-        else:
+        elif not _registering(entry):
             bad.append((position, entry))
     if not bad:
         return AuthFileListing(files, [])

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -98,6 +99,11 @@ class Route:
         return f"{self.method} {self.full_path}"
 
 
+#: The major versions of CPA whose management API reauthd was checked against (contract §13: v7.2.140).
+CHECKED_MAJORS = frozenset({7})
+_MAJOR = re.compile(r"^\s*v?(\d+)\.")
+
+
 @dataclass(frozen=True, slots=True)
 class CPAVersion:
     """From the `X-CPA-*` headers CPA sets on every management answer (handler.go Middleware)."""
@@ -106,6 +112,23 @@ class CPAVersion:
     commit: str | None = None
     build_date: str | None = None
     support_plugin: str | None = None
+
+    @property
+    def major(self) -> int | None:
+        """`v7.2.140` → 7; None for a version without one (a dev build)."""
+        match = _MAJOR.match(self.version)
+        return int(match.group(1)) if match else None
+
+    def unchecked_note(self, cpa: str) -> str | None:
+        """One sentence when this is a major version reauthd was not checked against, else None."""
+        major = self.major
+        if major is None or major in CHECKED_MAJORS:
+            return None
+        checked = ", ".join(f"v{m}" for m in sorted(CHECKED_MAJORS))
+        return (
+            f"CPA {cpa!r} reports version {self.version[:40]}, a major version reauthd was not checked "
+            f"against ({checked}); reauthd carries on while CPA's answers look as expected"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +429,9 @@ class ManagementWire:
             )
             if seen != self.version:
                 log.info("cpa.version", cpa=self.cpa, version=seen.version, commit=seen.commit)
+                note = seen.unchecked_note(self.cpa)
+                if note is not None and (self.version is None or self.version.major != seen.major):
+                    log.warning("cpa.version.unchecked", cpa=self.cpa, version=seen.version, problem=note)
                 self.version = seen
 
     @staticmethod

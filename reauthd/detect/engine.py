@@ -22,7 +22,7 @@ import structlog
 
 from reauthd.config import DetectConfig
 from reauthd.core.causes import Cause, cause_of
-from reauthd.core.classify import classify, is_failure
+from reauthd.core.classify import NOT_CREDENTIAL_FAILURE_CODES, classify, is_failure
 from reauthd.core.confirm import Confirmation, ConfirmedRevocation, ConfirmPolicy, observe
 from reauthd.core.model import Credential, CredentialRef, Evidence, Verdict, VerdictKind
 from reauthd.cpa.client import CPAClient
@@ -336,9 +336,10 @@ class DetectionEngine:
             needs_work = changed or record.verdict is None or record.confirmation.failure is not None
             if needs_work and self._decide(record, now, counts_as_observation=True):
                 to_probe.append(key)
-        if listing.skipped:
-            # Entries that broke the contract were skipped (and logged by the client): their
-            # credentials still exist, so nothing is forgotten on a listing with holes in it.
+        if listing.skipped or listing.registering:
+            # Entries that broke the contract were skipped (and logged by the client), entries of a login
+            # CPA is registering were left out: their credentials still exist, so nothing is forgotten on
+            # a listing with holes in it.
             return to_probe
         for key in [k for k in self._records if k[0] == cpa and k not in seen]:
             # Deleted or retired in CPA: forget it (its task, if any, lives in the store).
@@ -488,6 +489,11 @@ class DetectionEngine:
         """One `errors` message: update the verdict now and start the confirming probe at once."""
         if not event.auth_index:
             log.warning("detect.errors.event_without_auth_index", cpa=cpa)
+            return None
+        if (event.code or "").strip() in NOT_CREDENTIAL_FAILURE_CODES:
+            # CPA itself did not count it against the credential (request or transport at fault): not
+            # evidence, and no probe either (a burst of them must not turn into a burst of probes).
+            log.debug("detect.errors.not_about_the_credential", cpa=cpa, code=event.code)
             return None
         now = self.clock()
         key = (cpa, event.auth_index)

@@ -52,6 +52,9 @@ class Listing:
     credentials: list[Credential] = field(default_factory=list)
     skipped: int = 0
     problems: list[str] = field(default_factory=list)  # the first few, for one log line
+    # Entries without a status yet: a login's raw record before CPA's watcher reloaded the file (§13).
+    # Left out without counting as broken; like skipped ones, their credentials still exist.
+    registering: int = 0
 
 
 def _time(entry: dict[str, Any], key: str) -> datetime | None:
@@ -381,6 +384,10 @@ class ListingReader:
                     credential = previous
             listing.credentials.append(credential)
         except (TypeError, ValueError) as exc:
+            if isinstance(entry, dict) and entry.get("status") == "":
+                listing.registering += 1  # saveTokenRecord's raw record (runtimeAuthSyncHook), §13
+                self._entry_number += 1
+                return
             listing.skipped += 1
             if len(listing.problems) < 5:
                 name = entry.get("name") if isinstance(entry, dict) else None

@@ -108,6 +108,7 @@ class Health:
             name: _CPAState(CPAReachability.UNKNOWN, f"CPA {name!r} has not been checked yet")
             for name in cpas
         }
+        self._version_notes: dict[str, str] = {}
         self._notifier_ok = True
         self._notifier_reason = ""
         self._notifier_gave_up = 0
@@ -206,6 +207,11 @@ class Health:
 
     def cpa_snapshot(self, snapshot: CPAHealth) -> None:
         """Take the CPA client's own view (`CPAClient.health()`), e.g. once per tick for every CPA."""
+        note = snapshot.version.unchecked_note(snapshot.cpa) if snapshot.version is not None else None
+        if note is None:
+            self._version_notes.pop(snapshot.cpa, None)
+        else:
+            self._version_notes[snapshot.cpa] = note
         reason = snapshot.last_error or ""
         if snapshot.state is HealthState.OK:
             self.cpa_ok(snapshot.cpa)
@@ -221,6 +227,7 @@ class Health:
     def forget_cpa(self, name: str) -> None:
         """A reload removed this CPA from the configuration."""
         self._cpas.pop(name, None)
+        self._version_notes.pop(name, None)
 
     def watch_cpa(self, name: str) -> None:
         """A reload added this CPA: it is unknown until its first answer."""
@@ -267,7 +274,7 @@ class Health:
                 reasons.append(st.reason or f"CPA {name!r} is {st.state.value.replace('_', ' ')}")
         if not self._cpas:
             reasons.append("no CPA is configured")
-        notes = tuple(
+        notes = tuple(note for _, note in sorted(self._version_notes.items())) + tuple(
             reason or f"CPAMP {name!r} is {state.replace('_', ' ')}"
             for name, (state, reason) in sorted(self._cpamp.items())
             if state != "ok"
@@ -281,6 +288,7 @@ class Health:
             "live": live.ok,
             "ready": ready.ok,
             "reasons": list(live.reasons + ready.reasons),
+            "notes": list(ready.notes),
             "heartbeat_age_s": round(self.heartbeat_age_s(), 3),
             "stopping": self._stopping,
             "cpas": {

@@ -28,6 +28,14 @@ MGMT = "/v0/management"
 CALLBACK_PATHS = {path: provider for provider, (_, _, path) in CALLBACK_PROVIDERS.items()}
 
 
+# internal/safemode/example_api_keys.go: the template keys of config.example.yaml.
+EXAMPLE_API_KEYS = frozenset({"your-api-key-1", "your-api-key-2", "your-api-key-3"})
+UNSAFE_EXAMPLE_KEY_MESSAGE = (
+    "Proxy API endpoints are disabled because api-keys contains template values. Open "
+    "/management.html?safe-mode=configure, update api-keys in Management, then retry."
+)
+
+
 class DropConnection(Exception):
     """Raised after the response started: uvicorn then closes the connection mid-response."""
 
@@ -217,6 +225,15 @@ class SimApp:
 
     async def public(self, request: Request) -> Response:
         """The proxy API subset used to verify a credential by prefix (§5 workaround, §12 Vertex)."""
+        if EXAMPLE_API_KEYS.intersection(self.state.settings.proxy_api_keys):
+            # server_middleware.go exampleAPIKeySafeModeMiddleware: with the template keys configured every
+            # /v1 and /v1beta route answers 403 before any key check (safemode/example_api_keys.go).
+            return Response(
+                dumps({"error": "unsafe_example_api_key", "message": UNSAFE_EXAMPLE_KEY_MESSAGE}).encode(),
+                403,
+                media_type="application/json; charset=utf-8",
+                headers={"X-CPA-SAFE-MODE": "example-api-key"},
+            )
         auth = request.headers.get("authorization", "")
         key = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
         if not key:
@@ -228,7 +245,7 @@ class SimApp:
             for a in self.state.sorted_auths():
                 if a.disabled:
                     continue
-                prefix = route_prefix(a.metadata.get("prefix"))
+                prefix = route_prefix(a.routed_prefix)
                 for m in PROVIDER_MODELS.get(a.provider, ()):
                     data.append(
                         {
@@ -257,16 +274,19 @@ class SimApp:
             for a in self.state.sorted_auths()
             if not a.disabled
             and bare in PROVIDER_MODELS.get(a.provider, ())
-            and route_prefix(a.metadata.get("prefix")) == prefix
+            and route_prefix(a.routed_prefix) == prefix
         ]
         if not candidates:
+            # sdk/api/handlers/handlers_routing.go (since 2026-08-06): an unroutable model is the client's
+            # error, 400 model_not_found, no longer 502.
             return gin_json(
-                502,
+                400,
                 {
                     "error": {
                         "message": f"unknown provider for model {model}",
-                        "type": "server_error",
-                        "code": "internal_server_error",
+                        "type": "invalid_request_error",
+                        "code": "model_not_found",
+                        "param": "model",
                     }
                 },
             )

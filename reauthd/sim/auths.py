@@ -104,6 +104,9 @@ class SimAuth:
     updated_at: datetime | None = None
     last_refreshed_at: datetime | None = None
     next_refresh_after: datetime | None = None
+    # The prefix the model registry routes by: set when the file is (re)loaded, so a PATCH of `prefix`
+    # routes only after the watcher reloaded the rewritten file (contract §13).
+    routed_prefix: str = ""
     cache: bytes | None = None
     cache_bucket: int = -1
 
@@ -139,13 +142,17 @@ class SimAuth:
         """The watcher (re)registers the file: new metadata, every model state reset (§2.3 C)."""
         self.metadata = dict(content)
         self.loaded_hash = content_hash(content)
+        prefix = content.get("prefix")
+        self.routed_prefix = prefix if isinstance(prefix, str) else ""
         self.disabled = content.get("disabled") is True
         # The file synthesizer sets only the status; the message stays empty (synthesizer/file.go).
         self.status = "disabled" if self.disabled else "active"
         self.status_message = ""
         self.clear_failures()
         self.updated_at = now
-        self.last_refreshed_at = parse_last_refresh(content) or self.last_refreshed_at
+        # `last_refresh` is runtime state, never read from the file here (sdk/auth/filestore.go builds the
+        # auth with a zero LastRefreshedAt; watcher/dispatcher.go clears it on the clone it dispatches).
+        # The callers keep or set it as CPA does (SimState.register/watcher_reload, management upload).
         self.touch()
 
     def clear_failures(self) -> None:

@@ -75,6 +75,7 @@ CONTROL_ROUTES = [
     "POST /_sim/credentials/{name}/condition {condition: ok|quota|deactivated|cloudflare|transient, live?}",
     "POST /_sim/credentials/{name}/request {model?, no_model?}",
     "POST /_sim/credentials/{name}/auto-refresh",
+    "POST /_sim/credentials/{name}/neutral-failure {code?: request_scoped|connection_lifecycle, status?, model?}",
     "POST /_sim/credentials/{name}/probe {status|null, body}",
     "POST /_sim/credentials/{name}/relogin-as {plan?, exchange_fails?}",
     "POST /_sim/next-login {provider?, email?, plan?, account_id?, project_id?, exchange_fails?}",
@@ -126,6 +127,15 @@ def dispatch(method: str, path: str, body: dict[str, Any], state: SimState) -> R
                 state, name, body.get("model"), no_model=bool(body.get("no_model", False))
             )
             return ok({"status_code": ans.status, "body": ans.body})
+        elif action == "neutral-failure":
+            event = scenarios.neutral_failure(
+                state,
+                name,
+                code=str(body.get("code", "request_scoped")),
+                status=int(body.get("status", 401)),
+                model=str(body.get("model", "")),
+            )
+            return ok({"status": "ok", "event": event})
         elif action == "auto-refresh":
             ans = scenarios.auto_refresh(state, scenarios.find(state, name))
             return ok({"status_code": ans.status, "body": ans.body})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import secrets
 from datetime import timedelta
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from reauthd.sim.credentials import Identity, file_content, file_name_for, merge_relogin
 from reauthd.sim.oauth import (
@@ -44,6 +44,74 @@ TIMEOUT = {
 }
 
 
+# The authorize URLs CPA builds, query parameter for query parameter. The host and path are the simulated
+# provider's page (a real browser must reach it); the query is exactly CPA's:
+# - anthropic: internal/auth/claude/anthropic_auth.go GenerateAuthURL (note `code=true`, a Claude marker,
+#   not an OAuth code) with ClientID, RedirectURI, ClaudeOAuthScope of the same file;
+# - codex: internal/auth/codex/openai_auth.go GenerateAuthURL (prompt=login, id_token_add_organizations,
+#   codex_cli_simplified_flow);
+# - antigravity: internal/auth/antigravity/auth.go BuildAuthURL with constants.go ClientID and Scopes, and the
+#   redirect_uri auth_files_provider_oauth.go passes (http://localhost:51121/oauth-callback).
+CLAUDE_SCOPE = "user:profile user:inference user:sessions:claude_code user:mcp_servers user:file_upload"
+ANTIGRAVITY_SCOPES = (
+    "https://www.googleapis.com/auth/cloud-platform",
+    "https://www.googleapis.com/auth/userinfo.email",
+    "https://www.googleapis.com/auth/userinfo.profile",
+    "https://www.googleapis.com/auth/cclog",
+    "https://www.googleapis.com/auth/experimentsandconfigs",
+)
+CLIENT_IDS = {
+    "anthropic": "9d1c250a-e61b-44d9-88ed-5944d1962f5e",
+    "codex": "app_EMoamEEZ73f0CkXaXp7hrann",
+    "antigravity": "1071006060591-tmhssin2h21lcre235vtolojh4g403ep.apps.googleusercontent.com",
+}
+
+
+def go_encode(query: dict[str, str]) -> str:
+    """Go's url.Values.Encode: keys sorted, QueryEscape (space as `+`, only [A-Za-z0-9-_.~] left as is)."""
+    return urlencode(sorted(query.items()))
+
+
+def authorize_query(provider: str, st: str) -> dict[str, str]:
+    """The query of CPA's authorize URL for a built-in callback provider (sources above)."""
+    _, redirect, _ = CALLBACK_PROVIDERS[provider]
+    challenge = secrets.token_urlsafe(32)
+    if provider == "anthropic":
+        return {
+            "code": "true",
+            "client_id": CLIENT_IDS[provider],
+            "response_type": "code",
+            "redirect_uri": redirect,
+            "scope": CLAUDE_SCOPE,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "state": st,
+        }
+    if provider == "codex":
+        return {
+            "client_id": CLIENT_IDS[provider],
+            "response_type": "code",
+            "redirect_uri": redirect,
+            "scope": "openid email profile offline_access",
+            "state": st,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "prompt": "login",
+            "id_token_add_organizations": "true",
+            "codex_cli_simplified_flow": "true",
+        }
+    # antigravity: BuildAuthURL has no PKCE
+    return {
+        "access_type": "offline",
+        "client_id": CLIENT_IDS[provider],
+        "prompt": "consent",
+        "redirect_uri": redirect,
+        "response_type": "code",
+        "scope": " ".join(ANTIGRAVITY_SCOPES),
+        "state": st,
+    }
+
+
 class CallbackServerUnavailable(Exception):
     """`is_webui`: CPA could not listen on the provider's fixed localhost port (another program holds it)."""
 
@@ -61,19 +129,9 @@ def start_callback_flow(state: SimState, provider: str, *, webui: bool = False) 
     state.sessions.register(session, now)
     if webui and FORWARDER_PORTS[provider] in state.sessions.forwarder_ports_in_use:
         raise CallbackServerUnavailable
-    _, redirect, _ = CALLBACK_PROVIDERS[provider]
-    query = {
-        "client_id": {
-            "codex": "app_EMoamEEZ73f0CkXaXp7hrann",
-            "anthropic": "9d1c250a-e61b-44d9-88ed-5944d1962f5e",
-        }.get(provider, "sim-client"),
-        "response_type": "code",
-        "redirect_uri": redirect,
-        "code_challenge": secrets.token_urlsafe(32),
-        "code_challenge_method": "S256",
-        "state": st,
-    }
-    url = f"{state.settings.base_url}/_sim/provider/{provider}/authorize?{urlencode(query)}"
+    if webui:
+        state.sessions.start_forwarder(FORWARDER_PORTS[provider], st)
+    url = f"{state.settings.base_url}/_sim/provider/{provider}/authorize?{go_encode(authorize_query(provider, st))}"
 
     def timeout() -> None:
         s = state.sessions.get(st, state.now())
@@ -89,8 +147,16 @@ def start_plugin_flow(state: SimState, provider: str) -> tuple[str, str]:
     now = state.now()
     st = secrets.token_hex(16)
     state.sessions.register(OAuthSession(st, provider, now, now + PENDING_TTL, "callback"), now)
-    query = {"redirect_uri": f"http://localhost:8085/{provider}/callback", "state": st}
-    return f"{state.settings.base_url}/_sim/provider/{provider}/authorize?{urlencode(query)}", st
+    # ServePluginAuthURL (auth_files_oauth_callback.go) hands the plugin's StartLogin CPA's own
+    # managementCallbackURL("/v0/management/oauth-callback") (http://127.0.0.1:<port>/…) as the base for its
+    # redirect; the rest of the URL is the plugin's. This sim plugin asks for a Google-style code grant.
+    query = {
+        "client_id": "sim-plugin-client",
+        "redirect_uri": f"http://127.0.0.1:{urlsplit(state.settings.base_url).port}/v0/management/oauth-callback",
+        "response_type": "code",
+        "state": st,
+    }
+    return f"{state.settings.base_url}/_sim/provider/{provider}/authorize?{go_encode(query)}", st
 
 
 def start_device_flow(state: SimState, provider: str) -> dict[str, object]:
@@ -190,6 +256,38 @@ def write_callback(state: SimState, session: OAuthSession, code: str, error: str
     state.schedule(state.settings.exchange_delay, pick_up)
 
 
+# sdk/cliproxy/auth/metadata_merge.go IsAuthTokenPayloadKey.
+TOKEN_PAYLOAD_KEYS = frozenset(
+    {
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "session_id",
+        "expired",
+        "last_refresh",
+        "expires_in",
+        "timestamp",
+        "token_type",
+        "user_code",
+        "verification_uri",
+        "verification_uri_complete",
+    }
+)
+
+
+def raw_record_metadata(provider: str, content: dict[str, object]) -> dict[str, object]:
+    """The Metadata of the record saveTokenRecord hands to runtimeAuthSyncHook (auth_files_provider_oauth.go).
+
+    Claude, Codex, xAI and Kimi save through a TokenStorage: the tokens go to the file, the record's
+    Metadata holds only the account keys (plus the user keys merged from an existing file, never token
+    keys: MergeExistingAuthMetadata). Until the watcher reloads the file, a `$TOKEN$` request with that
+    record finds no token. Antigravity's record carries the whole token map as Metadata.
+    """
+    if provider == "antigravity":
+        return dict(content)
+    return {k: v for k, v in content.items() if k not in TOKEN_PAYLOAD_KEYS}
+
+
 def _save(state: SimState, session: OAuthSession, ident: Identity) -> None:
     """saveTokenRecord: merge into a same-name file, write, complete; the watcher loads it later."""
     now = state.now()
@@ -210,5 +308,6 @@ def _save(state: SimState, session: OAuthSession, ident: Identity) -> None:
     if old is not None:
         content = merge_relogin(old.content, content)
     state.write_file(name, content)
+    state.register_raw_login(name, raw_record_metadata(ident.provider, content))
     session.saved_file = name
     state.sessions.complete(session.state, now)

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from reauthd.sim.api_tools import api_call, ensure_vertex_key, usage_queue, vertex_import
-from reauthd.sim.auths import SimAuth
+from reauthd.sim.auths import SimAuth, parse_last_refresh
 from reauthd.sim.oauth_routes import auth_url_handler, cancel_session, get_auth_status, oauth_callback
 from reauthd.sim.responses import Handler, err, gin_json, read_form, read_json
 from reauthd.sim.state import SimState
@@ -66,10 +66,15 @@ def _store_upload(state: SimState, name: str, raw: bytes) -> str | None:
         return f"invalid auth file: {exc}"
     state.write_file(name, content, reload=False)
     auth = state.auths.get(name)
+    kept = auth.last_refreshed_at if auth is not None else None
     if auth is None:
-        state.register(name, content)
+        auth = state.register(name, content)
     else:
         auth.load(content, state.now())
+    # auth_files_crud.go: the uploaded JSON's last-refresh key (extractLastRefreshTimestamp), else the
+    # existing auth's LastRefreshedAt; the upload is the only place the file's own key reaches the listing.
+    auth.last_refreshed_at = parse_last_refresh(content) or kept
+    auth.touch()
     if content.get("type") == "vertex" and isinstance(content.get("service_account"), dict):
         ensure_vertex_key(state, content)
     return None

@@ -93,6 +93,10 @@ class OAuthSessions:
     def __init__(self) -> None:
         self.sessions: dict[str, OAuthSession] = {}
         self.forwarder_ports_in_use: set[int] = set()
+        # CPA's own `is_webui` forwarders: port → the state of the login that started it. One per port
+        # (auth_files_oauth_callback.go startCallbackForwarder stops the previous one first); it stops when
+        # its login's waiter ends (stopCallbackForwarderInstance, only if it is still the current one).
+        self.forwarders: dict[int, str] = {}
         self.kimi_expires_in: int | None = None
 
     def _purge(self, now: datetime) -> None:
@@ -107,8 +111,16 @@ class OAuthSessions:
         self._purge(now)
         return self.sessions.get(state.strip())
 
+    def start_forwarder(self, port: int, state: str) -> None:
+        self.forwarders[port] = state  # replaces (stops) another login's forwarder on that port
+
+    def _stop_forwarder(self, state: str) -> None:
+        for port in [p for p, owner in self.forwarders.items() if owner == state]:
+            del self.forwarders[port]
+
     def set_error(self, state: str, message: str, now: datetime) -> None:
         self._purge(now)
+        self._stop_forwarder(state)
         s = self.sessions.get(state)
         if s is None or s.completed:
             return
@@ -117,6 +129,7 @@ class OAuthSessions:
 
     def complete(self, state: str, now: datetime) -> None:
         self._purge(now)
+        self._stop_forwarder(state)
         s = self.sessions.get(state)
         if s is None or s.completed:
             return
@@ -129,6 +142,7 @@ class OAuthSessions:
         s = self.sessions.get(state)
         if s is None or not s.pending:
             return False
+        self._stop_forwarder(state)
         del self.sessions[state]
         return True
 

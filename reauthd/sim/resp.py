@@ -77,6 +77,9 @@ def array(*items: bytes) -> bytes:
     return b"*" + str(len(items)).encode() + b"\r\n" + b"".join(items)
 
 
+SUBSCRIBER_BUFFER = 256  # internal/redisqueue/queue.go usageSubscriberBuffer, errorSubscriberBuffer
+
+
 class RespConnection(asyncio.Protocol):
     """One RESP client. "Local" is decided from the TCP peer only (no forwarded headers)."""
 
@@ -93,6 +96,11 @@ class RespConnection(asyncio.Protocol):
         self.channel_name = ""
         self.buf = b""
         self.closed = False
+        # A subscriber's channel (internal/redisqueue/queue.go: usage/errorSubscriberBuffer = 256): while
+        # the client does not read, the socket stops taking data and the messages wait here; when 256 are
+        # waiting, publishToSubscribers drops the subscriber and closes its channel (and the connection).
+        self.paused = False
+        self.unread: list[bytes] = []
         state.resp_closers[id(self)] = self.close
 
     def write(self, data: bytes) -> None:
@@ -112,7 +120,23 @@ class RespConnection(asyncio.Protocol):
             self.transport.close()
 
     def deliver(self, payload: bytes) -> None:
-        self.write(array(bulk(b"message"), bulk(self.channel_name.encode()), bulk(payload)))
+        message = array(bulk(b"message"), bulk(self.channel_name.encode()), bulk(payload))
+        if not self.paused:
+            self.write(message)
+            return
+        if len(self.unread) >= SUBSCRIBER_BUFFER:
+            self.close()  # queue.go publishToSubscribers: `default: delete(...); close(subscriber)`
+            return
+        self.unread.append(message)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        waiting, self.unread = self.unread, []
+        for message in waiting:
+            self.write(message)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.resp_closers.pop(id(self), None)

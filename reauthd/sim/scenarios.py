@@ -135,6 +135,36 @@ def execute(state: SimState, auth: SimAuth, model: str | None) -> UpstreamAnswer
     return UpstreamAnswer(status, body)
 
 
+# sdk/cliproxy/auth/errors.go: failures CPA does not hold against the credential.
+NEUTRAL_ERROR_CODES = ("request_scoped", "connection_lifecycle")
+
+
+def neutral_failure(
+    state: SimState, name: str, *, code: str = "request_scoped", status: int = 401, model: str = ""
+) -> dict[str, Any]:
+    """A failed request CPA does not count against the credential (conductor_cooldown.go
+    resultErrorFromError sets `code` request_scoped or connection_lifecycle; shouldSkipCredentialCooldown
+    then leaves status and cooldowns alone). MarkResult still counts it (failed, recent requests) and
+    publishErrorEvent still publishes it on the `errors` channel with that `code` and the unchanged
+    auth status (error_events.go buildErrorEventPayload: `code` is the result's own error code).
+    Since 2026-08-15 some 401s are request-scoped (contract §7, §13). Returns the event."""
+    if code not in NEUTRAL_ERROR_CODES:
+        raise ValueError(f"code must be one of {', '.join(NEUTRAL_ERROR_CODES)}")
+    auth = find(state, name)
+    now = state.now()
+    auth.failed += 1
+    auth.record_recent(now, False)
+    auth.touch()
+    body = dumps(
+        {"error": {"message": "request-scoped failure (simulated)", "type": "invalid_request_error"}}
+    )
+    event = auth.error_event(Failure(status, body, model or None, None), now)
+    event["code"] = code
+    event.pop("retryable", None)
+    state.publish("errors", event)
+    return event
+
+
 def _usage(state: SimState, auth: SimAuth, model: str | None, status: int, body: str) -> None:
     if not state.settings.usage_statistics:
         return

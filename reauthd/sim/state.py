@@ -204,7 +204,6 @@ class SimState:
         """Register a new file or reload a changed one (skipped when the content hash is unchanged)."""
         disk = self.disk.get(name)
         auth = self.auths.get(name)
-        now = self.now()
         if disk is None:
             if auth is not None and not auth.runtime_only:
                 self.remove_auth(name)
@@ -212,7 +211,39 @@ class SimState:
         if auth is None:
             self.register(name, disk.content)
         elif auth.loaded_hash != content_hash(disk.content):
-            auth.load(disk.content, now)
+            self.reload_existing(auth, disk.content)
+
+    def reload_existing(self, auth: SimAuth, content: dict[str, Any]) -> None:
+        """A changed file for an auth CPA already holds. The runtime auth is rebuilt from the file
+        (status active, empty message, failures gone) but, when neither the old nor the new auth is
+        disabled, `LastRefreshedAt` is copied from the old one (sdk/cliproxy/service_auth.go
+        prepareCoreAuthForModelRegistration): an in-place re-login does not move `last_refresh`."""
+        was_disabled = auth.disabled or auth.status == "disabled"
+        kept = auth.last_refreshed_at
+        auth.load(content, self.now())
+        now_disabled = auth.disabled or auth.status == "disabled"
+        auth.last_refreshed_at = None if was_disabled or now_disabled else kept
+        auth.touch()
+
+    def register_raw_login(self, name: str, content: dict[str, Any]) -> None:
+        """saveTokenRecord → postAuthPersistHook → runtimeAuthSyncHook (sdk/cliproxy/builder.go): the raw
+        OAuth record is registered at once, before the watcher reloads the file. The record carries no
+        status (the listing shows `status: ""`, empty message); an existing auth keeps its
+        LastRefreshedAt (prepareCoreAuthForModelRegistration). The watcher's reload replaces it later;
+        its hash bookkeeping is the watcher's own, so that reload still happens."""
+        auth = self.auths.get(name)
+        if auth is None:
+            auth = self.register(name, content)
+            auth.loaded_hash = ""
+        else:
+            kept, loaded = auth.last_refreshed_at, auth.loaded_hash
+            disabled = auth.disabled or auth.status == "disabled"
+            auth.load(content, self.now())
+            auth.loaded_hash = loaded
+            auth.last_refreshed_at = None if disabled else kept
+        auth.status = ""
+        auth.status_message = ""
+        auth.touch()
 
     def register(self, name: str, content: dict[str, Any], *, runtime_only: bool = False) -> SimAuth:
         now = self.now()
@@ -226,7 +257,7 @@ class SimState:
             runtime_only=runtime_only,
             path="" if runtime_only else f"{AUTH_DIR}/{name}",
         )
-        auth.load(content, now)
+        auth.load(content, now)  # LastRefreshedAt stays zero: a loaded file has none (filestore.go)
         self.auths[name] = auth
         self.by_index[auth.auth_index] = auth
         self._sorted = None
@@ -386,6 +417,11 @@ class SimState:
 
         return scenarios.simulate_request(self, name, model, no_model=no_model)
 
+    def neutral_failure(self, name: str, **kwargs: Any) -> dict[str, Any]:
+        from reauthd.sim import scenarios
+
+        return scenarios.neutral_failure(self, name, **kwargs)
+
     def auto_refresh(self, name: str) -> Any:
         from reauthd.sim import scenarios
 
@@ -489,14 +525,18 @@ class SimState:
     ) -> str:
         """A person signing in at the fake provider page, without a browser: returns the localhost
         callback URL the provider would redirect to (with code and state)."""
-        from urllib.parse import urlencode
+        from urllib.parse import urlencode, urlsplit
 
         from reauthd.sim import flows
         from reauthd.sim.oauth import CALLBACK_PROVIDERS
 
         session = self.sessions.get(oauth_state, self.now())
         provider = session.provider if session is not None else "codex"
-        redirect = CALLBACK_PROVIDERS.get(provider, ("", "http://localhost:8085/callback", ""))[1]
+        if provider in CALLBACK_PROVIDERS:
+            redirect = CALLBACK_PROVIDERS[provider][1]
+        else:  # a plugin redirects to CPA's own callback route (flows.start_plugin_flow)
+            port = urlsplit(self.settings.base_url).port
+            redirect = f"http://127.0.0.1:{port}/v0/management/oauth-callback"
         if deny:
             return f"{redirect}?{urlencode({'error': 'access_denied', 'state': oauth_state})}"
         file_type = CALLBACK_PROVIDERS.get(provider, (provider, "", ""))[0]

@@ -98,6 +98,21 @@ class DuplicateOpenTask(StoreError):
     """There is already an open task for this credential (one open task per credential)."""
 
 
+def _carries_oauth_code(url: str) -> bool:
+    """Whether a URL carries an OAuth authorization code (a callback URL), which must never be stored.
+
+    Any `code` parameter counts, except the literal `code=true` of an authorization *request*: Claude's
+    authorize URL carries it as a flag (CPA internal/auth/claude/anthropic_auth.go GenerateAuthURL,
+    `"code": {"true"}`), next to `response_type=code`. A callback URL never has `response_type`, and a real
+    code is never the word "true"; so `code=true` passes only together with `response_type`.
+    """
+    query = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    codes = query.get("code")
+    if codes is None:
+        return False
+    return not (codes == ["true"] and "response_type" in query)
+
+
 def ts(value: datetime) -> str:
     if value.tzinfo is None:
         raise ValueError("the store only accepts timezone-aware datetimes")
@@ -501,7 +516,7 @@ class Store:
 
     def save_login_session(self, session: LoginSession, now: datetime) -> None:
         """Insert or replace the login session of a task. Refuses anything that looks like a callback URL."""
-        if session.verification_url and "code" in parse_qs(urlsplit(session.verification_url).query):
+        if session.verification_url and _carries_oauth_code(session.verification_url):
             raise ValueError("a login session must never hold a callback URL (it carries the OAuth code)")
         self._q(
             "INSERT INTO login_sessions(task_id, provider, oauth_state, flow, user_code, verification_url,"

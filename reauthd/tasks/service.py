@@ -251,7 +251,7 @@ class TaskService:
         (`core.tasks.panel_logins`): the new file is tested, then the old one retired as after a login
         through reauthd's page. Returns the ids of the tasks handed over."""
         with self.store.transaction():
-            tasks = self.store.list_tasks(list(ADOPTABLE))
+            tasks = self.store.list_tasks(list(ADOPTABLE), with_history=True)  # adopt_since reads it
             if not tasks:
                 return []
             handed: list[str] = []

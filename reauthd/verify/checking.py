@@ -27,7 +27,7 @@ from reauthd.verify.flow import (
     PublicCheck,
     PublicStage,
 )
-from reauthd.verify.outcome import CheckResult, judge_probe, judge_public_answer
+from reauthd.verify.outcome import UNSAFE_EXAMPLE_KEYS, CheckResult, judge_probe, judge_public_answer
 from reauthd.verify.public_api import PublicAPI, PublicAPIUnreachable
 
 log = structlog.get_logger(__name__)
@@ -248,6 +248,12 @@ class VerifyPhase(RunBase):
         if ver.result == "gave_up":
             return self.gave_up(ver.detail)
         if ver.result == "proxy_key":
+            if UNSAFE_EXAMPLE_KEYS in ver.detail:
+                return self.to_operator(
+                    f"CPA {self.task.cpa!r} disables its proxy API while its api-keys still contain the example "
+                    f"keys (your-api-key-1..3), so {new.name} could not be tested; the old credential was not "
+                    "touched"
+                )
             return self.to_operator(
                 f"CPA {self.task.cpa!r} refused reauthd's proxy_api_key, so {new.name} could not be tested; "
                 "the old credential was not touched"
@@ -290,6 +296,7 @@ class VerifyPhase(RunBase):
                 return None
             if judgement is not None and judgement.result is CheckResult.PROXY_KEY_REFUSED:
                 ver.result = "proxy_key"
+                ver.detail = judgement.detail
                 self.save()
                 return None
             inline += 1

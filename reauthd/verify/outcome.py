@@ -19,6 +19,10 @@ from reauthd.core.retire import OldProbe
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+#: The `error` of CPA's 403 while the example API keys are configured (server_middleware.go).
+UNSAFE_EXAMPLE_KEYS = "unsafe_example_api_key"
+
+
 class CheckResult(StrEnum):
     OK = "ok"  # 2xx: the credential answered a test request
     REFUSED = "refused"  # 401/403 (or a body that says revoked/invalid_grant): verification failed
@@ -58,12 +62,17 @@ def judge_public_answer(status: int, body: str, provider: str) -> Judgement:
     """Judge CPA's answer to the one public `/v1/chat/completions` request for `<prefix>/<model>`.
 
     CPA answers a wrong proxy key itself with a plain `{"error":"Invalid API key"}` / `Missing API key`
-    (a configuration problem, not the credential's), an unroutable model with 502 "unknown provider for
-    model" (the prefix is not registered yet), and otherwise passes the upstream status and body on.
+    (a configuration problem, not the credential's), every `/v1` request with 403 `unsafe_example_api_key`
+    while its api-keys still hold the example keys (CPA's misconfiguration), an unroutable model with 400
+    `model_not_found` "unknown provider for model" (502 before 2026-08-06; the prefix is not registered
+    yet, contract §13), and otherwise passes the upstream status and body on.
     """
     lowered = body.lower()
     if status in (401, 403) and ("invalid api key" in lowered or "missing api key" in lowered):
         return Judgement(CheckResult.PROXY_KEY_REFUSED, f"HTTP {status}: CPA refused reauthd's proxy API key")
+    if status == 403 and UNSAFE_EXAMPLE_KEYS in lowered:
+        # server_middleware.go exampleAPIKeySafeModeMiddleware: CPA's misconfiguration, never the login's.
+        return Judgement(CheckResult.PROXY_KEY_REFUSED, f"HTTP 403: {UNSAFE_EXAMPLE_KEYS}")
     if "unknown provider for model" in lowered or (status == 404 and "model" in lowered):
         return Judgement(CheckResult.NOT_ROUTED, f"HTTP {status}: CPA does not route the test model yet")
     evidence = Evidence(source=EvidenceSource.PROBE, observed_at=_EPOCH, http_status=status, text=body)

@@ -33,6 +33,9 @@ PHONE = {
     "has_touch": True,
 }
 
+# The provider pages the sign-in link opened, in order (what the person's browser was sent to).
+PROVIDER_PAGES: list[str] = []
+
 RECORD_CLIPBOARD = """
 window.__copied = [];
 if (navigator.clipboard) {
@@ -64,6 +67,7 @@ async def sign_in_and_copy_address(page: Any, shot: Shot) -> str:
         await page.get_by_role("link", name="sign-in").click()
     provider = await new_tab.value
     await provider.wait_for_load_state()
+    PROVIDER_PAGES.append(provider.url)
     await shot(provider, "provider-sign-in")
     failed: list[str] = []
     provider.on("requestfailed", lambda request: failed.append(request.url))
@@ -123,8 +127,13 @@ async def test_codex_callback_paste(box: WebSandbox, browser: Any, shot: Shot) -
 
 
 async def test_claude_callback_paste(box: WebSandbox, browser: Any, shot: Shot) -> None:
+    PROVIDER_PAGES.clear()
     page = await callback_flow(box, browser, shot, "claude")
     assert any(op["path"].endswith("/anthropic-auth-url") for op in box.sim.state.oplog)
+    # CPA's real Claude authorize URL carries `code=true` (anthropic_auth.go GenerateAuthURL); the page
+    # must store it and send the person there (it used to answer 500 for every Claude login)
+    [authorize] = PROVIDER_PAGES
+    assert "code=true" in authorize.split("?", 1)[1].split("&")
     await page.close()
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from reauthd.core.classify import PROBE_NO_TOKEN, classify
-from reauthd.core.confirm import Confirmation, ConfirmPolicy, Decision, observe
+from reauthd.core.confirm import Confirmation, ConfirmPolicy, Decision, generation, observe
 from reauthd.core.model import Credential, Evidence, EvidenceSource, VerdictKind
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -25,6 +26,7 @@ def cred(provider: str = "codex", **kw: object) -> Credential:
         "status": "error",
         "email": "alice@example.com",
         "last_refresh": T0 - timedelta(days=1),
+        "modtime": T0 - timedelta(days=3),
     }
     base.update(kw)
     return Credential(**base)  # type: ignore[arg-type]
@@ -155,11 +157,34 @@ def test_a_new_login_that_fails_again_is_a_new_failure() -> None:
     bad = ev(L, "invalid_grant", code="error")
     run.step([bad], T0)
     run.step([bad], T0 + timedelta(minutes=1))
-    run.credential = cred("vertex", last_refresh=T0 + timedelta(hours=1))
+    # §13: the re-login rewrites the file (modtime) but the reload copies the old last_refresh
+    run.credential = cred("vertex", modtime=T0 + timedelta(hours=1))
     run.step([ev(L, "", code="active", at=T0 + timedelta(hours=1))], T0 + timedelta(hours=1))
     run.step([bad], T0 + timedelta(hours=2))
     run.step([bad], T0 + timedelta(hours=2, minutes=1))
     assert len(run.events) == 2 and run.events[0] != run.events[1]
+
+
+def test_a_cpa_restart_is_not_a_new_failure() -> None:
+    """§13: after a CPA restart no entry has last_refresh (runtime state); the file is the same, so the
+    same failure seen again after the restart is the failure already paged."""
+    run = Run(cred("vertex"), ConfirmPolicy(has_probe=False))
+    bad = ev(L, "invalid_grant", code="error")
+    run.step([bad], T0)
+    run.step([bad], T0 + timedelta(minutes=1))
+    assert len(run.events) == 1
+    run.credential = cred("vertex", last_refresh=None, status="active")
+    run.step([ev(L, "", code="active", at=T0 + timedelta(minutes=2))], T0 + timedelta(minutes=2))
+    run.credential = cred("vertex", last_refresh=None)
+    run.step([bad], T0 + timedelta(minutes=3))
+    run.step([bad], T0 + timedelta(minutes=4))
+    assert len(run.events) == 1
+
+
+def test_a_background_refresh_time_is_not_a_new_login() -> None:
+    """generation() reads the file's write, never the runtime refresh time."""
+    a = cred("claude", last_refresh=T0 - timedelta(hours=4))
+    assert generation(a) == generation(replace(a, last_refresh=None)) != generation(replace(a, modtime=T0))
 
 
 def test_flapping_suspect_gets_one_probe_per_retry_window() -> None:

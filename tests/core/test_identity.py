@@ -135,10 +135,10 @@ def test_same_account(old: OldCredential, entry: Credential, expected: bool) -> 
     assert same_account(old, entry) is expected
 
 
-def test_same_name_overwritten_in_place_with_fresh_last_refresh_is_found() -> None:
+def test_same_name_overwritten_in_place_is_found_once_settled() -> None:
     old = OldCredential("claude-a@b.c.json", "idx-claude-a@b.c.json", "claude", "a@b.c")
-    entry = cred("claude-a@b.c.json", "claude", email="a@b.c", modtime=AFTER, last_refresh=AFTER)
-    result = find_replacement(old, [entry], SINCE)
+    entry = cred("claude-a@b.c.json", "claude", email="a@b.c", modtime=AFTER, last_refresh=BEFORE)
+    result = find_replacement(old, [entry], SINCE, unchanged_for=SAME_NAME_SETTLE)
     assert result.kind is MatchKind.FOUND
     assert result.same_name
     assert result.credential == entry
@@ -147,26 +147,33 @@ def test_same_name_overwritten_in_place_with_fresh_last_refresh_is_found() -> No
 @pytest.mark.parametrize(
     ("entry_kw", "unchanged_for", "expected"),
     [
-        # Written on disk (stat mtime) but the loaded auth still has the old tokens and status: wait (§12).
+        # Written on disk (stat mtime) but the loaded auth still has the old status: wait (§12).
         ({"modtime": AFTER, "status": "error", "last_refresh": BEFORE}, timedelta(0), MatchKind.REGISTERING),
         (
             {"modtime": AFTER, "status": "error", "last_refresh": BEFORE},
             timedelta(minutes=5),
             MatchKind.REGISTERING,
         ),
-        # Active, fresh mtime, no fresher last_refresh (Kimi/antigravity carry none): settle first.
+        # The raw record runtimeAuthSyncHook registers before the reload has no status (§13): wait.
+        ({"modtime": AFTER, "status": ""}, timedelta(minutes=5), MatchKind.REGISTERING),
+        # A reload clears the message; an active entry still carrying one is not the reloaded file.
+        ({"modtime": AFTER, "status_message": "unauthorized"}, timedelta(minutes=5), MatchKind.REGISTERING),
+        # Active, empty message, fresh mtime: settle first, then found.
         ({"modtime": AFTER, "last_refresh": None}, timedelta(0), MatchKind.REGISTERING),
         ({"modtime": AFTER, "last_refresh": None}, SAME_NAME_SETTLE, MatchKind.FOUND),
-        # Fresh last_refresh comes from the loaded auth: registered.
-        ({"modtime": AFTER, "last_refresh": AFTER}, timedelta(0), MatchKind.FOUND),
-        # A provider that writes last_refresh: the stale one means "not reloaded yet", however long.
-        ({"modtime": AFTER, "last_refresh": BEFORE}, timedelta(minutes=5), MatchKind.REGISTERING),
-        # Nothing written since the login started: not a candidate at all.
+        # §13: the reload copies the old LastRefreshedAt, so a stale one (CPA refreshed the old token long
+        # before the login) says nothing: found once settled (it used to wait until find_timeout).
+        ({"modtime": AFTER, "last_refresh": BEFORE}, SAME_NAME_SETTLE, MatchKind.FOUND),
+        # Nor does a fresh one (a background refresh) skip the settle.
+        ({"modtime": AFTER, "last_refresh": AFTER}, timedelta(0), MatchKind.REGISTERING),
+        # Nothing written since the login started: not a candidate at all, even with a fresh refresh time
+        # (last_refresh is runtime state, not a write of the file).
         ({"modtime": BEFORE, "last_refresh": BEFORE}, timedelta(minutes=5), MatchKind.WAITING),
+        ({"modtime": BEFORE, "last_refresh": AFTER}, timedelta(minutes=5), MatchKind.WAITING),
         # Disabled after re-login? CPA forces disabled=false (§4.4); a disabled one is not ready.
         (
             {"modtime": AFTER, "last_refresh": AFTER, "status": "disabled", "disabled": True},
-            timedelta(0),
+            timedelta(minutes=5),
             MatchKind.REGISTERING,
         ),
     ],

@@ -13,6 +13,7 @@ from reauthd.core.model import (
     Evidence,
     EvidenceSource,
     ReauthTask,
+    TaskEvent,
     TaskState,
     Verdict,
     VerdictKind,
@@ -230,23 +231,33 @@ PLAN_TABLE = [
         [],
     ),
     (
-        "re-logged through a panel (newer last_refresh) closes",
+        # CPA sets LastRefreshedAt only on a refresh that succeeded (conductor_refresh.go, §13)
+        "CPA's own successful refresh after the task closes",
         [task(S.NOTIFIED)],
         [(listed(last_refresh=NOW - timedelta(minutes=2)), HEALTHY)],
         [("close", S.DONE)],
     ),
     (
-        "a key file rewritten after the task (no last_refresh) closes",
+        # §13: a file written (a login the provider may still refuse) proves nothing by itself
+        "a key file rewritten after the task (no last_refresh) closes nothing",
         [task(S.NOTIFIED, provider="vertex")],
         [(listed(modtime=NOW - timedelta(minutes=2)), HEALTHY)],
-        [("close", S.DONE)],
+        [],
+    ),
+    (
+        # §13: an in-place re-login copies the old last_refresh; the reload alone is not "works"
+        "a reloaded file with the old last_refresh closes nothing",
+        [task(S.OPENED)],
+        [(listed(last_refresh=T0 - timedelta(hours=3), modtime=NOW), HEALTHY)],
+        [],
     ),
     ("a manual task stays open on a working probe", [task(S.NOTIFIED, source="manual")], [(SUBJ, WORKS)], []),
     (
-        "a manual task closes on a renewed file",
+        # a routine background refresh of the still-working credential moves last_refresh (§13)
+        "a manual task stays open on CPA's refresh",
         [task(S.NOTIFIED, source="manual")],
-        [(listed(last_refresh=NOW), WORKS)],
-        [("close", S.DONE)],
+        [(listed(last_refresh=NOW, modtime=NOW), WORKS)],
+        [],
     ),
     ("healthy leaves verifying alone", [task(S.VERIFYING)], [(SUBJ, WORKS)], []),
     ("healthy leaves retiring alone", [task(S.RETIRING)], [(SUBJ, WORKS)], []),
@@ -401,7 +412,7 @@ def entry(name: str, index: str, **kw: object) -> Credential:
         "provider": "codex",
         "status": "active",
         "email": "bob@example.com",
-        "last_refresh": NOW,
+        "modtime": NOW,
         **kw,
     }
     return Credential(name=name, auth_index=index, **fields)
@@ -411,7 +422,7 @@ def waiting_task(state: S = S.NOTIFIED, **kw: object) -> ReauthTask:
     return task(state, name=LEGACY, index="old1", **kw)
 
 
-OLD_ENTRY = entry(LEGACY, "old1", status="error", last_refresh=T0 - timedelta(days=30))
+OLD_ENTRY = entry(LEGACY, "old1", status="error", modtime=T0 - timedelta(days=30))
 
 
 @pytest.mark.parametrize(
@@ -434,7 +445,7 @@ OLD_ENTRY = entry(LEGACY, "old1", status="error", last_refresh=T0 - timedelta(da
         (
             "not a file written before the task",
             [waiting_task()],
-            [OLD_ENTRY, entry(HASHED, "new1", last_refresh=T0 - timedelta(hours=1))],
+            [OLD_ENTRY, entry(HASHED, "new1", modtime=T0 - timedelta(hours=1))],
             [],
         ),
         (
@@ -459,9 +470,9 @@ OLD_ENTRY = entry(LEGACY, "old1", status="error", last_refresh=T0 - timedelta(da
         ),
         ("the old file is gone: nothing says whose it was", [waiting_task()], [entry(HASHED, "new1")], []),
         (
-            "the same name is the task's own file (closed by plan, not here)",
+            "a refresh time alone is not a write of the file (§13)",
             [waiting_task()],
-            [entry(LEGACY, "old1", last_refresh=NOW)],
+            [OLD_ENTRY, entry(HASHED, "new1", modtime=T0 - timedelta(hours=1), last_refresh=NOW)],
             [],
         ),
         (
@@ -490,6 +501,61 @@ def test_panel_logins(
     for adopt in found:
         # The reason is shown to people: the e-mail inside the file name is masked, its prefix kept.
         assert adopt.task_id == "t1" and "codex-1a2b3c4d-b***@example.com-plus.json" in adopt.reason
+
+
+@pytest.mark.parametrize(
+    ("name", "the_task", "own_entry", "adopted"),
+    [
+        # §13: a reload rebuilds the auth from the file: active, empty message, the file written after
+        # the task; last_refresh keeps the value from before (copied), whatever it is
+        (
+            "reloaded in place after the task",
+            waiting_task(),
+            entry(LEGACY, "old1", last_refresh=T0 - timedelta(hours=5)),
+            True,
+        ),
+        (
+            "also without any last_refresh",
+            waiting_task(S.OPENED),
+            entry(LEGACY, "old1", last_refresh=None),
+            True,
+        ),
+        # a CPA restart lists it active but rewrote nothing
+        (
+            "a restart writes nothing",
+            waiting_task(),
+            entry(LEGACY, "old1", modtime=T0 - timedelta(days=1)),
+            False,
+        ),
+        ("still failing", waiting_task(), entry(LEGACY, "old1", status="error"), False),
+        (
+            "a message is not a reload",
+            waiting_task(),
+            entry(LEGACY, "old1", status_message="unauthorized"),
+            False,
+        ),
+        ("not loaded yet (raw record, no status)", waiting_task(), entry(LEGACY, "old1", status=""), False),
+        ("disabled", waiting_task(), entry(LEGACY, "old1", disabled=True), False),
+        # the credential of a manual task works: CPA's routine refresh looks exactly like this
+        ("never a manual task", waiting_task(source="manual"), entry(LEGACY, "old1"), False),
+        (
+            "not the write a refused verification already tested",
+            waiting_task(
+                S.OPENED,
+                history=[
+                    TaskEvent(NOW - timedelta(minutes=5), S.OPENED, S.VERIFYING, "login elsewhere"),
+                    TaskEvent(NOW - timedelta(minutes=4), S.VERIFYING, S.OPENED, "refused"),
+                ],
+            ),
+            entry(LEGACY, "old1", modtime=NOW - timedelta(minutes=6)),
+            False,
+        ),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_panel_logins_in_place(name: str, the_task: ReauthTask, own_entry: Credential, adopted: bool) -> None:
+    found = panel_logins([the_task], [own_entry])
+    assert [a.credential.auth_index for a in found] == (["old1"] if adopted else [])
 
 
 def test_a_task_adopted_elsewhere_may_move_to_verifying() -> None:

@@ -56,8 +56,10 @@ async def test_entry_schema_and_auth_index(sim: SimServer, client: httpx.AsyncCl
         "chatgpt_subscription_active_start",
         "chatgpt_subscription_active_until",
     }
-    for key in ("created_at", "modtime", "updated_at", "last_refresh"):
+    for key in ("created_at", "modtime", "updated_at"):
         assert GO_TIME.match(e[key]), e[key]
+    # runtime LastRefreshedAt: zero on load (filestore.go), so absent until CPA's first refresh
+    assert "last_refresh" not in e
     assert "next_retry_after" not in e
     for hidden in ("last_error", "quota", "model_states", "prefix", "access_token", "refresh_token"):
         assert hidden not in e

@@ -28,6 +28,19 @@ async def test_prefix_routes_to_one_credential_and_marks(
     bad = sim.state.add_credential("codex", email="b@x.com")
     sim.state.revoke(bad.name, "token_invalidated")
     await client.patch("/auth-files/fields", json={"name": bad.name, "prefix": "verify1"})
+    # §13: the prefix routes only once the watcher reloaded the file the PATCH rewrote; until then the
+    # model is unroutable: 400 model_not_found (handlers_routing.go, since 2026-08-06; 502 before)
+    early = await anon.post("/v1/chat/completions", headers=PROXY, json={"model": "verify1/gpt-5"})
+    assert early.status_code == 400
+    assert early.json() == {
+        "error": {
+            "message": "unknown provider for model verify1/gpt-5",
+            "type": "invalid_request_error",
+            "code": "model_not_found",
+            "param": "model",
+        }
+    }
+    sim.state.advance(sim.state.settings.watcher_delay + 0.1)
     assert (await anon.get("/v1/models")).status_code == 401
     assert (await anon.get("/v1/models", headers={"Authorization": "Bearer nope"})).status_code == 401
     ids = [m["id"] for m in (await anon.get("/v1/models", headers=PROXY)).json()["data"]]
@@ -42,6 +55,21 @@ async def test_prefix_routes_to_one_credential_and_marks(
     assert r.status_code == 200
     assert good.success == 1
     assert bad.status == "error"
+
+
+async def test_example_api_keys_disable_the_proxy_api() -> None:
+    """server_middleware.go exampleAPIKeySafeModeMiddleware: while api-keys holds a template key
+    (safemode/example_api_keys.go: your-api-key-1..3) every /v1 route answers 403 before any key check."""
+    async with (
+        SimServer("k", proxy_api_keys=("your-api-key-1", "real-key")) as sim,
+        httpx.AsyncClient(base_url=sim.base_url) as anon,
+    ):
+        for headers in ({"Authorization": "Bearer real-key"}, {}):
+            r = await anon.post("/v1/chat/completions", headers=headers, json={"model": "gpt-5"})
+            assert r.status_code == 403
+            assert r.headers["x-cpa-safe-mode"] == "example-api-key"
+            assert r.json()["error"] == "unsafe_example_api_key"
+        assert (await anon.get("/v1/models", headers={"Authorization": "Bearer real-key"})).status_code == 403
 
 
 async def test_vertex_import_and_verification(

@@ -63,6 +63,66 @@ async def test_callback_auth_urls(
     assert await status(client, body["state"]) == {"status": "wait"}
 
 
+CPA_AUTHORIZE_QUERIES = {
+    # internal/auth/claude/anthropic_auth.go GenerateAuthURL
+    "anthropic": {
+        "code": "true",
+        "client_id": "9d1c250a-e61b-44d9-88ed-5944d1962f5e",
+        "response_type": "code",
+        "redirect_uri": "http://localhost:54545/callback",
+        "scope": "user:profile user:inference user:sessions:claude_code user:mcp_servers user:file_upload",
+        "code_challenge": None,
+        "code_challenge_method": "S256",
+        "state": None,
+    },
+    # internal/auth/codex/openai_auth.go GenerateAuthURL
+    "codex": {
+        "client_id": "app_EMoamEEZ73f0CkXaXp7hrann",
+        "response_type": "code",
+        "redirect_uri": "http://localhost:1455/auth/callback",
+        "scope": "openid email profile offline_access",
+        "state": None,
+        "code_challenge": None,
+        "code_challenge_method": "S256",
+        "prompt": "login",
+        "id_token_add_organizations": "true",
+        "codex_cli_simplified_flow": "true",
+    },
+    # internal/auth/antigravity/auth.go BuildAuthURL, constants.go ClientID/Scopes
+    "antigravity": {
+        "access_type": "offline",
+        "client_id": "1071006060591-tmhssin2h21lcre235vtolojh4g403ep.apps.googleusercontent.com",
+        "prompt": "consent",
+        "redirect_uri": "http://localhost:51121/oauth-callback",
+        "response_type": "code",
+        "scope": "https://www.googleapis.com/auth/cloud-platform https://www.googleapis.com/auth/userinfo.email"
+        " https://www.googleapis.com/auth/userinfo.profile https://www.googleapis.com/auth/cclog"
+        " https://www.googleapis.com/auth/experimentsandconfigs",
+        "state": None,
+    },
+}
+
+
+@pytest.mark.parametrize("provider", sorted(CPA_AUTHORIZE_QUERIES))
+async def test_authorize_url_query_is_cpas(client: httpx.AsyncClient, provider: str) -> None:
+    """The query of each authorize URL is exactly what CPA builds: the same parameters and values (Claude's
+    `code=true` included), keys sorted and escaped as Go's url.Values.Encode does."""
+    body = await start(client, provider)
+    raw = urlsplit(body["url"]).query
+    pairs = [p.split("=", 1) for p in raw.split("&")]
+    keys = [k for k, _ in pairs]
+    assert keys == sorted(CPA_AUTHORIZE_QUERIES[provider])
+    q = {k: v[0] for k, v in parse_qs(raw).items()}
+    for key, want in CPA_AUTHORIZE_QUERIES[provider].items():
+        if want is not None:
+            assert q[key] == want, key
+    assert q["state"] == body["state"]
+    if "code_challenge" in q:
+        assert re.fullmatch(r"[A-Za-z0-9_-]{43}", q["code_challenge"])
+    # Go's QueryEscape: a space is "+", ":" and "/" are escaped
+    assert "%20" not in raw and ":" not in raw and "/" not in raw
+
+
 @pytest.mark.parametrize(("provider", "prefix", "expires"), [("kimi", "kmi-", None), ("xai", "xai-", 1800)])
 async def test_device_auth_urls(
     client: httpx.AsyncClient, provider: str, prefix: str, expires: int | None
@@ -114,6 +174,26 @@ async def test_is_webui_forwarder_port_taken(
     assert (await client.get(f"/{provider}-auth-url", params={"is_webui": "1"})).status_code == 200
 
 
+async def test_one_is_webui_forwarder_per_port(sim: SimServer, client: httpx.AsyncClient) -> None:
+    """§13, auth_files_oauth_callback.go startCallbackForwarder: a second is_webui login of the same
+    provider stops the first one's forwarder and takes the port; the first login can still be completed
+    by pasting (oauth-callback). The forwarder stops when its own login ends."""
+    first = (await client.get("/anthropic-auth-url", params={"is_webui": "1"})).json()
+    assert sim.state.sessions.forwarders == {54545: first["state"]}
+    second = (await client.get("/anthropic-auth-url", params={"is_webui": "1"})).json()
+    assert sim.state.sessions.forwarders == {54545: second["state"]}
+    await login_with(sim, client, first["state"])
+    assert sim.state.sessions.forwarders == {54545: second["state"]}  # not the first's to stop
+    await login_with(sim, client, second["state"])
+    assert sim.state.sessions.forwarders == {}
+
+
+async def login_with(sim: SimServer, client: httpx.AsyncClient, st: str) -> None:
+    await client.post("/oauth-callback", json={"redirect_url": sim.state.provider_login(st)})
+    sim.state.advance(0.6)
+    assert await status(client, st) == {"status": "ok"}
+
+
 async def test_is_webui_is_ignored_for_device_flows(sim: SimServer, client: httpx.AsyncClient) -> None:
     """§4.1: `is_webui` applies to anthropic, codex and antigravity only."""
     sim.state.sessions.forwarder_ports_in_use.update({1455, 54545, 51121})
@@ -134,7 +214,9 @@ async def test_codex_full_flow_with_watcher_lag(
     assert await status(client, body["state"]) == {"status": "wait"}
     sim.state.advance(0.6)
     assert await status(client, body["state"]) == {"status": "ok"}
-    assert (await client.get("/auth-files")).json() == {"files": []}  # watcher has not loaded it yet
+    # runtimeAuthSyncHook (sdk/cliproxy/builder.go) registered the raw record at once: no status yet
+    [raw] = (await client.get("/auth-files")).json()["files"]
+    assert (raw["status"], raw["status_message"], "last_refresh" in raw) == ("", "", False)
     sim.state.advance(1.0)
     files = (await client.get("/auth-files")).json()["files"]
     assert [f["name"] for f in files] == [
@@ -327,37 +409,59 @@ async def test_same_name_relogin_keeps_index_and_user_keys(sim: SimServer, clien
     )
 
 
-async def test_patch_before_reload_writes_old_tokens_back(sim: SimServer, client: httpx.AsyncClient) -> None:
-    """§12: a PATCH before the watcher reloaded the re-logged file persists the old in-memory tokens."""
+async def test_relogin_registers_at_once_and_keeps_last_refresh(
+    sim: SimServer, client: httpx.AsyncClient
+) -> None:
+    """§13: saveTokenRecord → runtimeAuthSyncHook registers the new tokens at once (status ""), and the
+    watcher's reload (status active, empty message, the new tokens) copies the old LastRefreshedAt
+    (prepareCoreAuthForModelRegistration): an in-place re-login does not move `last_refresh`."""
     old = sim.state.add_credential("claude", email="trap@x.com")
-    old_token = old.access_token
+    assert "last_refresh" not in (await client.get("/auth-files")).json()["files"][0]
+    sim.state.auto_refresh(old.name)
+    refreshed = (await client.get("/auth-files")).json()["files"][0]["last_refresh"]
+    sim.state.advance(65)
+    sim.state.revoke(old.name, "claude_revoked", live=True)
     await login(sim, client, "anthropic", email="trap@x.com")
     entry = (await client.get("/auth-files")).json()["files"][0]
-    assert entry["last_refresh"] == __import__("reauthd.sim.clock", fromlist=["go_time"]).go_time(
-        old.last_refreshed_at
-    )
-    r = await client.patch("/auth-files/fields", json={"name": old.name, "note": "early"})
-    assert r.status_code == 200
+    assert (entry["status"], entry["last_refresh"]) == ("", refreshed)
     sim.state.advance(2)
-    raw = (await client.get("/auth-files/download", params={"name": old.name})).json()
-    assert raw["access_token"] == old_token
-    assert raw["note"] == "early"
+    entry = (await client.get("/auth-files")).json()["files"][0]
+    assert (entry["status"], entry["status_message"], entry["last_refresh"]) == ("active", "", refreshed)
+    assert sim.state.auths[old.name].access_token == sim.state.disk[old.name].content["access_token"]
 
 
-async def test_api_call_uses_old_token_until_reload(sim: SimServer, client: httpx.AsyncClient) -> None:
-    """§12: /api-call with $TOKEN$ still uses the old (revoked) token until the watcher reloads."""
-    old = sim.state.add_credential("codex", email="lag@x.com", plan="plus", account_id="lag")
-    sim.state.revoke(old.name, "token_invalidated")
+@pytest.mark.parametrize(
+    ("provider", "file_type", "before_reload"),
+    [("codex", "codex", 400), ("anthropic", "claude", 400), ("antigravity", "antigravity", 200)],
+)
+async def test_api_call_before_and_after_the_reload(
+    sim: SimServer, client: httpx.AsyncClient, provider: str, file_type: str, before_reload: int
+) -> None:
+    """§13: the raw record runtimeAuthSyncHook registers at once has, for providers that save through a
+    TokenStorage, no token in its Metadata (auth_files_provider_oauth.go builds it with the account keys
+    only; MergeExistingAuthMetadata never copies token keys): `$TOKEN$` finds none (400) until the
+    watcher reloads the file. Antigravity's record is the whole token map. After the reload: the new token."""
+    old = sim.state.add_credential(file_type, email="lag@x.com", plan="plus", account_id="lag")
+    old_token = old.access_token
+    sim.state.revoke(old.name)
     probe = {
         "auth_index": old.auth_index,
         "method": "GET",
         "url": "https://chatgpt.com/backend-api/wham/usage",
-        "header": {"Authorization": "Bearer $TOKEN$"},
     }
-    await login(sim, client, "codex", email="lag@x.com", plan="plus", account_id="lag")
-    assert (await client.post("/api-call", json=probe)).json()["status_code"] == 401
+    probe["header"] = {"Authorization": "Bearer $TOKEN$"}
+    await login(sim, client, provider, email="lag@x.com", plan="plus", account_id="lag")
+    on_disk = sim.state.disk[old.name].content["access_token"]
+    assert on_disk != old_token
+    in_memory = sim.state.auths[old.name].access_token
+    if before_reload == 400:
+        assert in_memory == ""
+        r = await client.post("/api-call", json=probe)
+        assert (r.status_code, r.json()) == (400, {"error": "auth token not found"})
+    else:
+        assert in_memory == on_disk
     sim.state.advance(1.0)
-    assert (await client.post("/api-call", json=probe)).json()["status_code"] == 200
+    assert sim.state.auths[old.name].access_token == on_disk
 
 
 async def test_legacy_codex_name_gives_new_file(sim: SimServer, client: httpx.AsyncClient) -> None:
@@ -430,6 +534,11 @@ async def test_plugin_provider_route() -> None:
         r = await c.get("/gemini-cli-auth-url")
         assert r.status_code == 200
         assert set(r.json()) == {"status", "url", "state"}
+        # ServePluginAuthURL hands the plugin managementCallbackURL("/v0/management/oauth-callback")
+        q = parse_qs(urlsplit(r.json()["url"]).query)
+        port = urlsplit(sim.base_url).port
+        assert q["redirect_uri"] == [f"http://127.0.0.1:{port}/v0/management/oauth-callback"]
+        assert q["state"] == [r.json()["state"]]
         assert (await c.get("/qwen-auth-url")).status_code == 404
 
 

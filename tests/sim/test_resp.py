@@ -180,3 +180,54 @@ async def test_disconnect_resp_closes_subscribers(sim: SimServer) -> None:
     assert await asyncio.wait_for(r.reader.read(), 5) == b""
     assert sim.state.subscribers["errors"] == set()
     await r.close()
+
+
+async def test_neutral_failure_is_published_with_its_code_and_status_unchanged(sim: SimServer) -> None:
+    """conductor_cooldown.go: a request_scoped/connection_lifecycle failure skips the cooldown, and
+    publishErrorEvent sends it with the result's own `code` (error_events.go)."""
+    auth = sim.state.add_credential("antigravity", email="a@x.com")
+    r = await Resp.open(sim)
+    await r.send("AUTH", KEY)
+    await r.reply()
+    await r.send("SUBSCRIBE", "errors")
+    await r.reply()
+    sim.state.neutral_failure(auth.name, code="request_scoped", status=401, model="gemini-3-pro-preview")
+    message = await r.reply()
+    assert isinstance(message, list)
+    event = json.loads(message[2])
+    assert (event["code"], event["status_code"], event["auth_index"]) == (
+        "request_scoped",
+        401,
+        auth.auth_index,
+    )
+    assert event["auth_status"]["status"] == "active" and event["auth_status"]["unavailable"] is False
+    assert (auth.status, auth.failed) == ("active", 1)
+    await r.close()
+
+
+async def test_a_subscriber_with_256_unread_events_is_dropped(sim: SimServer) -> None:
+    """internal/redisqueue/queue.go: each subscriber has a 256-message channel; when it is full (the client
+    stopped reading and the socket took no more), publishToSubscribers drops it and closes the channel."""
+    import socket
+
+    auth = sim.state.add_credential("codex", email="u@x.com", plan="plus")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", sim.port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    r = Resp(reader, writer)
+    await r.send("AUTH", KEY)
+    assert await r.reply() == "+OK"
+    await r.send("SUBSCRIBE", "errors")
+    assert await r.reply() == ["subscribe", "errors", 1]
+    reader._transport.pause_reading()  # type: ignore[attr-defined]  # the client stops reading
+    published = 0
+    while sim.state.subscribers["errors"] and published < 50_000:
+        sim.state.neutral_failure(auth.name)
+        published += 1
+        if published % 50 == 0:
+            await asyncio.sleep(0)  # let the loop push bytes until the socket is full
+    assert not sim.state.subscribers["errors"], "the subscriber was never dropped"
+    assert published > 256
+    writer.close()

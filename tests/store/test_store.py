@@ -265,7 +265,50 @@ def test_login_session_roundtrip_and_refuses_callback_urls(store: Store) -> None
     with pytest.raises(ValueError, match="callback URL"):
         store.save_login_session(bad, T0)
     store.delete_login_session(task_id)
-    assert store.get_login_session(task_id) is None
+
+
+CLAUDE_AUTHORIZE = (
+    "https://claude.ai/oauth/authorize?client_id=9d1c250a-e61b-44d9-88ed-5944d1962f5e&code=true"
+    "&code_challenge=abc&code_challenge_method=S256&redirect_uri=http%3A%2F%2Flocalhost%3A54545%2Fcallback"
+    "&response_type=code&scope=user%3Aprofile+user%3Ainference&state=0123456789abcdef0123456789abcdef"
+)
+
+
+@pytest.mark.parametrize(
+    ("url", "stored"),
+    [
+        # CPA's Claude authorize URL (anthropic_auth.go GenerateAuthURL): `code=true` is a flag
+        (CLAUDE_AUTHORIZE, True),
+        # callback URLs, whatever their shape
+        ("http://localhost:54545/callback?code=ac_123%23state&state=s", False),
+        ("http://localhost:54545/callback?code=true&state=s", False),
+        ("http://localhost:54545/callback?code=ac&code=true&response_type=code&state=s", False),
+        ("http://localhost:54545/callback?code=&state=s", False),
+        (CLAUDE_AUTHORIZE.replace("code=true", "code=ac_secret"), False),
+    ],
+)
+def test_login_session_keeps_claude_authorize_urls_and_refuses_callbacks(
+    store: Store, url: str, stored: bool
+) -> None:
+    """A real Claude authorize URL must be stored (else every Claude login through the page fails);
+    anything carrying an OAuth code still is not."""
+    task_id = new_task(store)
+    session = LoginSession(
+        task_id=task_id,
+        provider="anthropic",
+        oauth_state="s",
+        flow="callback",
+        expires_at=T0 + timedelta(minutes=5),
+        verification_url=url,
+    )
+    if stored:
+        store.save_login_session(session, T0)
+        loaded = store.get_login_session(task_id)
+        assert loaded is not None and loaded.verification_url == url
+    else:
+        with pytest.raises(ValueError, match="callback URL"):
+            store.save_login_session(session, T0)
+        assert store.get_login_session(task_id) is None
 
 
 def test_audit_kv_and_key_gate(store: Store) -> None:

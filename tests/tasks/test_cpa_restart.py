@@ -1,5 +1,6 @@
 """Detection and tasks together against the simulator: a CPA restart lists every file auth `active` again
-(contract §2.2), the revoked ones too. That must not close an open task as done; a new login must."""
+(contract §2.2), the revoked ones too, and none has `last_refresh` (§13). That must not close an open task
+as done nor page again; a new login hands the task to verification."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ async def test_a_cpa_restart_does_not_close_the_task_but_a_new_login_does(tmp_pa
             )
 
         try:
+            sim.state.auto_refresh(victim.name)  # CPA refreshed it once: the listing has a last_refresh
             await engine.cycle()
             scenarios.revoke(sim.state, victim.name, live=True)
             for _ in range(3):
@@ -42,22 +44,32 @@ async def test_a_cpa_restart_does_not_close_the_task_but_a_new_login_does(tmp_pa
                 reconcile()
             task = store.find_open_task("main", victim.auth_index, victim.name)
             assert task is not None, "the revocation raised no task"
+            events = engine.confirmed.qsize()
 
             sim.state.restart()
+            assert sim.state.auths[victim.name].last_refreshed_at is None
             for _ in range(3):
                 await engine.cycle()
                 reconcile()
+                assert not service.adopt_panel_logins(engine.listed_credentials(), datetime.now(UTC))
             latest = engine.verdict_for("main", victim.auth_index)
             assert latest is not None and latest.verdict.kind is VerdictKind.HEALTHY  # "CPA lists it active"
             assert store.get_task(task.id).state is TaskState.OPEN
+            # ... and nothing pages: no new confirmed event, no second task
+            assert engine.confirmed.qsize() == events
+            assert [t.id for t in store.list_tasks()] == [task.id]
 
-            # Someone logs in again through a panel: the same file is rewritten with a new last_refresh.
+            # Someone logs in again through a panel: the same file is rewritten and reloaded (§13: active,
+            # empty message, last_refresh as before). That alone closes nothing (a login the provider
+            # refuses looks the same): the task goes to verification, which tests the credential.
             relogin(sim.state, scenarios.identity_of(sim.state, victim.name), name=victim.name)
             await asyncio.sleep(0.3)  # the watcher registers the rewritten file
             for _ in range(2):
                 await engine.cycle()
                 reconcile()
-            assert store.get_task(task.id).state is TaskState.DONE
+            assert store.get_task(task.id).state is TaskState.OPEN
+            assert service.adopt_panel_logins(engine.listed_credentials(), datetime.now(UTC)) == [task.id]
+            assert store.get_task(task.id).state is TaskState.VERIFYING
         finally:
             await engine.aclose()
             store.close()

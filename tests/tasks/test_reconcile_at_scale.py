@@ -230,13 +230,21 @@ def test_reconcile_from_hands_the_source_the_tasks_credentials_and_plans_only_ac
 
 
 def test_a_task_without_auth_index_is_watched_by_name(service: TaskService) -> None:
-    task, _ = service.raise_manual("main", "codex-3.json", "an operator asked", T0)
-    assert task.auth_index == ""
+    task = service.store.create_task(
+        cpa="main",
+        auth_name="codex-3.json",
+        auth_index="",
+        provider="codex",
+        account_masked="",
+        reason="revoked",
+        now=T0,
+        deadline=T0 + timedelta(days=7),
+    )
     seen: list[WatchedCredentials] = []
 
     def source(watched: WatchedCredentials) -> list[tuple[Credential, Verdict]]:
         seen.append(watched)
-        # A manual task closes only on a renewed file: here someone logged in again through a panel.
+        # CPA refreshed it successfully after the task was raised (last_refresh moved past it, §13)
         return [(replace(credential(3), last_refresh=T0 + timedelta(seconds=30)), works(T0))]
 
     result = service.reconcile_from(source, T0 + timedelta(minutes=1))

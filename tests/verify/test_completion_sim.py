@@ -114,12 +114,15 @@ async def test_same_name_relogin_overwrites_in_place_and_retires_nothing(world: 
 async def test_same_name_relogin_of_a_file_a_person_had_disabled_tells_the_operator(world: World) -> None:
     state = world.state
     old = scenarios.add_credential(state, "claude", email="d@example.com", disabled=True)
-    # No record from the login start here (the task skipped the login flow): the first listing of the
-    # verification still shows the old auth disabled, until CPA's watcher reloads the re-login (§12).
+    # The login flow's look when it minted the login: CPA registers the saved record at once with
+    # disabled false (saveTokenRecord → runtimeAuthSyncHook, §13), so after the save no listing shows
+    # the person's choice any more.
     task = world.task_for(old)
+    runner = world.runner()
+    await runner.remember_old_file(task.id, utcnow())
     relogin(state, identity_of(old))
 
-    result = await world.runner().advance(task.id, utcnow(), wait=True)
+    result = await runner.advance(task.id, utcnow(), wait=True)
 
     assert result.state is S.DONE
     assert result.disabled_by_person

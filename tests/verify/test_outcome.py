@@ -59,6 +59,19 @@ def test_judge_probe(evidence: Evidence, provider: str, expected: CheckResult) -
         (401, '{"error":"Missing API key"}', R.PROXY_KEY_REFUSED),
         # The temporary prefix is not routed yet (watcher lag): try again shortly.
         (502, '{"error":{"message":"unknown provider for model p/gemini-2.5-flash"}}', R.NOT_ROUTED),
+        # CPA since 2026-08-06 (handlers_routing.go): 400 model_not_found
+        (
+            400,
+            '{"error":{"message":"unknown provider for model p/gemini-2.5-flash","type":"invalid_request_error",'
+            '"code":"model_not_found","param":"model"}}',
+            R.NOT_ROUTED,
+        ),
+        # CPA with the example api-keys configured (server_middleware.go): its misconfiguration, not a refusal
+        (
+            403,
+            '{"error":"unsafe_example_api_key","message":"Proxy API endpoints are disabled"}',
+            R.PROXY_KEY_REFUSED,
+        ),
         (404, '{"error":{"message":"model not found"}}', R.NOT_ROUTED),
         # Upstream refusals passed through by CPA.
         (401, '{"error":{"message":"Request had invalid authentication credentials."}}', R.REFUSED),

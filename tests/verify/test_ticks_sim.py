@@ -7,12 +7,14 @@ import asyncio
 import json
 import logging
 import posixpath
+import re
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
+from reauthd.core.identity import SAME_NAME_SETTLE
 from reauthd.core.model import TaskState
 from reauthd.cpa.client import CPAClient
 from reauthd.cpa.wire import RetryPolicy
@@ -37,12 +39,19 @@ async def test_no_probe_and_no_patch_before_cpa_reloaded_a_same_name_file(world:
     first = await runner.advance_all(utcnow())  # the daemon's tick: look once, do not wait
 
     assert [(t.id, t.state) for t in first] == [(task.id, S.VERIFYING)]
-    assert "watcher" in first[0].details["completion"]["last_error"]
+    # the raw record CPA registers at once has no status yet (§13), then the watcher reloads the file
+    assert re.search(r"watcher|visible in CPA yet", first[0].details["completion"]["last_error"])
     assert not [op for op in world.mgmt_ops() if op["path"].endswith(("/api-call", "/fields", "/status"))]
 
     await asyncio.sleep(1.3)
+    # reloaded (active, empty message); last_refresh tells nothing (§13), so it must look the same for
+    # SAME_NAME_SETTLE before it is probed
     second = await runner.advance_all(utcnow())
-    assert [t.state for t in second] == [S.DONE]
+    assert [t.state for t in second] == [S.VERIFYING]
+    assert not [op for op in world.mgmt_ops() if op["path"].endswith(("/api-call", "/fields", "/status"))]
+    await asyncio.sleep(SAME_NAME_SETTLE.total_seconds() + 0.2)
+    third = await runner.advance_all(utcnow())
+    assert [t.state for t in third] == [S.DONE]
     assert world.store.list_tasks([S.VERIFYING, S.RETIRING]) == []
 
 
@@ -150,3 +159,19 @@ async def test_daemon_ticks_carry_a_vertex_public_api_check_to_the_end(world: Wo
     final = world.store.get_task(task_id)
     assert final.state is S.DONE, final.history[-1].reason
     assert old_name not in world.state.auths
+
+
+async def test_cpa_with_the_example_api_keys_goes_to_the_operator_not_refused(world: World) -> None:
+    """CPA answers every /v1 request with 403 unsafe_example_api_key while its api-keys hold the template
+    keys (server_middleware.go): CPA's misconfiguration, said as such; the login is not called refused."""
+    task_id, old_name, _ = await vertex_relogin(world)
+    world.state.settings.proxy_api_keys = (*world.state.settings.proxy_api_keys, "your-api-key-2")
+    runner = world.runner(public=True, verify_models={"vertex": "gemini-2.5-flash"})
+    try:
+        result = await runner.advance(task_id, utcnow(), wait=True)
+    finally:
+        await runner.aclose()
+    assert result.state is S.AWAITING_OPERATOR, result.history[-1].reason
+    assert "example keys" in result.history[-1].reason
+    assert not (result.verification or "").startswith("refused")
+    assert old_name in world.state.auths

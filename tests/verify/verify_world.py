@@ -23,6 +23,7 @@ from reauthd.sim.credentials import (
     merge_relogin,
     service_account,
 )
+from reauthd.sim.flows import raw_record_metadata
 from reauthd.sim.state import SimState
 from reauthd.store.sqlite import Store
 from reauthd.verify.public_api import PublicAPI
@@ -52,6 +53,8 @@ def relogin(state: SimState, ident: Identity, *, name: str | None = None) -> str
     if old is not None:
         content = merge_relogin(old.content, content)
     state.write_file(fname, content)
+    # runtimeAuthSyncHook registers the raw record at once (no status) before the watcher's reload (§13)
+    state.register_raw_login(fname, raw_record_metadata(ident.provider, content))
     return fname
 
 

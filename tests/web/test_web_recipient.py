@@ -186,6 +186,29 @@ async def test_codex_paste_flow_end_to_end_leaks_nothing(
         assert state not in item.reason and code not in item.reason
 
 
+async def test_claude_login_with_cpas_code_true_authorize_url(
+    box: WebSandbox, http: httpx.AsyncClient, runner: RecordingRunner
+) -> None:
+    """CPA's Claude authorize URL carries `code=true` (anthropic_auth.go GenerateAuthURL). The page used to
+    refuse to store it (HTTP 500 on "Start login"); now the login goes through to verification, and the
+    pasted callback (a real `code`) is still never stored."""
+    task = box.add_task("claude", email="alice@example.com")
+    page = await start(http, box, task.task_id, await open_link(http, task.link))
+    assert box.state_of(task.task_id) is S.LOGIN_STARTED
+    session = box.store.get_login_session(task.task_id)
+    assert session is not None and session.verification_url is not None
+    assert parse_qs(urlsplit(session.verification_url).query)["code"] == ["true"]
+    callback = await sign_in_at_provider(http, box, task.task_id)
+    assert callback.startswith("http://localhost:54545/callback?")
+    sent = await http.post(
+        box.url(f"/t/{task.task_id}/callback"), data={"csrf": csrf_of(page.text), "callback_url": callback}
+    )
+    assert sent.status_code == 303
+    await wait_for_state(box, task.task_id, S.VERIFYING)
+    stored = box.store.get_login_session(task.task_id)
+    assert stored is None or stored.verification_url == session.verification_url
+
+
 async def test_wrong_state_garbage_and_oversize_send_nothing(
     box: WebSandbox, http: httpx.AsyncClient
 ) -> None:
