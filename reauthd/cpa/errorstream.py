@@ -36,11 +36,11 @@ from reauthd.cpa.errors import (
     ManagementBanned,
     ManagementKeyNotSet,
     ManagementKeyRejected,
-    ManagementNotEnabled,
     RemoteManagementDisabled,
     TransientCPAError,
     parse_ban_retry_after,
 )
+from reauthd.cpa.kind import ClusterNodeRefused, FoundKind, HomeNotSupported
 from reauthd.cpa.models import ErrorEvent
 from reauthd.cpa.resp import RESPError, RESPProtocolError, RESPReader, RESPValue, encode_command
 from reauthd.cpa.wire import redact
@@ -110,6 +110,11 @@ class ErrorStream:
         """
         gate = self.client.gate
         gate.check(ENDPOINT, self._now())
+        # Neither a Home nor a cluster node has an `errors` channel (home-contract §4): send them no key.
+        if self.client.kind is FoundKind.NODE:
+            raise ClusterNodeRefused(self.cpa, ENDPOINT)
+        if self.client.kind is FoundKind.HOME:
+            raise HomeNotSupported(self.cpa, ENDPOINT, self.client.home_version)
         writer: asyncio.StreamWriter | None = None
         try:
             async with gate.admit(ENDPOINT, self._now):
@@ -174,7 +179,11 @@ class ErrorStream:
         if text == "remote management key not set":
             return ManagementKeyNotSet(self.cpa, ENDPOINT)
         if "home mode" in text:
-            return ManagementNotEnabled(self.cpa, ENDPOINT)
+            # A node's RESP refusal (CPA redis_queue_protocol.go:61-65, home-contract §8.4).
+            return ClusterNodeRefused(self.cpa, ENDPOINT)
+        if text == "RESP AUTH disabled; use mTLS":
+            # Home's RESP side (respserver/server.go:592-594, home-contract §8.4); no ban impact.
+            return HomeNotSupported(self.cpa, ENDPOINT, self.client.home_version)
         return MalformedResponse(self.cpa, ENDPOINT, f"unexpected AUTH answer: {text}")
 
     async def _subscribe(self, resp: RESPReader, writer: asyncio.StreamWriter) -> None:

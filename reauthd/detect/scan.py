@@ -68,6 +68,8 @@ class ScanReport:
     rows: list[ScanRow] = field(default_factory=list)
     problems: list[ScanProblem] = field(default_factory=list)
     probed: bool = False
+    # CPA name → what answers at its base_url (reauthd/cpa/kind.py): "plain CPA v7.2.140", a Home, a node.
+    kinds: dict[str, str] = field(default_factory=dict)
 
 
 def _row(view: CredentialVerdict, include_disabled: bool) -> ScanRow:
@@ -126,7 +128,8 @@ async def scan(settings: Settings, *, probe: bool, probe_all: bool = False) -> S
         rows.sort(key=lambda r: (r.cpa, r.provider, r.name.lower()))
         found = {**engine.unchecked, **engine.cpa_problems}
         problems = [ScanProblem(cpa, message) for cpa, message in sorted(found.items())]
-        return ScanReport(rows, problems, probed=probe)
+        kinds = {name: client.kind_text for name, client in sorted(clients.items())}
+        return ScanReport(rows, problems, probed=probe, kinds=kinds)
 
 
 def exit_code(report: ScanReport) -> int:
@@ -142,6 +145,7 @@ def render_json(report: ScanReport) -> str:
         "credentials": [asdict(row) for row in report.rows],
         "problems": [asdict(p) for p in report.problems],
         "probed": report.probed,
+        "cpas": {name: {"kind": text} for name, text in report.kinds.items()},
         "exit_code": exit_code(report),
     }
     return json.dumps(payload, indent=2, ensure_ascii=False)
@@ -168,6 +172,8 @@ def render_table(report: ScanReport) -> str:
                 (v if len(v) <= w else v[: w - 1] + "…").ljust(w) for v, w in zip(r, widths, strict=True)
             ]
             lines.append("  ".join(cells).rstrip())
+    for name, text in report.kinds.items():
+        lines.append(f"CPA {name}: {text}")
     for problem in report.problems:
         lines.append(f"CPA {problem.cpa}: could not check: {problem.message}")
     counts: dict[str, int] = {}
