@@ -234,3 +234,17 @@ def test_listing_fixture_is_home_shaped() -> None:
     entry = HOME_LISTING["files"][0]  # type: ignore[index]
     assert entry["id"] == entry["auth_index"] and len(entry["id"]) == 36
     assert json.dumps(HOME_LISTING)
+
+
+async def test_against_the_home_and_node_simulators() -> None:
+    from reauthd.sim.home import HomeSimServer
+
+    async with HomeSimServer(KEY) as home, CPAClient("home", home.base_url, KEY, retry=FAST_RETRY) as cpa:
+        with pytest.raises(HomeNotSupported):
+            await cpa.list_auth_files()
+        assert cpa.kind_text == "CLIProxyAPIHome v1.0.67-sim"
+        assert [p for _, p, _ in home.state.requests] == ["/v0/management/auth-files"]
+    async with HomeSimServer(KEY, node=True) as node, CPAClient("node", node.base_url, KEY) as cpa:
+        with pytest.raises(ClusterNodeRefused):
+            await cpa.list_auth_files()
+        assert cpa.kind is FoundKind.NODE
