@@ -84,7 +84,9 @@ async def test_unknown_routes_and_delete_oauth_session_need_the_key_and_count(
         assert (await http.request(method, M + path)).status_code == 401
         good = await http.request(method, M + path, headers=AUTH)
         assert good.status_code == 404 and good.content == b""
-    for _ in range(5):  # the good key above reset the count (handler.go): five more bad ones on unknown routes
+    for _ in range(
+        5
+    ):  # the good key above reset the count (handler.go): five more bad ones on unknown routes
         await http.get(f"{M}/no-such-route")
     assert (await http.get(f"{M}/auth-files", headers=AUTH)).status_code == 403  # 5 failures: banned
 
