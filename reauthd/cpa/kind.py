@@ -132,18 +132,31 @@ class KindMismatch(ManagementUnavailable):
 
 
 def refusal(
-    cpa: str, endpoint: str, configured: ConfiguredKind, headers: httpx.Headers, cpa_version: str | None
+    cpa: str,
+    endpoint: str,
+    configured: ConfiguredKind,
+    headers: httpx.Headers,
+    cpa_version: str | None,
+    serves: FoundKind = FoundKind.CPA,
 ) -> ManagementUnavailable | None:
-    """The error a non-key answer with these headers must end in for the plain-CPA client, or None to go on.
+    """The error a non-key answer with these headers must end in for a client that `serves` one kind (the
+    plain-CPA client, or the Home adapter of reauthd/cpa/home.py), or None to go on.
 
     Key answers (401/403) are not judged here: Home's key middleware is CPA's (home-contract §2), so the
     key gate must close on them exactly as for CPA.
     """
     found = kind_from_headers(headers)
-    if found is FoundKind.HOME:
-        return HomeNotSupported(cpa, endpoint, home_version_of(headers))
-    if found is FoundKind.CPA and configured == "home":
-        return KindMismatch(cpa, endpoint, configured, describe(found, None, cpa_version))
+    if found is FoundKind.UNKNOWN:
+        return None
+    if found is not serves:
+        if found is FoundKind.HOME:
+            return HomeNotSupported(cpa, endpoint, home_version_of(headers))
+        return KindMismatch(
+            cpa, endpoint, configured if configured != "auto" else "home", describe(found, None, cpa_version)
+        )
+    if configured != "auto" and configured != found.value:
+        what = describe(found, home_version_of(headers), cpa_version)
+        return KindMismatch(cpa, endpoint, configured, what)
     return None
 
 

@@ -215,6 +215,7 @@ class ManagementWire:
         self.home_version: HomeVersion | None = None
         self._node_probe = node_probe
         self._is_node: bool | None = None  # the RESP probe runs at most once per client
+        self.serves = FoundKind.CPA  # the Home adapter (reauthd/cpa/home.py) sets HOME
 
     async def call(
         self,
@@ -246,7 +247,7 @@ class ManagementWire:
                     # Home or a kind mismatch: refused before anything is read (kind.py).
                     refused = refusal(
                         self.cpa, route.full_path, self.configured_kind, answer.headers,
-                        self.version.version if self.version else None,
+                        self.version.version if self.version else None, self.serves,
                     )  # fmt: skip
                     if refused is not None:
                         raise refused
@@ -364,7 +365,8 @@ class ManagementWire:
         response = await self._http.send(request, stream=True)
         # An answer call() will refuse (Home, a kind mismatch) is not read at all: nothing is parsed from it.
         unread = response.status_code not in (401, 403) and (
-            refusal(self.cpa, route.full_path, self.configured_kind, response.headers, None) is not None
+            refusal(self.cpa, route.full_path, self.configured_kind, response.headers, None, self.serves)
+            is not None
         )
         streamed = reader is not None and 200 <= response.status_code < 300 and not unread
         body: bytearray = bytearray()

@@ -220,10 +220,10 @@ async def test_the_error_stream_sends_no_key_to_home_or_a_node() -> None:
     assert seen == before  # not even a connection
 
 
-async def test_home_resp_auth_refusal_reads_as_home() -> None:
+async def test_home_resp_auth_refusal_reads_as_no_errors_channel() -> None:
     server, url, _ = await raw_port(b"-ERR RESP AUTH disabled; use mTLS")
     async with server, CPAClient("home", url, KEY, retry=FAST_RETRY) as cpa:
-        with pytest.raises(HomeNotSupported):
+        with pytest.raises(FeatureMissing, match="a Home has none"):
             async for _ in ErrorStream(
                 cpa, reconnect=ReconnectPolicy(base_delay_s=0.01, max_delay_s=0.02)
             ).run():
