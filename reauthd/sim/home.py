@@ -652,22 +652,42 @@ class HomeApp:
         return JSONResponse({"status_code": 401, "header": {}, "body": upstream})
 
     async def request_events(self, request: Request) -> Response:
-        """management/request_events.go:21-46 ListRequestEvents: {items,total,limit,offset,sort}."""
+        """management/request_events.go:21-46 ListRequestEvents → {items,total,limit,offset,sort}; the query
+        rules of usage_observability.go parseUsageRecordHTTPQueryWithPagination (:529-640): limit default 50,
+        clamped to 200, 400 `invalid_limit` unless a positive integer (:854-867); offset ≥ 0 (:869-879); sort
+        one of a fixed list, default timestamp_desc (:881-892); `from` Unix seconds, YYYY-MM-DD or RFC3339,
+        inclusive (:971-1030, cluster/usage_observability.go:2301-2302); status failed|failure|error or
+        success|succeeded|ok (usageObservabilityStatusScope, :2471-2487)."""
         q = request.query_params
+        raw_limit, raw_offset = q.get("limit", "").strip(), q.get("offset", "").strip()
+        if raw_limit and (not raw_limit.isdigit() or int(raw_limit) <= 0):
+            return _usage_error("invalid_limit", "limit must be a positive integer")
+        if raw_offset and not raw_offset.isdigit():
+            return _usage_error("invalid_offset", "offset must be a non-negative integer")
+        sort = q.get("sort", "").strip() or "timestamp_desc"
+        if sort not in ("timestamp_desc", "timestamp_asc", "tokens_desc", "tokens_asc", "cost_desc", "cost_asc",
+                        "latency_desc", "latency_asc", "failed_first"):  # fmt: skip
+            return _usage_error("invalid_sort", f"unsupported usage sort {sort!r}")
+        since = _parse_from(q.get("from", "").strip())
+        if since is False:
+            return _usage_error(
+                "invalid_time_range", "timestamp must be YYYY-MM-DD, Unix seconds, or RFC3339"
+            )
         items = list(self.state.events)
-        if q.get("status"):
-            items = [e for e in items if e["status"] == q["status"]]
+        status = q.get("status", "").strip().lower()
+        if status in ("failed", "failure", "error"):
+            items = [e for e in items if e["failed"]]
+        elif status in ("success", "succeeded", "ok"):
+            items = [e for e in items if not e["failed"]]
         if q.get("status_code", "").isdigit():
             items = [e for e in items if e["status_code"] == int(q["status_code"])]
         if q.get("credential_id"):
             items = [e for e in items if e["credential"]["credential_id"] == q["credential_id"]]
-        since = _parse_from(q.get("from", ""))
-        if since is not None:
+        if isinstance(since, datetime):
             items = [e for e in items if e["_at"] >= since]
-        sort = q.get("sort") or "timestamp_desc"
         items.sort(key=lambda e: e["_at"], reverse=sort != "timestamp_asc")
-        limit = min(int(q["limit"]), REQUEST_EVENTS_MAX_LIMIT) if q.get("limit", "").isdigit() else 50
-        offset = int(q["offset"]) if q.get("offset", "").isdigit() else 0
+        limit = min(int(raw_limit), REQUEST_EVENTS_MAX_LIMIT) if raw_limit else 50
+        offset = int(raw_offset) if raw_offset else 0
         page = [{k: v for k, v in e.items() if k != "_at"} for e in items[offset : offset + limit]]
         return JSONResponse(
             {"items": page, "total": len(items), "limit": limit, "offset": offset, "sort": sort}
@@ -708,14 +728,24 @@ def _valid_state(state: str) -> bool:
     return 0 < len(state) <= 128 and set(state) <= allowed and ".." not in state
 
 
-def _parse_from(raw: str) -> datetime | None:
+def _parse_from(raw: str) -> datetime | bool | None:
+    """optionalUsageTime (usage_observability.go:1000-1030): None when empty, False when unreadable."""
     if not raw:
         return None
     if raw.isdigit():
         return datetime.fromtimestamp(int(raw), UTC)
     with contextlib.suppress(ValueError):
-        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    return None
+        return datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
+    with contextlib.suppress(ValueError):
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        if parsed.tzinfo is not None and "T" in raw:
+            return parsed
+    return False
+
+
+def _usage_error(code: str, message: str) -> JSONResponse:
+    """respondUsageHTTPError (usage_observability.go:839-853): 400 in the DB-handler envelope."""
+    return JSONResponse({"error": code, "message": message}, status_code=400)
 
 
 async def _json(request: Request) -> Any:

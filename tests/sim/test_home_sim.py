@@ -351,3 +351,23 @@ async def test_a_node_has_no_management_and_refuses_resp() -> None:
     for a in (answer, callback):
         assert a.status_code == 404 and a.content == b""
         assert not [h for h in a.headers if h.lower().startswith("x-cpa")]
+
+
+async def test_request_events_query_rules(home: HomeSimServer, http: httpx.AsyncClient) -> None:
+    # usage_observability.go:854-892, 971-1030: default 50, clamp 200, 400s in the DB-handler envelope.
+    row = home.state.add_credential("codex", "u@x.com")
+    for _ in range(60):
+        home.state.record_result(row, 500, "boom")
+    assert (await http.get(f"{M}/request-events", headers=AUTH)).json()["limit"] == 50
+    bad = {"limit": "0", "sort": "newest", "from": "yesterday", "offset": "-1"}
+    codes = {
+        "limit": "invalid_limit",
+        "sort": "invalid_sort",
+        "from": "invalid_time_range",
+        "offset": "invalid_offset",
+    }
+    for key, value in bad.items():
+        answer = await http.get(f"{M}/request-events", params={key: value}, headers=AUTH)
+        assert answer.status_code == 400 and answer.json()["error"] == codes[key]
+    future = {"status": "error", "from": str(int(home.state.now().timestamp()) + 10)}
+    assert (await http.get(f"{M}/request-events", params=future, headers=AUTH)).json()["total"] == 0
