@@ -281,9 +281,10 @@ def file_name(provider: str, email: str | None, now: datetime) -> str:
     """metadata.filename of a stored login (home-contract §5.4; codex oauth_login.go:1217-1231, non-team)."""
     if provider == "kimi":
         return f"kimi-{int(now.timestamp() * 1000)}.json"
-    if provider == "xai":
-        # xaiauth.CredentialFileName(email, sub): exact format not traced [unverified].
-        return f"xai-{email}.json"
+    if provider == "xai" and email:
+        # internal/auth/xai/token.go:10-43 CredentialFileName: "xai-<email>.json", other characters → "-".
+        clean = "".join(c if c.isascii() and (c.isalnum() or c in "@._-") else "-" for c in email).strip("-")
+        return f"xai-{clean}.json"
     return f"{provider}-{email}.json" if email else f"{uuid.uuid4()}.json"
 
 

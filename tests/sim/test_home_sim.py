@@ -371,3 +371,12 @@ async def test_request_events_query_rules(home: HomeSimServer, http: httpx.Async
         assert answer.status_code == 400 and answer.json()["error"] == codes[key]
     future = {"status": "error", "from": str(int(home.state.now().timestamp()) + 10)}
     assert (await http.get(f"{M}/request-events", params=future, headers=AUTH)).json()["total"] == 0
+
+
+async def test_xai_login_is_stored_under_homes_xai_file_name(
+    home: HomeSimServer, http: httpx.AsyncClient
+) -> None:
+    # internal/auth/xai/token.go:10-43 CredentialFileName (a callback flow on Home, §3.9).
+    await login(http, home, "xai", "grok user@x.com")
+    files = (await http.get(f"{M}/auth-files", headers=AUTH)).json()["files"]
+    assert [(f["name"], f["type"]) for f in files] == [("xai-grok-user@x.com.json", "xai")]
