@@ -189,7 +189,7 @@ class HomeClient(CPAClient):
         entries = await self.list_auth_files(auth_index=name)
         if not entries:
             raise MalformedResponse(self.name, "/v0/management/auth-files/status", "the credential is gone")
-        if entries[0].disabled is not disabled and not (disabled and entries[0].status == "error"):
+        if entries[0].disabled is not disabled:
             raise MalformedResponse(
                 self.name,
                 "/v0/management/auth-files/status",

@@ -268,6 +268,14 @@ class HomeSimState:
                 continue
             self.store_login(session, email)
 
+    def approve_device(self, state: str, email: str) -> HomeRow:
+        """The person approved a kimi device code: the poll Home runs in the background for that session
+        (oauth_login.go:468-511, at most 16 min) stores the credential. Raises KeyError for an unknown state."""
+        session = self.sessions[state]
+        if session.provider != "kimi" or session.status != "pending":
+            raise ValueError("not a pending kimi login")
+        return self.store_login(session, email)
+
     def store_login(self, session: OAuthSession, email: str) -> HomeRow:
         """storeOAuthPayloadWithContext (oauth.go:328-349): always a NEW row, nothing merged or carried over;
         the session completes only after the row is stored (CompleteOAuthSession, oauth_login.go:462)."""

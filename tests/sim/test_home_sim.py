@@ -380,3 +380,19 @@ async def test_xai_login_is_stored_under_homes_xai_file_name(
     await login(http, home, "xai", "grok user@x.com")
     files = (await http.get(f"{M}/auth-files", headers=AUTH)).json()["files"]
     assert [(f["name"], f["type"]) for f in files] == [("xai-grok-user@x.com.json", "xai")]
+
+
+async def test_kimi_completes_without_a_callback_and_refuses_one(
+    home: HomeSimServer, http: httpx.AsyncClient
+) -> None:
+    # oauth_login.go:370 (kimi rejected on the callback), :468-511 (Home polls the device code itself).
+    state = (await http.get(f"{M}/kimi-auth-url", headers=AUTH)).json()["state"]
+    refused = await http.post(
+        f"{M}/oauth-callback", json={"state": state, "code": "x", "provider": "kimi"}, headers=AUTH
+    )
+    assert (refused.status_code, refused.json()["error"]) == (400, "unsupported provider")
+    row = home.state.approve_device(state, "k@x.com")
+    assert (await http.get(f"{M}/get-auth-status", params={"state": state}, headers=AUTH)).json() == {
+        "status": "ok"
+    }
+    assert row.name.startswith("kimi-") and row.provider == "kimi"
