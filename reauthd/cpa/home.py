@@ -21,16 +21,16 @@ What it covers today (issue 15 point 3): the listing and detection.
   cursor, oldest first, pages of 200, deduplicated by event id; `HomeDetector` (reauthd/detect/home.py) turns
   them and listing diffs into evidence.
 
-Not covered yet (see the README, "CPA clusters (Home)"): logins (always the paste flow, keyed callback, no
-cancel, a new row per login), verify/retire (copy settings to the new row, delete the old by id, re-read
-to beat the version race), `/quota/credentials`. Those methods refuse with one sentence rather than
-speak CPA's dialect to Home.
+Logins: `auth_url` (no `is_webui`, xAI by callback, kimi by device), `post_oauth_callback` with the key,
+`cancel_oauth_session` refused (Home has none), `find_login_credential` (the new row a login wrote).
+Not covered yet (see the README, "CPA clusters (Home)"): reauthd's login page, verify and retire driving
+these (copy settings to the new row, verify through Home, delete the old one by id), `/quota/credentials`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -38,10 +38,10 @@ from typing import Any, TypeVar
 import structlog
 from pydantic import ValidationError
 
-from reauthd.cpa.client import CPAClient
+from reauthd.cpa.client import _STATE_RE, CPAClient, _query_values
 from reauthd.cpa.errors import FeatureMissing, MalformedResponse
 from reauthd.cpa.kind import FoundKind
-from reauthd.cpa.models import AuthFile, parse_auth_file_listing
+from reauthd.cpa.models import AuthFile, AuthURL, parse_auth_file_listing
 from reauthd.cpa.wire import BodyReader, BodyRejected, KiB, MiB, Route
 
 log = structlog.get_logger(__name__)
@@ -53,6 +53,16 @@ _CAPABILITIES = Route("GET", "/capabilities", idempotent=True, max_bytes=256 * K
 EVENTS_PAGE = 200
 #: Pages read per poll at most: a backlog larger than this is read over the next polls.
 EVENTS_MAX_PAGES = 25
+# Login provider → `<route>-auth-url` on Home (oauth_login.go:33-51, aliases :1151-1166).
+_HOME_AUTH_ROUTE = {
+    "claude": "anthropic", "anthropic": "anthropic", "codex": "codex", "openai": "codex",
+    "antigravity": "antigravity", "anti-gravity": "antigravity", "kimi": "kimi",
+    "xai": "xai", "x-ai": "xai", "x.ai": "xai", "grok": "xai",
+}  # fmt: skip
+# Login provider → the `type` Home saves (anthropic logins are saved as claude, §3.9).
+_SAVED_TYPE = {"anthropic": "claude", "openai": "codex", "anti-gravity": "antigravity", "x-ai": "xai",
+               "x.ai": "xai", "grok": "xai"}  # fmt: skip
+_HOME_CALLBACK = Route("POST", "/oauth-callback", idempotent=False, max_bytes=64 * KiB, keyed=True)
 #: Home writes this after a terminal refresh failure (internal/cliproxy/auth/result.go:703-734).
 HOME_AUTO_DISABLED = "unauthorized"
 
@@ -67,6 +77,31 @@ class HomeRequestEvent:
     provider: str
     status_code: int | None
     body: str  # error.body_preview (redacted by Home, first 500 bytes), else error.message
+
+
+def pick_login_row(
+    files: list[Any], provider: str, email: str | None, before_ids: Collection[str], started_at: datetime
+) -> str | None:
+    """See `HomeClient.find_login_credential`. `provider` is a login provider or a saved type; Home saves an
+    anthropic login as `type:"claude"` (§3.9). `created_at` is the row's creation, i.e. the login (§3.1)."""
+    saved = _SAVED_TYPE.get(provider.strip().lower(), provider.strip().lower())
+    found: list[str] = []
+    for entry in files:
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or entry["id"] in before_ids:
+            continue
+        if str(entry.get("type") or entry.get("provider") or "").lower() != saved:
+            continue
+        if email is not None and str(entry.get("email") or "").lower() != email.lower():
+            continue
+        created = entry.get("created_at")
+        try:
+            at = datetime.fromisoformat(created.replace("Z", "+00:00")) if isinstance(created, str) else None
+        except ValueError:
+            at = None
+        if at is None or at.tzinfo is None or at < started_at:
+            continue
+        found.append(entry["id"])
+    return found[0] if len(found) == 1 else None
 
 
 def cpa_shaped_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -218,20 +253,63 @@ class HomeClient(CPAClient):
 
     # --------------------------------------------------------------------- not on Home (yet)
 
-    def _not_yet(self, what: str) -> FeatureMissing:
+    def _not_yet(self, path: str, what: str) -> FeatureMissing:
         version = self.home_version.version if self.home_version else None
-        return FeatureMissing(self.name, "/v0/management", f"{what} through reauthd's Home adapter", version)
+        return FeatureMissing(self.name, "/v0/management" + path, what, version)
 
     async def cancel_oauth_session(self, state: str) -> bool:
         """Home has no `DELETE /oauth-session` (§3.12): a pending login simply expires after 20 minutes."""
-        raise self._not_yet("cancelling a login")
+        raise self._not_yet(
+            "/oauth-session",
+            "cancelling a login (Home has none: the pending sign-in expires after 20 minutes)",
+        )
 
-    async def auth_url(self, provider: str, *, is_webui: bool = False) -> Any:
-        raise self._not_yet("logins")
+    async def auth_url(self, provider: str, *, is_webui: bool = False) -> AuthURL:
+        """`GET /<provider>-auth-url` on Home (§3.9). Home ignores every query parameter (no `is_webui`: there
+        is no callback forwarder anywhere, the person always pastes the address); xAI is a PKCE callback
+        flow (not CPA's device code); kimi is a device flow answering only `url` and `state`. Plugin logins
+        are not supported through the adapter (unverified on Home, §11)."""
+        key = provider.strip().lower()
+        route_name = _HOME_AUTH_ROUTE.get(key)
+        if route_name is None:
+            raise self._not_yet(f"/{key}-auth-url", f"{key} login through reauthd's Home adapter")
+        route = Route("GET", f"/{route_name}-auth-url", idempotent=False, max_bytes=64 * KiB,
+                      feature=f"{key} login")  # fmt: skip
+        answer = await self._wire.call(route)
+        result = self._parse(route, answer, AuthURL)
+        if not _STATE_RE.fullmatch(result.state) or ".." in result.state:
+            raise MalformedResponse(self.name, route.full_path, "the OAuth state is not a valid state")
+        if route_name == "kimi":
+            result = result.model_copy(update={"flow": "device"})
+        return result
 
     async def post_oauth_callback(self, redirect_url: str, *, provider: str | None = None) -> None:
-        # CPA's callback route is key-less; Home's is keyed (§3.10): the inherited call would be a bad key.
-        raise self._not_yet("logins")
+        """`POST /oauth-callback` **with the management key** (Home: behind the key, §3.10; CPA's is key-less,
+        so the inherited call would count as a failed attempt). The pasted address is sent unchanged."""
+        if not redirect_url.strip():
+            raise ValueError("the pasted callback address is empty")
+        body: dict[str, str] = {"redirect_url": redirect_url}
+        if provider:
+            body["provider"] = provider
+        secrets = [redirect_url, *_query_values(redirect_url)]
+        answer = await self._wire.call(_HOME_CALLBACK, json_body=body, secrets=secrets)
+        self._expect_ok(_HOME_CALLBACK, answer)
+
+    async def find_login_credential(
+        self, provider: str, email: str | None, before_ids: Collection[str], started_at: datetime
+    ) -> str | None:
+        """The id of the credential a login wrote (§5.7): every Home login writes a **new** row, so it is the
+        row of the same provider and account whose id was not there before and was created after the login
+        started. None until it is listed, or when two rows would fit (never a guess)."""
+        answer = await self._wire.call(self._list_route)
+        try:
+            data = json.loads(answer.body)
+            files = data["files"]
+            if not isinstance(files, list):
+                raise TypeError
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise MalformedResponse(self.name, self._list_route.full_path, "not a Home listing") from None
+        return pick_login_row(files, provider, email, before_ids, started_at)
 
     # ----------------------------------------------------------------------------- detection
 

@@ -4,6 +4,7 @@ detection → task → notification end to end (issue 15 point 3)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -154,3 +155,41 @@ def test_the_sim_listing_entry_round_trips_through_the_adapter() -> None:
         "unauthorized",
         False,
     )
+
+
+async def test_a_login_through_home_writes_a_new_row_that_is_found_by_id() -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from reauthd.cpa.errors import FeatureMissing
+    from reauthd.sim.home import code_for
+
+    async with HomeSimServer(KEY) as home, HomeClient("main", home.base_url, KEY, retry=FAST_RETRY) as client:
+        old = home.state.add_credential("claude", "u@x.com")
+        home.state.add_credential("claude", "other@x.com")
+        before = {f.auth_index for f in await client.list_auth_files()}
+        started = datetime.now(UTC)
+        start = await client.auth_url("claude", is_webui=True)  # is_webui means nothing to Home
+        assert start.state.startswith("cla-") and start.flow == "callback"
+        redirect = parse_qs(urlsplit(start.url).query)["redirect_uri"][0]
+        # The person pastes the localhost address nothing listens on; the callback carries the key.
+        await client.post_oauth_callback(f"{redirect}?code={code_for('u@x.com')}&state={start.state}")
+        status = await client.get_auth_status(start.state)
+        for _ in range(50):
+            if status.status != "wait":
+                break
+            await asyncio.sleep(0.05)
+            status = await client.get_auth_status(start.state)
+        assert status.status == "ok"
+        new_id = await client.find_login_credential("claude", "u@x.com", before, started)
+        assert new_id is not None and new_id not in (old.id,) and home.state.rows[new_id].name == old.name
+        # A second, unrelated login of the same account makes the answer ambiguous: no guess.
+        second = home.state.add_credential("claude", "u@x.com")
+        assert second.id != new_id
+        assert await client.find_login_credential("claude", "u@x.com", before, started) is None
+        kimi = await client.auth_url("kimi")
+        assert kimi.flow == "device" and kimi.user_code is None
+        xai = await client.auth_url("grok")
+        assert parse_qs(urlsplit(xai.url).query)["redirect_uri"] == ["http://127.0.0.1:56121/callback"]
+        with pytest.raises(FeatureMissing):
+            await client.cancel_oauth_session(start.state)
+    assert all(status != 401 for _, _, status in home.state.requests)  # the key went with every call
