@@ -20,7 +20,13 @@ import httpx
 import structlog
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from reauthd.cpa.errors import CPAError, CPARequestError, MalformedResponse, TransientCPAError
+from reauthd.cpa.errors import (
+    CPAError,
+    CPARequestError,
+    MalformedResponse,
+    ManagementUnavailable,
+    TransientCPAError,
+)
 from reauthd.cpa.gate import GateSnapshot, GateState, KeyGate
 from reauthd.cpa.kind import ConfiguredKind, FoundKind, HomeVersion, describe, resp_node_probe
 from reauthd.cpa.models import (
@@ -301,7 +307,9 @@ class CPAClient:
                 self.kind,
                 self.kind_text,
             )
-        if isinstance(last, TransientCPAError):
+        if isinstance(last, TransientCPAError | ManagementUnavailable):
+            # Management off, a cluster node, a Home this client cannot serve: its sentence, not "key not
+            # accepted yet" (nothing about the key was learnt).
             state = HealthState.UNREACHABLE
         elif gate.state is GateState.OK:
             state = HealthState.OK

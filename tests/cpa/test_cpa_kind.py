@@ -16,6 +16,7 @@ from reauthd.cpa import (
     CPAClient,
     FeatureMissing,
     GateState,
+    HealthState,
     ManagementKeyRejected,
     ManagementNotEnabled,
 )
@@ -165,6 +166,8 @@ async def test_a_cluster_node_is_refused_with_one_sentence_after_one_resp_ping()
         assert cpa.kind is FoundKind.NODE
         assert cpa.kind_text == "CPA cluster node (-home-jwt)"
         assert cpa.gate.state is GateState.UNVERIFIED  # nothing about the key was learnt or spent
+        health = cpa.health  # the daemon's /readyz reason: the sentence, not "key not accepted yet"
+        assert health.state is HealthState.UNREACHABLE and health.last_error == f"CPA 'node': {NODE_SENTENCE}"
     assert str(info.value) == f"CPA 'node': {NODE_SENTENCE}"
     assert isinstance(info.value, ManagementNotEnabled)  # callers that handle "management off" handle this
     resp = [s for s in seen if s != b"HTTP"]
