@@ -103,6 +103,10 @@ class CPAConfig(_Section):
     # Ask CPA for OAuth URLs in web-UI mode (CPA forwards the localhost callback itself): only when the
     # browser runs on the same machine as CPA (contract §4.1).
     is_webui: bool = False
+    # What answers at base_url (shared/home-contract.md §8): "auto" tells a plain CPA from a CLIProxyAPIHome
+    # by the headers of its first keyed answer; "cpa"/"home" are checked against those answers. A CPA node
+    # started with -home-jwt is always refused (it has no management): point reauthd at its Home.
+    kind: Literal["auto", "cpa", "home"] = "auto"
 
     @field_validator("base_url")
     @classmethod

@@ -59,6 +59,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="cpamp-admin-key",
         help="the CPAMP simulator's Admin Key (default cpamp-admin-key)",
     )
+    kind = sim.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--home", action="store_true", help="simulate a CLIProxyAPIHome cluster manager instead of a CPA"
+    )
+    kind.add_argument(
+        "--node", action="store_true", help="simulate a CPA cluster node (-home-jwt): no management at all"
+    )
     sim.set_defaults(handler=cmd_sim)
 
     demo = sub.add_parser("demo", help="run reauthd against the simulator so you can watch the whole flow")
@@ -144,6 +151,19 @@ def cmd_sim(args: argparse.Namespace) -> int:
         "info", "auto", stream=sys.stderr, secret_values=[args.management_key, args.cpamp_admin_key]
     )
     try:
+        if args.home or args.node:
+            from reauthd.sim.home import run_home_sim_cli
+
+            asyncio.run(
+                run_home_sim_cli(
+                    args.host,
+                    args.port,
+                    management_key=args.management_key,
+                    node=args.node,
+                    seed_demo=not args.empty,
+                )
+            )
+            return EXIT_OK
         asyncio.run(
             run_sim_cli(
                 args.host,

@@ -20,8 +20,15 @@ import httpx
 import structlog
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from reauthd.cpa.errors import CPAError, CPARequestError, MalformedResponse, TransientCPAError
+from reauthd.cpa.errors import (
+    CPAError,
+    CPARequestError,
+    MalformedResponse,
+    ManagementUnavailable,
+    TransientCPAError,
+)
 from reauthd.cpa.gate import GateSnapshot, GateState, KeyGate
+from reauthd.cpa.kind import ConfiguredKind, FoundKind, HomeVersion, describe, resp_node_probe
 from reauthd.cpa.models import (
     APICallResult,
     AuthFile,
@@ -135,6 +142,8 @@ class CPAHealth:
     paused_until: datetime | None
     last_error: str | None
     version: CPAVersion | None
+    kind: FoundKind = FoundKind.UNKNOWN  # what answers at base_url (kind.py)
+    kind_text: str = "not identified yet"  # e.g. "plain CPA v7.2.140", "CLIProxyAPIHome v1.0.67"
 
 
 def _utcnow() -> datetime:
@@ -175,8 +184,11 @@ class CPAClient:
         transport: httpx.AsyncBaseTransport | None = None,
         tls_verify: bool | str = True,
         clock: Callable[[], datetime] = _utcnow,
+        kind: ConfiguredKind = "auto",
     ) -> None:
-        """`tls_verify`: True (system CAs), a CA bundle path (a self-signed CPA), or False (not advised)."""
+        """`tls_verify`: True (system CAs), a CA bundle path (a self-signed CPA), or False (not advised).
+        `kind`: what the configuration says answers at base_url; the answers are checked against it (kind.py)."""
+        self.configured_kind: ConfiguredKind = kind
         self.name = name
         self.base_url = base_url.rstrip("/")
         key = management_key if isinstance(management_key, SecretStr) else SecretStr(management_key)
@@ -200,7 +212,10 @@ class CPAClient:
             trust_env=False,  # a proxy from the environment must not see the management key
             follow_redirects=False,
         )
-        self._wire = ManagementWire(name, self._http, key, self.gate, self._settings.retry, clock)
+        self._wire = ManagementWire(
+            name, self._http, key, self.gate, self._settings.retry, clock,
+            configured_kind=kind, node_probe=resp_node_probe(self.base_url, lambda: tls_context(tls_verify)),
+        )  # fmt: skip
         self._list_route = replace(_LIST, max_bytes=listing_max_bytes)
         self.last_skipped: list[SkippedEntry] = []
 
@@ -241,6 +256,7 @@ class CPAClient:
             transport=self._transport,
             tls_verify=self.tls_verify,
             clock=self._clock,
+            kind=self.configured_kind,
         )
 
     # ---------------------------------------------------------------------------------- status
@@ -260,6 +276,20 @@ class CPAClient:
         return self._wire.version
 
     @property
+    def kind(self) -> FoundKind:
+        """What answered at base_url so far: learnt from headers of ordinary keyed calls (kind.py, §8)."""
+        return self._wire.found_kind
+
+    @property
+    def home_version(self) -> HomeVersion | None:
+        """The last `X-CPA-HOME-*` seen (a Home only)."""
+        return self._wire.home_version
+
+    @property
+    def kind_text(self) -> str:
+        return describe(self.kind, self.home_version, self.version.version if self.version else None)
+
+    @property
     def health(self) -> CPAHealth:
         gate = self.gate
         now = self._clock()
@@ -274,15 +304,20 @@ class CPAClient:
                 gate.paused_until,
                 cause.sentence if cause else None,
                 self.version,
+                self.kind,
+                self.kind_text,
             )
-        if isinstance(last, TransientCPAError):
+        if isinstance(last, TransientCPAError | ManagementUnavailable):
+            # Management off, a cluster node, a Home this client cannot serve: its sentence, not "key not
+            # accepted yet" (nothing about the key was learnt).
             state = HealthState.UNREACHABLE
         elif gate.state is GateState.OK:
             state = HealthState.OK
         else:
             state = HealthState.UNVERIFIED
         since = self._wire.last_error_at if last else gate.since
-        return CPAHealth(self.name, state, since, None, last.sentence if last else None, self.version)
+        sentence = last.sentence if last else None
+        return CPAHealth(self.name, state, since, None, sentence, self.version, self.kind, self.kind_text)
 
     @property
     def state(self) -> HealthState:

@@ -36,11 +36,11 @@ from reauthd.cpa.errors import (
     ManagementBanned,
     ManagementKeyNotSet,
     ManagementKeyRejected,
-    ManagementNotEnabled,
     RemoteManagementDisabled,
     TransientCPAError,
     parse_ban_retry_after,
 )
+from reauthd.cpa.kind import ClusterNodeRefused, FoundKind
 from reauthd.cpa.models import ErrorEvent
 from reauthd.cpa.resp import RESPError, RESPProtocolError, RESPReader, RESPValue, encode_command
 from reauthd.cpa.wire import redact
@@ -110,6 +110,11 @@ class ErrorStream:
         """
         gate = self.client.gate
         gate.check(ENDPOINT, self._now())
+        # Neither a Home nor a cluster node has an `errors` channel (home-contract §4): send them no key.
+        if self.client.kind is FoundKind.NODE:
+            raise ClusterNodeRefused(self.cpa, ENDPOINT)
+        if self.client.kind is FoundKind.HOME:
+            raise self._home_has_none()
         writer: asyncio.StreamWriter | None = None
         try:
             async with gate.admit(ENDPOINT, self._now):
@@ -174,8 +179,22 @@ class ErrorStream:
         if text == "remote management key not set":
             return ManagementKeyNotSet(self.cpa, ENDPOINT)
         if "home mode" in text:
-            return ManagementNotEnabled(self.cpa, ENDPOINT)
+            # A node's RESP refusal (CPA redis_queue_protocol.go:61-65, home-contract §8.4).
+            return ClusterNodeRefused(self.cpa, ENDPOINT)
+        if text == "RESP AUTH disabled; use mTLS":
+            # Home's RESP side (respserver/server.go:592-594, home-contract §8.4); no ban impact.
+            return self._home_has_none()
         return MalformedResponse(self.cpa, ENDPOINT, f"unexpected AUTH answer: {text}")
+
+    def _home_has_none(self) -> FeatureMissing:
+        """Home has no `errors` channel (home-contract §4; only mTLS nodes may use its RESP side)."""
+        home = self.client.home_version
+        return FeatureMissing(
+            self.cpa,
+            ENDPOINT,
+            "the real-time errors channel (a Home has none)",
+            home.version if home else None,
+        )
 
     async def _subscribe(self, resp: RESPReader, writer: asyncio.StreamWriter) -> None:
         reply = await self._request(resp, writer, encode_command("SUBSCRIBE", "errors"))

@@ -39,6 +39,7 @@ def client_from_config(
         gate_snapshot=gate_snapshot,
         tls_verify=cpa.tls_verify if isinstance(cpa.tls_verify, bool) else str(cpa.tls_verify),
         clock=clock,
+        kind=cpa.kind,
     )
 
 

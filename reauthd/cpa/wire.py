@@ -55,6 +55,16 @@ from reauthd.cpa.errors import (
     parse_ban_retry_after,
 )
 from reauthd.cpa.gate import KeyGate
+from reauthd.cpa.kind import (
+    ClusterNodeRefused,
+    ConfiguredKind,
+    FoundKind,
+    HomeVersion,
+    NodeProbe,
+    home_version_of,
+    kind_from_headers,
+    refusal,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -205,6 +215,9 @@ class ManagementWire:
         retry: RetryPolicy,
         clock: Callable[[], datetime],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        *,
+        configured_kind: ConfiguredKind = "auto",
+        node_probe: NodeProbe | None = None,
     ) -> None:
         self.cpa = cpa
         self._http = http
@@ -219,6 +232,13 @@ class ManagementWire:
         # Told about every typed error a call ends with (the daemon counts them by class in /metrics).
         self.on_error: Callable[[CPAError], None] | None = None
         self.last_ok_at: datetime | None = None
+        # What answers at base_url (kind.py, home-contract §8): learnt from the headers of every answer.
+        self.configured_kind: ConfiguredKind = configured_kind
+        self.found_kind = FoundKind.UNKNOWN
+        self.home_version: HomeVersion | None = None
+        self._node_probe = node_probe
+        self._is_node: bool | None = None  # the RESP probe runs at most once per client
+        self.serves = FoundKind.CPA  # the Home adapter (reauthd/cpa/home.py) sets HOME
 
     async def call(
         self,
@@ -246,6 +266,14 @@ class ManagementWire:
                 answer = await self._send_with_retries(
                     route, params, json_body, content, files, form, extra_headers, secret_list, reader
                 )
+                if answer.status not in (401, 403):
+                    # Home or a kind mismatch: refused before anything is read (kind.py).
+                    refused = refusal(
+                        self.cpa, route.full_path, self.configured_kind, answer.headers,
+                        self.version.version if self.version else None, self.serves,
+                    )  # fmt: skip
+                    if refused is not None:
+                        raise refused
                 if not 200 <= answer.status < 300:
                     raise await self._error_for(route, answer, secret_list)
             except CPAError as exc:
@@ -358,11 +386,19 @@ class ManagementWire:
             timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
         )
         response = await self._http.send(request, stream=True)
-        streamed = reader is not None and 200 <= response.status_code < 300
+        # An answer call() will refuse (Home, a kind mismatch) is not read at all: nothing is parsed from it.
+        unread = response.status_code not in (401, 403) and (
+            refusal(self.cpa, route.full_path, self.configured_kind, response.headers, None, self.serves)
+            is not None
+        )
+        streamed = reader is not None and 200 <= response.status_code < 300 and not unread
         body: bytearray = bytearray()
         parsed: Any = None
+        size = 0
         try:
-            if reader is not None and streamed:
+            if unread:
+                pass
+            elif reader is not None and streamed:
                 # A 2xx already proves the key, whatever the body turns out to be.
                 self._note_version(response.headers)
                 if route.keyed:
@@ -419,6 +455,12 @@ class ManagementWire:
         return reader.close(), size
 
     def _note_version(self, headers: httpx.Headers) -> None:
+        found = kind_from_headers(headers)
+        if found is not FoundKind.UNKNOWN:
+            if found is not self.found_kind:
+                log.info("cpa.kind", cpa=self.cpa, kind=found.value)
+            self.found_kind = found
+            self.home_version = home_version_of(headers)
         version = headers.get("x-cpa-version")
         if version:
             seen = CPAVersion(
@@ -489,7 +531,7 @@ class ManagementWire:
         path = route.full_path
         feature = route.feature or route.path.strip("/")
         if not route.keyed:
-            return ManagementNotEnabled(self.cpa, path)
+            return await self._off_or_node(path)
         if "x-cpa-version" in answer.headers:
             return FeatureMissing(self.cpa, path, feature, answer.headers.get("x-cpa-version"))
         try:
@@ -501,6 +543,16 @@ class ManagementWire:
             return FeatureMissing(self.cpa, path, feature, version)
         if probe.status in (401, 403):
             return await self._error_for(_PROBE, probe, [self._key.get_secret_value()])
+        return await self._off_or_node(path)
+
+    async def _off_or_node(self, path: str) -> CPAError:
+        """Empty 404s, no `X-CPA-*` header: management off, or a cluster node (kind.py, home-contract §8.3)."""
+        if self._is_node is None and self._node_probe is not None:
+            self._is_node = await self._node_probe()
+            if self._is_node:
+                self.found_kind = FoundKind.NODE
+        if self._is_node:
+            return ClusterNodeRefused(self.cpa, path)
         return ManagementNotEnabled(self.cpa, path)
 
 

@@ -85,6 +85,8 @@ class ScanReport:
     problems: list[ScanProblem] = field(default_factory=list)
     probed: bool = False
     duplicates: list[ScanDuplicate] = field(default_factory=list)
+    # CPA name → what answers at its base_url (reauthd/cpa/kind.py): "plain CPA v7.2.140", a Home, a node.
+    kinds: dict[str, str] = field(default_factory=dict)
 
 
 def _row(view: CredentialVerdict, include_disabled: bool, groups: Sequence[DuplicateGroup] = ()) -> ScanRow:
@@ -155,7 +157,10 @@ async def scan(settings: Settings, *, probe: bool, probe_all: bool = False) -> S
         rows.sort(key=lambda r: (r.cpa, r.provider, r.name.lower()))
         found = {**engine.unchecked, **engine.cpa_problems}
         problems = [ScanProblem(cpa, message) for cpa, message in sorted(found.items())]
-        return ScanReport(rows, problems, probed=probe, duplicates=[_duplicate(g) for g in groups])
+        kinds = {name: client.kind_text for name, client in sorted(clients.items())}
+        return ScanReport(
+            rows, problems, probed=probe, duplicates=[_duplicate(g) for g in groups], kinds=kinds
+        )
 
 
 def _duplicate(group: DuplicateGroup) -> ScanDuplicate:
@@ -180,6 +185,7 @@ def render_json(report: ScanReport) -> str:
         "problems": [asdict(p) for p in report.problems],
         "probed": report.probed,
         "duplicates": [asdict(d) for d in report.duplicates],
+        "cpas": {name: {"kind": text} for name, text in report.kinds.items()},
         "exit_code": exit_code(report),
     }
     return json.dumps(payload, indent=2, ensure_ascii=False)
@@ -206,6 +212,8 @@ def render_table(report: ScanReport) -> str:
                 (v if len(v) <= w else v[: w - 1] + "…").ljust(w) for v, w in zip(r, widths, strict=True)
             ]
             lines.append("  ".join(cells).rstrip())
+    for name, text in report.kinds.items():
+        lines.append(f"CPA {name}: {text}")
     if report.duplicates:
         lines.append("")
         lines.append("Accounts held more than once (each refresh can revoke the other holder's login):")

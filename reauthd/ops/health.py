@@ -23,7 +23,7 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from starlette.requests import Request
@@ -59,6 +59,8 @@ class CPAReachability(StrEnum):
 class _CPAState:
     state: CPAReachability
     reason: str
+    kind: str = "unknown"  # reauthd/cpa/kind.py FoundKind: what answers at base_url
+    kind_text: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,13 +190,18 @@ class Health:
 
     def cpa_ok(self, name: str) -> None:
         """CPA `name` answered a management call with the key accepted."""
-        self._cpas[name] = _CPAState(CPAReachability.OK, "")
+        self._set_cpa(name, CPAReachability.OK, "")
 
     def cpa_unreachable(self, name: str, reason: str) -> None:
-        self._cpas[name] = _CPAState(CPAReachability.UNREACHABLE, _plain(reason))
+        self._set_cpa(name, CPAReachability.UNREACHABLE, _plain(reason))
 
     def cpa_key_refused(self, name: str, reason: str) -> None:
-        self._cpas[name] = _CPAState(CPAReachability.KEY_REFUSED, _plain(reason))
+        self._set_cpa(name, CPAReachability.KEY_REFUSED, _plain(reason))
+
+    def _set_cpa(self, name: str, state: CPAReachability, reason: str) -> None:
+        """A new reachability; what answers at base_url (kind) stays as last seen."""
+        old = self._cpas.get(name)
+        self._cpas[name] = replace(old, state=state, reason=reason) if old else _CPAState(state, reason)
 
     def cpa_error(self, name: str, error: CPAError) -> None:
         """Fold one CPA client error into the CPA's state (an error that proves CPA answered leaves it)."""
@@ -212,6 +219,11 @@ class Health:
             self._version_notes.pop(snapshot.cpa, None)
         else:
             self._version_notes[snapshot.cpa] = note
+        self._cpa_snapshot(snapshot)
+        st = self._cpas[snapshot.cpa]
+        self._cpas[snapshot.cpa] = replace(st, kind=snapshot.kind.value, kind_text=snapshot.kind_text)
+
+    def _cpa_snapshot(self, snapshot: CPAHealth) -> None:
         reason = snapshot.last_error or ""
         if snapshot.state is HealthState.OK:
             self.cpa_ok(snapshot.cpa)
@@ -220,8 +232,10 @@ class Health:
         elif snapshot.state is HealthState.UNREACHABLE:
             self.cpa_unreachable(snapshot.cpa, reason or f"CPA {snapshot.cpa!r} did not answer")
         else:  # UNVERIFIED: nothing has proved the key yet
-            self._cpas[snapshot.cpa] = _CPAState(
-                CPAReachability.UNKNOWN, f"CPA {snapshot.cpa!r} has not accepted the management key yet"
+            self._set_cpa(
+                snapshot.cpa,
+                CPAReachability.UNKNOWN,
+                f"CPA {snapshot.cpa!r} has not accepted the management key yet",
             )
 
     def forget_cpa(self, name: str) -> None:
@@ -274,10 +288,19 @@ class Health:
                 reasons.append(st.reason or f"CPA {name!r} is {st.state.value.replace('_', ' ')}")
         if not self._cpas:
             reasons.append("no CPA is configured")
-        notes = tuple(note for _, note in sorted(self._version_notes.items())) + tuple(
-            reason or f"CPAMP {name!r} is {state.replace('_', ' ')}"
-            for name, (state, reason) in sorted(self._cpamp.items())
-            if state != "ok"
+        notes = (
+            tuple(note for _, note in sorted(self._version_notes.items()))
+            + tuple(
+                reason or f"CPAMP {name!r} is {state.replace('_', ' ')}"
+                for name, (state, reason) in sorted(self._cpamp.items())
+                if state != "ok"
+            )
+            + tuple(
+                # What answers is a detail worth a line only when it is not a plain CPA (issue 15).
+                f"CPA {name!r} is a {st.kind_text}"
+                for name, st in sorted(self._cpas.items())
+                if st.kind in ("home", "node")
+            )
         )
         return HealthReport(not reasons, tuple(reasons), notes=notes)
 
@@ -292,7 +315,12 @@ class Health:
             "heartbeat_age_s": round(self.heartbeat_age_s(), 3),
             "stopping": self._stopping,
             "cpas": {
-                name: {"state": st.state.value, "reason": st.reason}
+                name: {
+                    "state": st.state.value,
+                    "reason": st.reason,
+                    "kind": st.kind,
+                    "kind_text": st.kind_text,
+                }
                 for name, st in sorted(self._cpas.items())
             },
             "cpamp": {

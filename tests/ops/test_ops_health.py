@@ -300,7 +300,9 @@ async def test_routes_over_http(serve_app) -> None:
 
         summary = await client.get("/healthz")
         assert summary.status_code == 200
-        assert summary.json()["cpas"] == {"main": {"state": "ok", "reason": ""}}
+        assert summary.json()["cpas"] == {
+            "main": {"state": "ok", "reason": "", "kind": "unknown", "kind_text": ""}
+        }
 
         health.cpa_error("main", ManagementBanned("main", EP, 1799.0))
         ready = await client.get("/readyz")
