@@ -46,8 +46,11 @@ TRANSITIONS: Mapping[TaskState, frozenset[TaskState]] = {
     ),
     S.CALLBACK_RECEIVED: frozenset({S.VERIFYING, S.OPENED, S.AWAITING_OPERATOR, S.FAILED, S.CANCELLED}),
     # VERIFYING -> OPENED: the new credential failed its test request; make-before-break left the old file
-    # untouched and the person may log in again.
-    S.VERIFYING: frozenset({S.RETIRING, S.DONE, S.OPENED, S.AWAITING_OPERATOR, S.FAILED, S.CANCELLED}),
+    # untouched and the person may log in again. VERIFYING -> OPEN/NOTIFIED: a file reload seen through
+    # another tool (`panel_logins`) was tested and refused; the task waits where it waited before.
+    S.VERIFYING: frozenset(
+        {S.RETIRING, S.DONE, S.OPEN, S.NOTIFIED, S.OPENED, S.AWAITING_OPERATOR, S.FAILED, S.CANCELLED}
+    ),
     S.RETIRING: frozenset({S.DONE, S.AWAITING_OPERATOR, S.FAILED}),
     S.AWAITING_OPERATOR: frozenset(
         {S.OPENED, S.VERIFYING, S.RETIRING, S.DONE, S.FAILED, S.EXPIRED, S.CANCELLED}
@@ -401,6 +404,18 @@ def adopt_since(task: ReauthTask) -> datetime:
         if S.VERIFYING in (event.to_state, event.from_state) and event.at > since:
             since = event.at
     return since
+
+
+def adopted_from(history: Iterable[TaskEvent]) -> TaskState | None:
+    """The state a task waited in when a login through another tool was handed to verification
+    (`panel_logins`), or None when the latest verification began with a login of ours."""
+    entered: TaskEvent | None = None
+    for event in history:
+        if event.to_state is S.VERIFYING:
+            entered = event
+    if entered is None or entered.from_state not in ADOPTABLE:
+        return None
+    return entered.from_state
 
 
 def panel_logins(tasks: Iterable[ReauthTask], listing: Iterable[Credential]) -> list[Adopt]:

@@ -12,6 +12,7 @@ from reauthd.core.retire import (
     AuthFileUnreadable,
     parse_auth_file,
 )
+from reauthd.core.tasks import adopted_from
 from reauthd.cpa.errors import CPAError, KeyProblem
 from reauthd.detect.probes import probe
 from reauthd.verify.context import (
@@ -149,6 +150,9 @@ class VerifyPhase(RunBase):
         """Verification failed: the old credential stays exactly as it was; the person may log in again."""
         new = self.flow.new
         name = new.name if new else "the new credential"
+        waited_in = adopted_from(self.store.task_history(self.task.id))
+        if waited_in is not None:
+            return self.refused_elsewhere(waited_in, name, detail)
         refusals = int(self.task.details.get("refused_logins", 0)) + 1
         self.flow.phase = Phase.FINISHED
         reason = (
@@ -166,6 +170,28 @@ class VerifyPhase(RunBase):
             new_auth_index=None,
         )
         log.info("verify.refused", task_id=self.task.id, to=to.value)
+        return Next.STOP
+
+    def refused_elsewhere(self, waited_in: S, name: str, detail: str) -> Next:
+        """A reload seen through another tool (a panel login, but also an operator's edit or a disable and
+        enable of the failed file, which reload it just the same) did not pass its test. Nobody used
+        reauthd's page, so nobody is told "your new login did not work" and no refusal is counted: the task
+        waits where it waited, its link and reminders unchanged, and the same file write is never tested
+        again (`core.tasks.adopt_since`)."""
+        self.flow.phase = Phase.FINISHED
+        reason = (
+            f"{name} was reloaded in CPA outside reauthd and tested: {detail}. The old credential was left "
+            "exactly as it was; still waiting for a new login"
+        )
+        self.transition(
+            waited_in,
+            reason,
+            details=self.runner.details_with(self.task.id, self.flow),
+            verification=f"refused: {detail}",
+            new_auth_name=None,
+            new_auth_index=None,
+        )
+        log.info("verify.refused_elsewhere", task_id=self.task.id, to=waited_in.value)
         return Next.STOP
 
     # ------------------------------------------------------------------------------ public API

@@ -165,3 +165,34 @@ async def test_a_panel_login_in_place_is_tested_then_done(world: World, desk: De
     done = await world.runner().advance(task.id, utcnow(), wait=True)
     assert done.state is S.DONE, done.history[-1].reason
     assert "verify-probe" in [a for a, _, _ in world.audit(task.id)]
+
+
+async def test_an_edit_of_the_failed_file_is_tested_quietly_and_the_task_waits_on(
+    world: World, desk: Desk
+) -> None:
+    """An operator's edit of the failed file (here a note through the management API; a disable and enable
+    does the same) makes CPA rewrite and reload it: listed `active`, empty message, written after the task,
+    exactly like a login in place. It is tested; the provider refuses the old token, and since nobody used
+    reauthd's page, nobody hears "your new login did not work": the task waits where it waited, no refusal
+    is counted, and the same write is never tested again."""
+    state = world.state
+    old = scenarios.add_credential(state, "codex", email="e@example.com", plan="plus", account_id="acc-e")
+    await desk.poll()
+    task = await desk.raised_for(old)
+    told = len(await desk.messages())
+    waited_in = world.store.get_task(task.id).state
+    assert waited_in is S.NOTIFIED
+    await world.client.patch_fields(old.name, {"note": "looked at by ops"})
+    await asyncio.sleep(1.2)  # CPA's watcher reloads the file
+    await desk.poll()
+    assert world.store.get_task(task.id).state is S.VERIFYING
+
+    tested = await world.runner().advance(task.id, utcnow(), wait=True)
+
+    assert tested.state is waited_in, tested.history[-1].reason
+    assert "outside reauthd" in tested.history[-1].reason
+    assert "refused_logins" not in tested.details
+    assert len(await desk.messages()) == told  # no "did not work", no "Resolved"
+    await desk.poll(2)
+    assert world.store.get_task(task.id).state is waited_in  # the same write is not handed over again
+    assert not [op for op in world.mgmt_ops() if op["method"] == "DELETE"]
