@@ -7,6 +7,7 @@ the OAuth state and the sign-in URL stay out of the view (the page links to them
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -132,6 +133,42 @@ def latest_reason(task: ReauthTask) -> str:
     return task.history[-1].reason if task.history else task.reason
 
 
+#: An auth file's name inside a recorded reason ("codex-a***@example.com-plus.json", "vertex-p.json").
+_AUTH_FILE = re.compile(r"[\w.@*+~-]+\.json\b")
+#: How `verify.checking.VerifyPhase.refused` starts the reason it records.
+REFUSED_REASON_HEAD = "The new login ("
+_REFUSED_FOR_RECIPIENT = (
+    "The new login did not work when reauthd tested it, so the old one was left as it was. "
+    "Please sign in again."
+)
+_OPERATOR_FOR_RECIPIENT = "The operator has to look at this before reauthd can go on; they have the details."
+
+
+def recipient_reason(task: ReauthTask) -> str:
+    """The latest reason as the person on the page reads it (issue 13): the recorded reasons name auth files
+    and CPA's answers, which belong to the operator view and the audit trail. A refused test and a wait for
+    the operator get a fixed sentence; a login with another account says so, naming the account this
+    request is for; anything else keeps its words with file names left out."""
+    reason = latest_reason(task)
+    last = task.history[-1] if task.history else None
+    if (
+        task.state is S.OPENED
+        and last is not None
+        and last.from_state is S.VERIFYING
+        and reason.startswith(REFUSED_REASON_HEAD)
+    ):
+        return _REFUSED_FOR_RECIPIENT
+    if task.state is S.AWAITING_OPERATOR:
+        if reason.startswith("The sign-in used a different account"):
+            return (
+                f"The sign-in used a different account than this request ({task.account_masked}), so it "
+                "cannot replace this login. The operator has been told. Sign in again with that account "
+                "when the operator asks you to."
+            )
+        return _OPERATOR_FOR_RECIPIENT
+    return _AUTH_FILE.sub("the login file", reason)
+
+
 def provider_display_name(provider: str) -> str:
     try:
         return login_for_provider(provider).display_name
@@ -168,14 +205,14 @@ def describe(task: ReauthTask, session: LoginSession | None, now: datetime) -> L
                 state,
                 name,
                 "Upload a new service-account key",
-                f"{latest_reason(task)} {instruction}" if ended else instruction,
+                f"{recipient_reason(task)} {instruction}" if ended else instruction,
             )
         return LoginView(
             Phase.READY,
             state,
             name,
             "Start the sign-in again" if ended else f"Sign in to {name} again",
-            latest_reason(task) if ended else "Press “Start login” to get a fresh sign-in link.",
+            recipient_reason(task) if ended else "Press “Start login” to get a fresh sign-in link.",
         )
     if state is S.LOGIN_STARTED and session is not None:
         left = seconds_left(session.expires_at, now)
@@ -209,7 +246,7 @@ def describe(task: ReauthTask, session: LoginSession | None, now: datetime) -> L
             lapsed,
         )
     if state is S.LOGIN_STARTED:  # a login without its session row: only "start again" helps
-        return LoginView(Phase.READY, state, name, "Start the sign-in again", latest_reason(task))
+        return LoginView(Phase.READY, state, name, "Start the sign-in again", recipient_reason(task))
     if state in (S.CALLBACK_RECEIVED, S.VERIFYING, S.RETIRING):
         headline = {
             S.CALLBACK_RECEIVED: "Sign-in received",
@@ -230,7 +267,7 @@ def describe(task: ReauthTask, session: LoginSession | None, now: datetime) -> L
             state,
             name,
             "Waiting for the operator",
-            f"{latest_reason(task)} Nothing more is needed from you right now.",
+            f"{recipient_reason(task)} Nothing more is needed from you right now.",
         )
     if state is S.DONE:
         return LoginView(
@@ -246,4 +283,4 @@ def describe(task: ReauthTask, session: LoginSession | None, now: datetime) -> L
         S.EXPIRED: "This request has expired",
         S.CANCELLED: "This request was cancelled",
     }.get(state, "Closed")
-    return LoginView(Phase.FAILED, state, name, headline, latest_reason(task))
+    return LoginView(Phase.FAILED, state, name, headline, recipient_reason(task))

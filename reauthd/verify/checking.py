@@ -15,6 +15,7 @@ from reauthd.core.retire import (
 from reauthd.core.tasks import adopted_from
 from reauthd.cpa.errors import CPAError, KeyProblem
 from reauthd.detect.probes import probe
+from reauthd.login.view import REFUSED_REASON_HEAD
 from reauthd.verify.context import (
     MAX_REFUSED_LOGINS,
     Next,
@@ -155,9 +156,7 @@ class VerifyPhase(RunBase):
             return self.refused_elsewhere(waited_in, name, detail)
         refusals = int(self.task.details.get("refused_logins", 0)) + 1
         self.flow.phase = Phase.FINISHED
-        reason = (
-            f"The new login ({name}) did not work: {detail}. The old credential was left exactly as it was"
-        )
+        reason = f"{REFUSED_REASON_HEAD}{name}) did not work: {detail}. The old credential was left exactly as it was"
         details = {**self.runner.details_with(self.task.id, self.flow), "refused_logins": refusals}
         to = S.OPENED if refusals < MAX_REFUSED_LOGINS else S.FAILED
         reason += "; please log in again" if to is S.OPENED else f"; {refusals} logins in a row were refused"

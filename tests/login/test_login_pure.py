@@ -463,3 +463,37 @@ def test_a_key_with_a_huge_integer_is_a_sentence_not_a_crash() -> None:
     data = b'{"type": "service_account", "n": ' + b"9" * 5000 + b"}"
     with pytest.raises(ServiceAccountRejected, match="not JSON"):
         check_service_account(data)
+
+
+def _after(state: TaskState, last_from: TaskState, reason: str) -> ReauthTask:
+    task = _task(state)
+    return replace(task, history=[*task.history, TaskEvent(T0, last_from, state, reason)])
+
+
+def test_recipient_pages_name_no_auth_file() -> None:
+    """Issue 13 (3): recorded reasons name auth files and CPA's answers; the person reads plain sentences."""
+    refused = _after(
+        TaskState.OPENED,
+        TaskState.VERIFYING,
+        "The new login (codex-b.json) did not work: HTTP 401: the provider refused the new login. The old "
+        "credential was left exactly as it was; please log in again",
+    )
+    view = describe(refused, None, T0)
+    assert view.detail.startswith("The new login did not work when reauthd tested it")
+    other = _after(
+        TaskState.AWAITING_OPERATOR,
+        TaskState.VERIFYING,
+        "The sign-in used a different account than this request (a***@example.com), so it does not replace "
+        "codex-a.json. The proxy server saved it as codex-z.json; an operator should remove that file",
+    )
+    other_view = describe(other, None, T0)
+    assert "different account" in other_view.detail and "a***@example.com" in other_view.detail
+    waiting = _after(
+        TaskState.AWAITING_OPERATOR, TaskState.VERIFYING, "two candidates: codex-c.json and codex-d.json"
+    )
+    failed = _after(
+        TaskState.FAILED, TaskState.VERIFYING, "could not test codex-e.json after 30 attempts (last: 502)"
+    )
+    for v in (view, other_view, describe(waiting, None, T0), describe(failed, None, T0)):
+        assert ".json" not in v.detail, v.detail
+    assert "could not test the login file after 30 attempts" in describe(failed, None, T0).detail
