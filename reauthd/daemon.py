@@ -149,6 +149,7 @@ class Daemon:
         self._last_state_version: tuple[int, int] | None = None
         self._last_adoption_scan: tuple[int, int] | None = None  # (engine, its poll cycles) last searched
         self._last_advanced: str | None = None
+        self._cycles_counted: tuple[int, int] = (0, 0)  # (engine, its poll cycles) in the metrics so far
 
     # ------------------------------------------------------------------------------------ control
 
@@ -535,6 +536,12 @@ class Daemon:
             polled = graph.engine.last_poll_ok.get(name)
             if polled is not None:  # the time of the last answered poll, not of this tick
                 self.metrics.poll_succeeded(name, polled)
+        engine = graph.engine
+        counted_engine, counted = self._cycles_counted
+        self.metrics.poll_cycles_done(engine.cycles - (counted if counted_engine == id(engine) else 0))
+        self._cycles_counted = (id(engine), engine.cycles)
+        self.metrics.set_sweep_period(engine.sweep_period_s)
+        self.health.set_note("sweep", engine.sweep_note)
 
     def _observe_notifications(self, graph: _Graph) -> None:
         notify = graph.tasks.notify_health

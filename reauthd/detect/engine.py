@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from reauthd.detect.evidence import (
 )
 from reauthd.detect.listing import fetch_listing
 from reauthd.detect.probes import ProbeTable, probe
-from reauthd.detect.schedule import IdleSchedule, RateLimiter
+from reauthd.detect.schedule import SWEEP_SHARE, IdleSchedule, ProbeGate, sweep_period
 
 log = structlog.get_logger(__name__)
 
@@ -122,12 +123,17 @@ class DetectionEngine:
         #: Bumped whenever a confirmation state changes, so the daemon persists only when it did.
         self.state_version = 0
         self._idle = IdleSchedule(self.config.probe_interval_s, rng=self._rng)
+        #: The idle sweep's effective period: `probe_interval_s`, stretched when the probe rate cannot probe
+        #: every credential once per interval (gauge `reauthd_sweep_period_seconds`, a /readyz note).
+        self.sweep_period_s = self.config.probe_interval_s
         # Two observations of one failure count as two only this far apart: one poll interval, less the
         # poll loop's downward jitter (`_poll_loop`), so two consecutive poll cycles always count.
         self._observation_gap_s = self.config.poll_interval_s * _POLL_JITTER_LOW
-        self._limiter = RateLimiter(self.config.probe_rate_per_s)
-        self._slots = asyncio.Semaphore(self.config.probe_concurrency)
+        # Probes confirming live evidence go before the idle sweep, which gets what is left (issue 12).
+        self._gate = ProbeGate(self.config.probe_rate_per_s, self.config.probe_concurrency)
         self._in_flight: dict[Key, asyncio.Task[None]] = {}
+        self._idle_in_flight: set[Key] = set()  # idle probes started and not finished
+        self._idle_queued: set[Key] = set()  # idle probes still waiting for the gate (may be promoted)
         self._background: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------------------------ views
@@ -228,7 +234,17 @@ class DetectionEngine:
         Returns the listed credentials' verdicts; `views=False` (the poll loop) skips building them."""
         now = now or self.clock()
         self.cycles += 1
+        wall, cpu = time.perf_counter(), time.process_time()
         results = await asyncio.gather(*(self._poll_cpa(cpa, now) for cpa in self.clients))
+        self._retune_sweep()
+        log.debug(
+            "detect.cycle",
+            cycle=self.cycles,
+            credentials=len(self._records),
+            seconds=round(time.perf_counter() - wall, 3),
+            # The process's CPU over the cycle's span (the listing is read between other work).
+            cpu_s=round(time.process_time() - cpu, 3),
+        )
         to_probe = [key for keys in results for key in keys]
         tasks = [self._start_probe(key) for key in to_probe]
         if wait_for_probes:
@@ -279,6 +295,7 @@ class DetectionEngine:
             )
         else:
             self.unchecked.pop(cpa, None)
+        self._retune_sweep(len(listing.credentials))  # before new credentials take their spread position
         seen: set[Key] = set()
         to_probe: list[Key] = []
         for credential in listing.credentials:
@@ -388,14 +405,24 @@ class DetectionEngine:
 
     # ------------------------------------------------------------------------------------ probes
 
-    def _start_probe(self, key: Key) -> asyncio.Task[None] | None:
+    def _start_probe(self, key: Key, *, urgent: bool = True) -> asyncio.Task[None] | None:
+        """Start a probe of `key` unless one is running. `urgent` (the default): it confirms live evidence
+        and goes before every idle probe; an idle probe of the same credential still waiting for the gate
+        is replaced by it, so live evidence never waits behind the sweep."""
         if not self.probes_enabled:
             return None
         running = self._in_flight.get(key)
         if running is not None and not running.done():
-            return running
-        task = asyncio.create_task(self._probe_and_decide(key))
+            if not (urgent and key in self._idle_queued):
+                return running
+            running.cancel()  # not sent yet: the urgent probe below takes its place
+            self._idle_queued.discard(key)
+            self._idle_in_flight.discard(key)
+        task = asyncio.create_task(self._probe_and_decide(key, urgent=urgent))
         self._in_flight[key] = task
+        if not urgent:
+            self._idle_in_flight.add(key)
+            self._idle_queued.add(key)
         task.add_done_callback(self._forget_probe(key))
         return task
 
@@ -403,6 +430,8 @@ class DetectionEngine:
         def forget(task: asyncio.Task[None]) -> None:
             if self._in_flight.get(key) is task:
                 del self._in_flight[key]
+                self._idle_in_flight.discard(key)
+                self._idle_queued.discard(key)
 
         return forget
 
@@ -413,15 +442,17 @@ class DetectionEngine:
             await task
         return self.verdict_for(cpa, auth_index)
 
-    async def _probe_and_decide(self, key: Key) -> None:
+    async def _probe_and_decide(self, key: Key, *, urgent: bool = True) -> None:
         record = self._records.get(key)
         if record is None or record.credential is None:
             return
         client = self.clients.get(key[0])
         if client is None:
             return
-        async with self._slots:
-            await self._limiter.acquire()
+        await self._gate.acquire(urgent=urgent)
+        try:
+            if not urgent:
+                self._idle_queued.discard(key)  # on its way: an urgent need now waits for this answer
             credential = record.credential
             started = self.clock()
             try:
@@ -431,6 +462,8 @@ class DetectionEngine:
                 log.warning("detect.probe.key_problem", cpa=key[0], problem=exc.sentence)
                 self._idle.probed(key, started)  # stay on the idle schedule; the gate decides when
                 return
+        finally:
+            self._gate.release(urgent=urgent)
         record = self._records.get(key)
         if record is None:
             return
@@ -442,16 +475,59 @@ class DetectionEngine:
         return self._idle.pop_due(now, limit)
 
     async def run_idle_probes(self, now: datetime | None = None) -> int:
-        """Start the idle probes that are due; returns how many were started."""
+        """Start the idle probes that are due; returns how many were started.
+
+        At most `2 × probe_concurrency` idle probes are in flight (waiting for the gate or on the wire):
+        a sweep that is behind its schedule stays in the schedule, not in a queue of tasks."""
         now = now or self.clock()
-        keys = self.due_idle_probes(now, limit=self.config.probe_concurrency * 4)
+        room = self.config.probe_concurrency * 2 - len(self._idle_in_flight)
+        if room <= 0:
+            return 0
+        keys = self.due_idle_probes(now, limit=room)
         started = 0
         for key in keys:
-            if key in self._records and self._start_probe(key) is not None:
+            if key in self._records and key not in self._in_flight:
+                self._start_probe(key, urgent=False)
                 started += 1
-            else:
+            elif key not in self._in_flight:
                 self._idle.reschedule(key, now)
+            # else: a confirming probe of it is running; its answer reschedules it
         return started
+
+    # ------------------------------------------------------------------------------------ sweep
+
+    def _retune_sweep(self, credentials: int | None = None) -> None:
+        """Stretch (or restore) the idle sweep's period to what the probe rate allows for the credentials
+        on the schedule (`credentials`: a better count while a listing is being taken in). Logged once
+        when it changes noticeably; the daemon shows it as a gauge and a /readyz note."""
+        if not self.probes_enabled:
+            return
+        count = len(self._idle) if credentials is None else max(credentials, len(self._idle))
+        configured = self.config.probe_interval_s
+        period = sweep_period(count, configured, self.config.probe_rate_per_s)
+        previous = self.sweep_period_s
+        self.sweep_period_s = self._idle.interval_s = period
+        if (period > configured) != (previous > configured) or abs(period - previous) > 0.05 * previous:
+            log.warning(
+                "detect.sweep.period",
+                credentials=count,
+                period_s=round(period),
+                configured_s=round(configured),
+                detail=self.sweep_note or "the idle sweep keeps probe_interval_s",
+            )
+
+    @property
+    def sweep_note(self) -> str | None:
+        """One sentence while the sweep is stretched (for /readyz), else None."""
+        configured = self.config.probe_interval_s
+        if self.sweep_period_s <= configured:
+            return None
+        return (
+            f"the idle sweep probes each of {len(self._idle):,} credentials every "
+            f"{_hours(self.sweep_period_s)} instead of every {_hours(configured)} (probe_interval_s): "
+            f"probe_rate_per_s = {self.config.probe_rate_per_s:g} leaves it "
+            f"{self.config.probe_rate_per_s * SWEEP_SHARE:g} probes/s after live evidence"
+        )
 
     # ------------------------------------------------------------------------------------ errors
 
@@ -573,6 +649,14 @@ class DetectionEngine:
         for task in [*self._in_flight.values(), *self._background]:
             task.cancel()
         await asyncio.gather(*self._in_flight.values(), *self._background, return_exceptions=True)
+
+
+def _hours(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _entries(count: int) -> str:

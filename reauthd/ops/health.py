@@ -109,6 +109,7 @@ class Health:
         self._notifier_reason = ""
         self._notifier_gave_up = 0
         self._stopping = False
+        self._notes: dict[str, str] = {}
 
     # ------------------------------------------------------------------------------- main loop
 
@@ -239,6 +240,19 @@ class Health:
         """How many messages the outbox has given up since start (shown in /healthz; not a readiness matter)."""
         self._notifier_gave_up = count
 
+    # ------------------------------------------------------------------------------------ notes
+
+    def set_note(self, topic: str, text: str | None) -> None:
+        """A fact an operator should know that does not make reauthd unready (e.g. the idle sweep is
+        stretched): shown under /readyz's first line and in /healthz `notes`. None removes it."""
+        if text is None:
+            self._notes.pop(topic, None)
+        else:
+            self._notes[topic] = _plain(text)
+
+    def notes(self) -> list[str]:
+        return [self._notes[topic] for topic in sorted(self._notes)]
+
     # ------------------------------------------------------------------------------- evaluation
 
     async def ready(self) -> HealthReport:
@@ -273,6 +287,7 @@ class Health:
                 "reason": self._notifier_reason,
                 "gave_up": self._notifier_gave_up,
             },
+            "notes": self.notes(),
         }
 
 
@@ -290,7 +305,10 @@ def health_routes(health: Health, metrics: Metrics | None = None) -> list[Route]
 
     async def readyz(request: Request) -> Response:
         report = await health.ready()
-        return PlainTextResponse(report.text + "\n", status_code=200 if report.ok else 503, headers=_NO_STORE)
+        notes = "".join(f"note: {note}\n" for note in health.notes())
+        return PlainTextResponse(
+            report.text + "\n" + notes, status_code=200 if report.ok else 503, headers=_NO_STORE
+        )
 
     async def healthz(request: Request) -> Response:
         body = await health.summary()
