@@ -47,6 +47,7 @@ Clock = Callable[[], datetime]
 OnConfirmed = Callable[[ConfirmedRevocation], Awaitable[None]]
 _NO_CONFIRMATION = Confirmation()
 _POLL_JITTER_LOW = 0.9  # the poll loop sleeps 90-100 % of the interval
+_YIELD_EVERY = 2000  # credentials taken in between two turns of the event loop
 
 
 def _utcnow() -> datetime:
@@ -120,6 +121,10 @@ class DetectionEngine:
         # Credentials whose latest verdict is not healthy: at 50,000 mostly healthy credentials the task
         # layer's reconcile and the metrics must not walk every record (issue 3, performance).
         self._unhealthy: set[Key] = set()
+        # Kept as verdicts change, for the same reason: the daemon reads them on every reconcile and after
+        # every confirmation (issue 12: nothing on the live path walks every credential).
+        self._counts: dict[str, Counter[VerdictKind]] = {}
+        self._confirming: set[Key] = set()  # records whose confirmation is not the empty one
         #: Bumped whenever a confirmation state changes, so the daemon persists only when it did.
         self.state_version = 0
         self._idle = IdleSchedule(self.config.probe_interval_s, rng=self._rng)
@@ -164,11 +169,7 @@ class DetectionEngine:
 
     def verdict_counts(self) -> dict[str, Counter[VerdictKind]]:
         """cpa → verdict kind → number of credentials with a verdict (the same set `latest()` shows)."""
-        counts: dict[str, Counter[VerdictKind]] = {}
-        for (cpa, _), record in self._records.items():
-            if record.verdict is not None and record.at is not None:
-                counts.setdefault(cpa, Counter())[record.verdict.kind] += 1
-        return counts
+        return {cpa: +counts for cpa, counts in self._counts.items() if +counts}
 
     def summary(self) -> dict[tuple[str, str], int]:
         """(cpa, verdict kind) → number of credentials, for metrics."""
@@ -195,6 +196,9 @@ class DetectionEngine:
     def _forget(self, key: Key) -> None:
         record = self._records.pop(key, None)
         self._unhealthy.discard(key)
+        self._confirming.discard(key)
+        if record is not None and record.verdict is not None:
+            self._counts[key[0]][record.verdict.kind] -= 1
         if record is not None and record.confirmation != _NO_CONFIRMATION:
             self.state_version += 1
 
@@ -209,8 +213,8 @@ class DetectionEngine:
         """Confirmation state per credential, JSON-ready, for the daemon to persist."""
         return {
             f"{cpa}\x1f{index}": r.confirmation.to_dict()
-            for (cpa, index), r in self._records.items()
-            if r.confirmation != _NO_CONFIRMATION
+            for (cpa, index) in self._confirming
+            if (r := self._records.get((cpa, index))) is not None and r.confirmation != _NO_CONFIRMATION
         }
 
     def restore_state(self, data: Mapping[str, Any]) -> None:
@@ -222,6 +226,7 @@ class DetectionEngine:
                 (cpa, index), CredentialRef(cpa, "", index)
             )
             record.confirmation = Confirmation.from_dict(value)
+            self._track_confirmation((cpa, index), record)
             self.state_version += 1
 
     # ------------------------------------------------------------------------------------ cycle
@@ -298,7 +303,11 @@ class DetectionEngine:
         self._retune_sweep(len(listing.credentials))  # before new credentials take their spread position
         seen: set[Key] = set()
         to_probe: list[Key] = []
-        for credential in listing.credentials:
+        for number, credential in enumerate(listing.credentials, 1):
+            if number % _YIELD_EVERY == 0:
+                # Let the `errors` stream, probes and deliveries run: at 100,000 credentials this loop
+                # would otherwise hold the event loop for a large part of a second (issue 12).
+                await asyncio.sleep(0)
             key = (cpa, credential.auth_index)
             seen.add(key)
             record = self._records.get(key)
@@ -365,15 +374,27 @@ class DetectionEngine:
         )
         if confirmation != record.confirmation:
             self.state_version += 1
-        record.confirmation = confirmation
+            record.confirmation = confirmation
+            self._track_confirmation((record.ref.cpa, record.ref.auth_index), record)
         self._set_verdict(record, decision.verdict, now)
         if decision.event is not None:
             self._emit(decision.event)
         return decision.probe
 
+    def _track_confirmation(self, key: Key, record: _Record) -> None:
+        if record.confirmation == _NO_CONFIRMATION:
+            self._confirming.discard(key)
+        else:
+            self._confirming.add(key)
+
     def _set_verdict(self, record: _Record, verdict: Verdict, now: datetime) -> None:
-        record.verdict, record.at = verdict, now
         key = (record.ref.cpa, record.ref.auth_index)
+        if record.verdict is None or record.verdict.kind is not verdict.kind:
+            counts = self._counts.setdefault(key[0], Counter())
+            if record.verdict is not None:
+                counts[record.verdict.kind] -= 1
+            counts[verdict.kind] += 1
+        record.verdict, record.at = verdict, now
         if verdict.kind is VerdictKind.HEALTHY:
             self._unhealthy.discard(key)
         else:
