@@ -2,8 +2,16 @@
 
 At 50,000 credentials the listing is ~85 MiB (contract §12). Holding the body (and a decoded copy of
 it) pushed the daemon past its 384Mi limit; instead the client feeds the body chunk by chunk to a
-`ListingReader`, which keeps only the not-yet-complete tail, decodes each complete entry with the C
-JSON scanner and keeps only the fields detection uses. The rules are the client's
+`ListingReader`, which keeps only the not-yet-complete tail, decodes the complete entries and keeps only
+the fields detection uses.
+
+Decoding is most of a poll cycle's CPU, and most of an entry is what detection never reads (CPA's
+`recent_requests` alone is 20 objects per entry). The complete entries in the buffer are therefore
+decoded as one batch by msgspec into a struct of the fields `credential_from_entry` reads, skipping the
+rest without building it (issue 12: ~7x faster than the stdlib scanner at 100,000 entries). Whatever
+that fast path cannot take exactly — a field of another type than CPA sends, a value that is no object,
+anything msgspec refuses — is decoded again entry by entry with the stdlib scanner, so every entry gets
+the same verdict (kept, skipped with its reason, or the whole listing rejected) either way. The rules are the client's
 (reauthd/cpa/models.py `AuthFile`): required fields must have CPA's JSON types, `status` must be one CPA
 assigns (§2.2); an entry that breaks them is skipped and counted, never the whole listing. A broken or
 cut envelope rejects the whole listing (nothing is built from part of it).
@@ -14,11 +22,13 @@ from __future__ import annotations
 import codecs
 import json
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import structlog
 
 from reauthd.core.classify import KNOWN_LISTING_STATUSES
@@ -103,19 +113,21 @@ def credential_from_entry(entry: Any, cpa: str) -> Credential:
     priority = entry.get("priority")
     if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
         raise TypeError("priority is not an integer")
+    # Fields with few distinct values are interned: 100,000 credentials share a handful of strings
+    # instead of holding one copy each (issue 12: peak RSS).
     return Credential(
         cpa=cpa,
         name=_text(entry, "name", required=True) or "",
         auth_index=_text(entry, "auth_index", required=True) or "",
-        provider=provider.lower(),
-        status=status,
-        status_message=_text(entry, "status_message") or "",
+        provider=sys.intern(provider.lower()),
+        status=sys.intern(status),
+        status_message=sys.intern(_text(entry, "status_message") or ""),
         disabled=_flag(entry, "disabled", required=True),
         unavailable=_flag(entry, "unavailable"),
         runtime_only=_flag(entry, "runtime_only"),
         email=email,
         label=_text(entry, "label") or "",
-        source=_text(entry, "source") or "file",
+        source=sys.intern(_text(entry, "source") or "file"),
         next_retry_after=_time(entry, "next_retry_after"),
         last_refresh=_time(entry, "last_refresh"),
         modtime=_time(entry, "modtime"),
@@ -124,6 +136,49 @@ def credential_from_entry(entry: Any, cpa: str) -> Credential:
         priority=priority,
         note=_text(entry, "note"),
     )
+
+
+class _Fields(msgspec.Struct):
+    """The fields of a listing entry `credential_from_entry` reads, each as whatever JSON value it is;
+    every other key is skipped unread. A missing key and `null` both become None, which is what
+    `entry.get(key)` gives for either."""
+
+    status: Any = None
+    provider: Any = None
+    type: Any = None
+    email: Any = None
+    account_type: Any = None
+    account: Any = None
+    id_token: Any = None
+    priority: Any = None
+    name: Any = None
+    auth_index: Any = None
+    status_message: Any = None
+    disabled: Any = None
+    unavailable: Any = None
+    runtime_only: Any = None
+    label: Any = None
+    source: Any = None
+    next_retry_after: Any = None
+    last_refresh: Any = None
+    modtime: Any = None
+    note: Any = None
+
+
+_BATCH = msgspec.json.Decoder(list[_Fields])
+# At most this much of the listing per batch: an entry the fast path cannot take sends only its batch
+# entry by entry, and a batch's decoded fields stay small.
+BATCH_CHARS = 128 * 1024
+_FIRST_KEY_RE = re.compile(r'\{"(?:[^"\\]|\\.){1,64}":')
+
+
+def _decode_batch(text: str) -> list[dict[str, Any]] | None:
+    """`[entry,...]` → the entries as dicts of the fields detection reads, or None when msgspec cannot
+    take it exactly (then the entries are decoded one by one)."""
+    try:
+        return [msgspec.structs.asdict(entry) for entry in _BATCH.decode(text)]
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
 
 
 # Reader states: where in `{"key": value, "files": [entry, ...], ...}` the next byte belongs.
@@ -163,6 +218,13 @@ class ListingReader:
         self._waiting_chars = 0
         self._skip_depth = 0  # open brackets of the value being skipped
         self._skip_in_string = False
+        # Batches: how one entry ends and the next begins in this listing (`},{"id":` for CPA's compact
+        # JSON), learnt from the first two entries; and where the last batch that could not be taken ends
+        # (the entries up to there are decoded one by one).
+        self._opening: str | None = None  # how the first entry starts: `{"id":`
+        self._gap: str | None = None  # what came between the first two entries up to the comma
+        self._separator: str | None = None  # "" when this listing cannot be cut into batches
+        self._one_by_one_until = 0
 
     def feed(self, chunk: bytes) -> None:
         text = self._decode(chunk, final=False)
@@ -289,17 +351,58 @@ class ListingReader:
             else:
                 self._pos, self._state = pos, _ENTRY
         elif state == _ENTRY:
+            self._learn_separator(pos)
+            after_batch = self._batch(pos)
+            if after_batch is not None:
+                self._pos, self._state = after_batch, _AFTER_ENTRY
+                return
             entry, after = self._value(pos)
+            if self._opening is None:
+                opening = _FIRST_KEY_RE.match(self._text, pos)
+                self._opening = opening.group() if opening is not None else ""
             self._keep(entry)
             self._pos, self._state = after, _AFTER_ENTRY
         else:  # _AFTER_ENTRY
             char = self._char(pos)
             if char == ",":
+                if self._gap is None:
+                    self._gap = self._text[self._pos : pos + 1]
                 self._pos, self._state = pos + 1, _ENTRY
             elif char == "]":
                 self._pos, self._state = pos + 1, _AFTER_VALUE
             else:
                 raise self._fail("',' or ']'", pos)
+
+    def _learn_separator(self, pos: int) -> None:
+        """At the second entry: the text from the first entry's closing brace to the second's first key,
+        if the second starts like the first (else this listing is read one entry at a time)."""
+        if self._separator is not None or self._gap is None or self._opening is None:
+            return
+        opening = self._opening
+        if len(self._text) - pos < len(opening):
+            return  # not all here yet
+        if opening and self._text.startswith(opening, pos):
+            self._separator = "}" + self._gap + self._text[self._pos : pos] + opening
+        else:
+            self._separator = ""
+
+    def _batch(self, pos: int) -> int | None:
+        """Take every complete entry from `pos` to the last separator in the buffer as one batch; the
+        position after the batch's last entry, or None to decode the entry at `pos` on its own."""
+        separator = self._separator
+        if not separator or self._offset + pos < self._one_by_one_until:
+            return None
+        cut = self._text.rfind(separator, pos, pos + BATCH_CHARS)
+        if cut <= pos:
+            return None
+        end = cut + 1  # just after the `}` that closes the batch's last entry
+        entries = _decode_batch("[" + self._text[pos:end] + "]")
+        if entries is None:
+            self._one_by_one_until = self._offset + end
+            return None
+        for entry in entries:
+            self._keep(entry)
+        return end
 
     def _skip(self) -> None:
         """Move past the rest of a string/array/object, dropping what it passed (commits as it goes)."""

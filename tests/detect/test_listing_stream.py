@@ -215,3 +215,56 @@ def test_a_credential_equal_to_the_known_one_is_the_known_object() -> None:
     first, second, third = reader.close().credentials
     assert first is before[first.auth_index] and third is before[third.auth_index]
     assert second is not before[second.auth_index] and second.status == "active"
+
+
+def one_by_one(raw: bytes) -> ListingReader:
+    """The reference: every entry decoded on its own by the stdlib scanner (no batches)."""
+    reader = ListingReader("main")
+    reader._separator = ""
+    reader.feed(raw)
+    return reader
+
+
+@pytest.mark.parametrize("separator", [",", ", ", ",\n    "])
+def test_batches_give_exactly_what_entry_by_entry_decoding_gives(
+    separator: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path (issue 12) decodes runs of complete entries with msgspec; whatever it cannot take
+    exactly (a lone surrogate, NaN, an entry that is no object, fields of other types, a nested object
+    whose first key looks like an entry's) goes entry by entry: same credentials, same skips, same
+    problems, in any chunking."""
+    good = entries(1500)
+    odd: list[str] = [json.dumps(e) for e in good]
+    odd[37] = odd[37].replace('"label": "u@x.com"', '"label": "\\ud800"')
+    odd[90] = '"not an object"'
+    odd[91] = odd[91].replace('"disabled": false', '"disabled": "true"')
+    odd[150] = odd[150].replace('"priority": 3', '"priority": NaN')
+    odd[220] = odd[220].replace(
+        '"id_token": {', '"id_token": {"nested": {"id": 1}, "x": [{"id": 2}, {"id": 3}], '
+    )
+    odd[300] = odd[300].replace(
+        '"source": "file"', '"source": "file", "note": "}, {\\"id\\": \\"not an entry\\"}"'
+    )
+    assert all(odd[i] != json.dumps(good[i]) for i in (37, 90, 91, 150, 220, 300))
+    raw = ('{"files": [' + separator.join(odd) + "]}").encode()
+    reference = one_by_one(raw).close()
+    assert reference.skipped >= 2 and len(reference.credentials) > 1490
+
+    import reauthd.detect.listing as listing_module
+
+    batches: list[int] = []
+    decode = listing_module._decode_batch
+
+    def counting(text: str) -> list[dict[str, object]] | None:
+        result = decode(text)
+        batches.append(-1 if result is None else len(result))
+        return result
+
+    monkeypatch.setattr(listing_module, "_decode_batch", counting)
+    rng = random.Random(12)
+    for sizes in ([len(raw)], [7] * 200, [rng.randint(1, 5000) for _ in range(300)], [65536] * 3):
+        batches.clear()
+        got = read_in_chunks(raw, sizes).close()
+        assert got == reference
+        assert sum(n for n in batches if n > 0) > 1000  # most entries went through batches
+        assert -1 in batches or sizes == [7] * 200  # and the odd ones fell back
