@@ -38,7 +38,7 @@ from reauthd.detect.evidence import (
 )
 from reauthd.detect.listing import fetch_listing
 from reauthd.detect.probes import ProbeTable, probe
-from reauthd.detect.schedule import SWEEP_SHARE, IdleSchedule, ProbeGate, sweep_period
+from reauthd.detect.schedule import SWEEP_SHARE, IdleSchedule, ProbeGate, human_duration, sweep_period
 
 log = structlog.get_logger(__name__)
 
@@ -545,7 +545,7 @@ class DetectionEngine:
             return None
         return (
             f"the idle sweep probes each of {len(self._idle):,} credentials every "
-            f"{_hours(self.sweep_period_s)} instead of every {_hours(configured)} (probe_interval_s): "
+            f"{human_duration(self.sweep_period_s)} instead of every {human_duration(configured)} (probe_interval_s): "
             f"probe_rate_per_s = {self.config.probe_rate_per_s:g} leaves it "
             f"{self.config.probe_rate_per_s * SWEEP_SHARE:g} probes/s after live evidence"
         )
@@ -670,14 +670,6 @@ class DetectionEngine:
         for task in [*self._in_flight.values(), *self._background]:
             task.cancel()
         await asyncio.gather(*self._in_flight.values(), *self._background, return_exceptions=True)
-
-
-def _hours(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _entries(count: int) -> str:

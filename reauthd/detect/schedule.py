@@ -163,6 +163,30 @@ def sweep_period(credentials: int, interval_s: float, rate_per_s: float) -> floa
     return max(interval_s, credentials / (rate_per_s * SWEEP_SHARE))
 
 
+def human_duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def sweep_warning(credentials: int, interval_s: float, rate_per_s: float) -> str | None:
+    """One sentence when `probe_interval_s` cannot be kept for `credentials` (`check-config`), else None."""
+    period = sweep_period(credentials, interval_s, rate_per_s)
+    if period <= interval_s:
+        return None
+    share = rate_per_s * SWEEP_SHARE
+    return (
+        f"[detect] probe_interval_s = {interval_s:g} cannot be kept for {credentials:,} credentials: "
+        f"probe_rate_per_s = {rate_per_s:g} leaves the idle sweep {share:g} probes/s, so each credential "
+        f"would be probed about every {human_duration(period)} (at most {int(share * interval_s):,} "
+        f"credentials fit {human_duration(interval_s)}); reauthd stretches the sweep and says so in "
+        f"/readyz, or raise probe_rate_per_s to {credentials / interval_s / SWEEP_SHARE:.2g} or "
+        f"probe_interval_s to {period:.0f}"
+    )
+
+
 def spread_offset(key: str, interval_s: float) -> float:
     """A stable position in [0, interval) for a credential, so first probes spread evenly over the
     interval instead of all firing at start-up (and stay spread across restarts)."""
