@@ -131,6 +131,7 @@ class DetectionEngine:
         #: The idle sweep's effective period: `probe_interval_s`, stretched when the probe rate cannot probe
         #: every credential once per interval (gauge `reauthd_sweep_period_seconds`, a /readyz note).
         self.sweep_period_s = self.config.probe_interval_s
+        self._sweep_logged = self.sweep_period_s
         # Two observations of one failure count as two only this far apart: one poll interval, less the
         # poll loop's downward jitter (`_poll_loop`), so two consecutive poll cycles always count.
         self._observation_gap_s = self.config.poll_interval_s * _POLL_JITTER_LOW
@@ -526,25 +527,29 @@ class DetectionEngine:
         count = len(self._idle) if credentials is None else max(credentials, len(self._idle))
         configured = self.config.probe_interval_s
         period = sweep_period(count, configured, self.config.probe_rate_per_s)
-        previous = self.sweep_period_s
         self.sweep_period_s = self._idle.interval_s = period
-        if (period > configured) != (previous > configured) or abs(period - previous) > 0.05 * previous:
-            log.warning(
+        logged = self._sweep_logged
+        if (period > configured) != (logged > configured) or abs(period - logged) > 0.05 * logged:
+            self._sweep_logged = period
+            (log.warning if period > configured else log.info)(
                 "detect.sweep.period",
                 credentials=count,
                 period_s=round(period),
                 configured_s=round(configured),
-                detail=self.sweep_note or "the idle sweep keeps probe_interval_s",
+                detail=self._sweep_note(count) or "the idle sweep keeps probe_interval_s",
             )
 
     @property
     def sweep_note(self) -> str | None:
         """One sentence while the sweep is stretched (for /readyz), else None."""
+        return self._sweep_note(len(self._idle))
+
+    def _sweep_note(self, credentials: int) -> str | None:
         configured = self.config.probe_interval_s
         if self.sweep_period_s <= configured:
             return None
         return (
-            f"the idle sweep probes each of {len(self._idle):,} credentials every "
+            f"the idle sweep probes each of {credentials:,} credentials every "
             f"{human_duration(self.sweep_period_s)} instead of every {human_duration(configured)} (probe_interval_s): "
             f"probe_rate_per_s = {self.config.probe_rate_per_s:g} leaves it "
             f"{self.config.probe_rate_per_s * SWEEP_SHARE:g} probes/s after live evidence"
