@@ -246,7 +246,7 @@ class DetectionEngine:
         log.debug(
             "detect.cycle",
             cycle=self.cycles,
-            credentials=len(self._records),
+            known=len(self._records),
             seconds=round(time.perf_counter() - wall, 3),
             # The process's CPU over the cycle's span (the listing is read between other work).
             cpu_s=round(time.process_time() - cpu, 3),
@@ -533,7 +533,7 @@ class DetectionEngine:
             self._sweep_logged = period
             (log.warning if period > configured else log.info)(
                 "detect.sweep.period",
-                credentials=count,
+                scheduled=count,
                 period_s=round(period),
                 configured_s=round(configured),
                 detail=self._sweep_note(count) or "the idle sweep keeps probe_interval_s",

@@ -124,7 +124,7 @@ async def test_sweep_period_stretches_to_the_rate_and_says_so(sim: SimServer, cl
         # 40 credentials per 60 s need 0.67 probes/s; the sweep has 80 % of 0.25/s: 200 s.
         assert engine.sweep_period_s == 200.0
         (line,) = [entry for entry in logs if entry["event"] == "detect.sweep.period"]  # once, not per cycle
-        assert (line["log_level"], line["period_s"], line["credentials"]) == ("warning", 200, 40)
+        assert (line["log_level"], line["period_s"], line["scheduled"]) == ("warning", 200, 40)
         assert engine.sweep_note == (
             "the idle sweep probes each of 40 credentials every 3 min instead of every 60 s "
             "(probe_interval_s): probe_rate_per_s = 0.25 leaves it 0.2 probes/s after live evidence"
