@@ -75,6 +75,7 @@ class _Record:
     listed: bool = False  # seen in a listing (an `errors` event alone never pages)
     listing: Evidence | None = None
     listing_fp: ListingFingerprint | None = None
+    listing_digest: bytes | None = None  # what `credential` was built from (`Listing.digests`)
     stream: Evidence | None = None
     probe: Evidence | None = None
     cpamp: Evidence | None = None
@@ -194,6 +195,10 @@ class DetectionEngine:
         record = self._records.get((cpa, auth_index))
         return record.credential if record is not None else None
 
+    def _digest_of(self, cpa: str, auth_index: str) -> bytes | None:
+        record = self._records.get((cpa, auth_index))
+        return record.listing_digest if record is not None else None
+
     def _forget(self, key: Key) -> None:
         record = self._records.pop(key, None)
         self._unhealthy.discard(key)
@@ -267,7 +272,11 @@ class DetectionEngine:
     async def _poll_cpa(self, cpa: str, now: datetime) -> list[Key]:
         client = self.clients[cpa]
         try:
-            listing = await fetch_listing(client, known=lambda index: self._known(cpa, index))
+            listing = await fetch_listing(
+                client,
+                known=lambda index: self._known(cpa, index),
+                digest_of=lambda index: self._digest_of(cpa, index),
+            )
         except CPAError as exc:
             # One clear line; the previous verdicts stay, the next cycle tries again (the key gate
             # makes sure a refused key is not tried again).
@@ -304,6 +313,7 @@ class DetectionEngine:
         self._retune_sweep(len(listing.credentials))  # before new credentials take their spread position
         seen: set[Key] = set()
         to_probe: list[Key] = []
+        digests = listing.digests
         for number, credential in enumerate(listing.credentials, 1):
             if number % _YIELD_EVERY == 0:
                 # Let the `errors` stream, probes and deliveries run: at 100,000 credentials this loop
@@ -314,6 +324,7 @@ class DetectionEngine:
             record = self._records.get(key)
             if record is None:
                 record = self._record(key, credential.ref)
+            record.listing_digest = digests[number - 1] if len(digests) >= number else None
             if record.credential is credential and record.listed and record.listing is not None:
                 # The very object of the last cycle (the listing reader reuses equal entries): same
                 # fingerprint, same evidence. Skipping the rebuild matters at 50,000 credentials.

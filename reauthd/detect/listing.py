@@ -20,6 +20,7 @@ cut envelope rejects the whole listing (nothing is built from part of it).
 from __future__ import annotations
 
 import codecs
+import hashlib
 import json
 import re
 import sys
@@ -62,6 +63,9 @@ class Listing:
     credentials: list[Credential] = field(default_factory=list)
     skipped: int = 0
     problems: list[str] = field(default_factory=list)  # the first few, for one log line
+    # Parallel to `credentials`: a digest of the fields each was built from (None where it was decoded
+    # entry by entry), so the next listing can reuse an unchanged entry's Credential without rebuilding it.
+    digests: list[bytes | None] = field(default_factory=list, compare=False)
 
 
 def _time(entry: dict[str, Any], key: str) -> datetime | None:
@@ -166,18 +170,28 @@ class _Fields(msgspec.Struct):
 
 
 _BATCH = msgspec.json.Decoder(list[_Fields])
+_DIGEST_ENCODER = msgspec.msgpack.Encoder()
 # At most this much of the listing per batch: an entry the fast path cannot take sends only its batch
 # entry by entry, and a batch's decoded fields stay small.
 BATCH_CHARS = 128 * 1024
 _FIRST_KEY_RE = re.compile(r'\{"(?:[^"\\]|\\.){1,64}":')
 
 
-def _decode_batch(text: str) -> list[dict[str, Any]] | None:
-    """`[entry,...]` → the entries as dicts of the fields detection reads, or None when msgspec cannot
-    take it exactly (then the entries are decoded one by one)."""
+def _decode_batch(text: str) -> list[_Fields] | None:
+    """`[entry,...]` → the entries' fields detection reads, or None when msgspec cannot take it exactly
+    (then the entries are decoded one by one)."""
     try:
-        return [msgspec.structs.asdict(entry) for entry in _BATCH.decode(text)]
+        return _BATCH.decode(text)
     except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def _digest(fields: _Fields) -> bytes | None:
+    """128-bit digest of every field `credential_from_entry` reads (typed: msgpack tells a string from a
+    number); equal digests mean equal Credentials. None when a value cannot be encoded."""
+    try:
+        return hashlib.blake2b(_DIGEST_ENCODER.encode(fields), digest_size=16).digest()
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -197,12 +211,21 @@ class ListingReader:
     closing brace are ignored (as a whole-body parse would).
     """
 
-    def __init__(self, cpa: str, known: Callable[[str], Credential | None] | None = None) -> None:
+    def __init__(
+        self,
+        cpa: str,
+        known: Callable[[str], Credential | None] | None = None,
+        digest_of: Callable[[str], bytes | None] | None = None,
+    ) -> None:
         """`known(auth_index)`: the Credential the caller already holds for that entry, if any. An equal
         new one is dropped for it at once, so a cycle does not hold every credential twice (~50 MB at
         50,000) while the listing streams."""
         self.cpa = cpa
         self._known = known
+        # `digest_of(auth_index)`: the digest (`Listing.digests`) the caller's Credential was built from.
+        # An entry with the same digest is that Credential: reused without building it again (issue 12:
+        # building 100,000 Credentials was the largest part of a poll cycle's CPU after decoding).
+        self._digest_of = digest_of if known is not None else None
         self.listing = Listing()
         self._utf8 = codecs.getincrementaldecoder("utf-8")()
         self._text = ""
@@ -401,8 +424,22 @@ class ListingReader:
             self._one_by_one_until = self._offset + end
             return None
         for entry in entries:
-            self._keep(entry)
+            self._keep_fields(entry)
         return end
+
+    def _keep_fields(self, fields: _Fields) -> None:
+        digest = _digest(fields)
+        index = fields.auth_index
+        same_as = None
+        if digest is not None and isinstance(index, str) and index:
+            same_as = self._built_from(index, digest)
+        self._keep(msgspec.structs.asdict(fields), same_as=same_as, digest=digest)
+
+    def _built_from(self, auth_index: str, digest: bytes) -> Credential | None:
+        """The caller's Credential for `auth_index` if it was built from fields with this digest."""
+        if self._known is None or self._digest_of is None or self._digest_of(auth_index) != digest:
+            return None
+        return self._known(auth_index)
 
     def _skip(self) -> None:
         """Move past the rest of a string/array/object, dropping what it passed (commits as it goes)."""
@@ -439,15 +476,18 @@ class ListingReader:
                         break
         self._pos, self._state = pos, _AFTER_VALUE
 
-    def _keep(self, entry: Any) -> None:
+    def _keep(self, entry: Any, *, same_as: Credential | None = None, digest: bytes | None = None) -> None:
+        """One entry: its Credential, or a skip with the reason. `same_as`: the caller's Credential for
+        this entry, known to be built from the very same fields (`digest`), so it is not built again."""
         listing = self.listing
         try:
-            credential = credential_from_entry(entry, self.cpa)
-            if self._known is not None:
+            credential = same_as or credential_from_entry(entry, self.cpa)
+            if same_as is None and self._known is not None:
                 previous = self._known(credential.auth_index)
                 if previous is not None and previous == credential:
                     credential = previous
             listing.credentials.append(credential)
+            listing.digests.append(digest)
         except (TypeError, ValueError) as exc:
             listing.skipped += 1
             if len(listing.problems) < 5:
@@ -465,14 +505,16 @@ def parse_listing(raw: bytes | bytearray, cpa: str) -> Listing:
 
 
 async def fetch_listing(
-    client: CPAClient, known: Callable[[str], Credential | None] | None = None
+    client: CPAClient,
+    known: Callable[[str], Credential | None] | None = None,
+    digest_of: Callable[[str], bytes | None] | None = None,
 ) -> Listing:
     """One `GET /auth-files`, parsed while it streams through the client (its key gate, retries and cap).
 
     Raises the client's typed errors; a broken, cut or non-UTF-8 listing is MalformedResponse naming the
     endpoint, and no partial listing is returned.
     """
-    listing = await client.stream_auth_files(lambda: ListingReader(client.name, known))
+    listing = await client.stream_auth_files(lambda: ListingReader(client.name, known, digest_of))
     if listing.skipped:
         log.warning(
             "detect.listing.entries_skipped",

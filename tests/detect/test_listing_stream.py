@@ -268,3 +268,50 @@ def test_batches_give_exactly_what_entry_by_entry_decoding_gives(
         assert got == reference
         assert sum(n for n in batches if n > 0) > 1000  # most entries went through batches
         assert -1 in batches or sizes == [7] * 200  # and the odd ones fell back
+
+
+def test_an_unchanged_entry_reuses_its_credential_without_building_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The next listing's entries whose fields are exactly those of last time (same digest) are the
+    caller's Credentials, not rebuilt (issue 12: building them was most of a cycle's CPU after decoding);
+    an entry with any field changed is built anew and shows the change."""
+    import reauthd.detect.listing as listing_module
+
+    first_entries = entries(600)
+    first = read_in_chunks(('{"files":' + json.dumps(first_entries) + "}").encode(), [4096] * 50).close()
+    held = {c.auth_index: (c, d) for c, d in zip(first.credentials, first.digests, strict=True)}
+    assert sum(d is not None for d in first.digests) > 500
+
+    changed = [dict(e) for e in first_entries]
+    changed[100]["status_message"] = "now failing"
+    changed[200]["last_refresh"] = "2026-08-21T10:00:00Z"
+    changed[300]["id_token"] = {"chatgpt_account_id": "acct-2", "plan_type": "plus"}
+    changed[400]["priority"] = "3"  # a string now: the entry breaks the contract and is skipped
+    built: list[str] = []
+    build = listing_module.credential_from_entry
+
+    def counting(entry: object, cpa: str) -> object:
+        built.append(str(entry.get("auth_index")) if isinstance(entry, dict) else "?")
+        return build(entry, cpa)
+
+    monkeypatch.setattr(listing_module, "credential_from_entry", counting)
+    reader = ListingReader(
+        "main", lambda i: held[i][0] if i in held else None, lambda i: held.get(i, (0, None))[1]
+    )
+    raw = ('{"files":' + json.dumps(changed) + "}").encode()
+    for start in range(0, len(raw), 4096):
+        reader.feed(raw[start : start + 4096])
+    second = reader.close()
+    built_for_second = list(built)
+
+    reference = parse_listing(raw, "main")
+    assert second == reference  # the same result as building everything
+    assert second.skipped == 1
+    for n in (100, 200, 300):
+        index = changed[n]["auth_index"]
+        assert index in built_for_second
+        (mine,) = [c for c in second.credentials if c.auth_index == index]
+        assert mine is not held[index][0] and mine != held[index][0]
+    reused = [c for c in second.credentials if c is held[c.auth_index][0]]
+    assert len(reused) > 500 and len(built_for_second) < 100, (len(reused), len(built_for_second))
