@@ -174,6 +174,7 @@ _DIGEST_ENCODER = msgspec.msgpack.Encoder()
 # At most this much of the listing per batch: an entry the fast path cannot take sends only its batch
 # entry by entry, and a batch's decoded fields stay small.
 BATCH_CHARS = 128 * 1024
+_MAX_OPENINGS = 4
 _FIRST_KEY_RE = re.compile(r'\{"(?:[^"\\]|\\.){1,64}":')
 
 
@@ -241,12 +242,14 @@ class ListingReader:
         self._waiting_chars = 0
         self._skip_depth = 0  # open brackets of the value being skipped
         self._skip_in_string = False
-        # Batches: how one entry ends and the next begins in this listing (`},{"id":` for CPA's compact
-        # JSON), learnt from the first two entries; and where the last batch that could not be taken ends
-        # (the entries up to there are decoded one by one).
-        self._opening: str | None = None  # how the first entry starts: `{"id":`
-        self._gap: str | None = None  # what came between the first two entries up to the comma
-        self._separator: str | None = None  # "" when this listing cannot be cut into batches
+        # Batches: how one entry ends and the next begins in this listing (`},{"account":` for CPA's
+        # compact JSON with sorted keys), learnt from the entries decoded one by one; and where the last
+        # batch that could not be taken ends (the entries up to there are decoded one by one).
+        self.batches = True
+        self._openings: list[str] = []  # how entries start: `{"account":`, `{"auth_index":`, ...
+        self._comma: str | None = None  # what came between the first two entries up to the comma
+        self._gap: str | None = None  # ... and from the `}` to the `{`
+        self._separators: list[str] = []
         self._one_by_one_until = 0
 
     def feed(self, chunk: bytes) -> None:
@@ -380,16 +383,14 @@ class ListingReader:
                 self._pos, self._state = after_batch, _AFTER_ENTRY
                 return
             entry, after = self._value(pos)
-            if self._opening is None:
-                opening = _FIRST_KEY_RE.match(self._text, pos)
-                self._opening = opening.group() if opening is not None else ""
+            self._learn_opening(pos)
             self._keep(entry)
             self._pos, self._state = after, _AFTER_ENTRY
         else:  # _AFTER_ENTRY
             char = self._char(pos)
             if char == ",":
-                if self._gap is None:
-                    self._gap = self._text[self._pos : pos + 1]
+                if self._comma is None:
+                    self._comma = self._text[self._pos : pos + 1]
                 self._pos, self._state = pos + 1, _ENTRY
             elif char == "]":
                 self._pos, self._state = pos + 1, _AFTER_VALUE
@@ -397,25 +398,31 @@ class ListingReader:
                 raise self._fail("',' or ']'", pos)
 
     def _learn_separator(self, pos: int) -> None:
-        """At the second entry: the text from the first entry's closing brace to the second's first key,
-        if the second starts like the first (else this listing is read one entry at a time)."""
-        if self._separator is not None or self._gap is None or self._opening is None:
+        """At the second entry: what lies between an entry's closing brace and the next one's `{`."""
+        if self._gap is not None or self._comma is None or pos >= len(self._text):
             return
-        opening = self._opening
-        if len(self._text) - pos < len(opening):
-            return  # not all here yet
-        if opening and self._text.startswith(opening, pos):
-            self._separator = "}" + self._gap + self._text[self._pos : pos] + opening
-        else:
-            self._separator = ""
+        self._gap = self._comma + self._text[self._pos : pos]
+        self._separators = ["}" + self._gap + opening for opening in self._openings]
+
+    def _learn_opening(self, pos: int) -> None:
+        """How the entry at `pos` (decoded one by one) starts: a few such openings are enough to find
+        the entry boundaries of a listing whose entries start with different keys."""
+        if not self.batches or len(self._openings) >= _MAX_OPENINGS:
+            return
+        match = _FIRST_KEY_RE.match(self._text, pos)
+        if match is None or match.group() in self._openings:
+            return
+        self._openings.append(match.group())
+        if self._gap is not None:
+            self._separators.append("}" + self._gap + match.group())
 
     def _batch(self, pos: int) -> int | None:
         """Take every complete entry from `pos` to the last separator in the buffer as one batch; the
         position after the batch's last entry, or None to decode the entry at `pos` on its own."""
-        separator = self._separator
-        if not separator or self._offset + pos < self._one_by_one_until:
+        if not self._separators or not self.batches or self._offset + pos < self._one_by_one_until:
             return None
-        cut = self._text.rfind(separator, pos, pos + BATCH_CHARS)
+        text, limit = self._text, pos + BATCH_CHARS
+        cut = max(text.rfind(separator, pos, limit) for separator in self._separators)
         if cut <= pos:
             return None
         end = cut + 1  # just after the `}` that closes the batch's last entry

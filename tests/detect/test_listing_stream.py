@@ -220,7 +220,7 @@ def test_a_credential_equal_to_the_known_one_is_the_known_object() -> None:
 def one_by_one(raw: bytes) -> ListingReader:
     """The reference: every entry decoded on its own by the stdlib scanner (no batches)."""
     reader = ListingReader("main")
-    reader._separator = ""
+    reader.batches = False
     reader.feed(raw)
     return reader
 
@@ -315,3 +315,31 @@ def test_an_unchanged_entry_reuses_its_credential_without_building_it(
         assert mine is not held[index][0] and mine != held[index][0]
     reused = [c for c in second.credentials if c is held[c.auth_index][0]]
     assert len(reused) > 500 and len(built_for_second) < 100, (len(reused), len(built_for_second))
+
+
+def test_batches_find_entry_boundaries_when_entries_start_with_different_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CPA builds each entry as a Go map, so its keys come out sorted: an OAuth entry starts with
+    `account`, one without an account with `auth_index` (auth_files.go buildAuthFileEntryLocked). The
+    batches must still find where entries end when the first entry starts unlike the rest."""
+    import reauthd.detect.listing as listing_module
+
+    plain = dict(ENTRY, name="vertex.json", auth_index="f" * 16)
+    for key in ("account", "account_type", "email"):
+        plain.pop(key, None)
+    oauth = [dict(e, account="u@x.com", account_type="oauth") for e in entries(800)]
+    raw = ('{"files":' + json.dumps([plain, *oauth], sort_keys=True, separators=(",", ":")) + "}").encode()
+    assert raw.startswith(b'{"files":[{"auth_index":') and b'},{"account":' in raw
+    batched: list[int] = []
+    decode = listing_module._decode_batch
+
+    def counting(text: str) -> list[object] | None:
+        result = decode(text)
+        batched.append(0 if result is None else len(result))
+        return result  # type: ignore[return-value]
+
+    monkeypatch.setattr(listing_module, "_decode_batch", counting)
+    got = read_in_chunks(raw, [8192] * 200).close()
+    assert got == one_by_one(raw).close() and len(got.credentials) == 801
+    assert sum(batched) > 700, batched
