@@ -133,6 +133,7 @@ class DetectionEngine:
         #: every credential once per interval (gauge `reauthd_sweep_period_seconds`, a /readyz note).
         self.sweep_period_s = self.config.probe_interval_s
         self._sweep_logged = self.sweep_period_s
+        self._sweeping = False  # the idle loop runs (`run`): changes of its period are logged
         # Two observations of one failure count as two only this far apart: one poll interval, less the
         # poll loop's downward jitter (`_poll_loop`), so two consecutive poll cycles always count.
         self._observation_gap_s = self.config.poll_interval_s * _POLL_JITTER_LOW
@@ -540,6 +541,8 @@ class DetectionEngine:
         period = sweep_period(count, configured, self.config.probe_rate_per_s)
         self.sweep_period_s = self._idle.interval_s = period
         logged = self._sweep_logged
+        if not self._sweeping:
+            return  # a one-shot `scan` has no sweep to report on
         if (period > configured) != (logged > configured) or abs(period - logged) > 0.05 * logged:
             self._sweep_logged = period
             (log.warning if period > configured else log.info)(
@@ -651,6 +654,7 @@ class DetectionEngine:
                 for cpa in self.clients:
                     group.create_task(self._consume_errors(cpa))
             if self.probes_enabled:
+                self._sweeping = True
                 group.create_task(self._idle_loop())
             for source in self.cpamp_sources:
                 group.create_task(self._cpamp_loop(source))

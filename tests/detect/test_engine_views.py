@@ -145,3 +145,26 @@ async def test_counts_and_exported_state_do_not_walk_every_credential(
         assert restored.export_state() == state
     finally:
         await engine.aclose()
+
+
+async def test_credentials_first_seen_in_one_state_share_their_listing_evidence(
+    sim: SimServer, client: CPAClient
+) -> None:
+    """Memory at 100,000 credentials (issue 12): every healthy entry of one cycle holds the same listing
+    Evidence and fingerprint; a credential whose state changes gets its own, and is re-decided."""
+    scenarios.bulk_generate(sim.state, 300, failing_fraction=0.0, seed=3)
+    engine = DetectionEngine({"main": client}, probes_enabled=False)
+    try:
+        await engine.cycle()
+        records = list(dict.values(engine._records))
+        assert len({id(r.listing) for r in records}) == 1
+        assert len({id(r.listing_fp) for r in records}) == 1
+        victim = engine.latest()[5]
+        scenarios.revoke(sim.state, victim.ref.name, live=True)
+        await engine.cycle()
+        changed = engine._records[("main", victim.ref.auth_index)]
+        assert changed.listing is not records[0].listing and changed.listing is not None
+        assert changed.listing.code == "error"
+        assert engine.verdict_for("main", victim.ref.auth_index).verdict.kind is not VerdictKind.HEALTHY
+    finally:
+        await engine.aclose()
