@@ -311,7 +311,10 @@ class DetectionEngine:
             )
         else:
             self.unchecked.pop(cpa, None)
-        self._retune_sweep(len(listing.credentials))  # before new credentials take their spread position
+        if not self._idle:
+            # The first listing: new credentials take their spread position over a period that fits
+            # (an estimate: not every listed credential has a probe; the cycle's end sets it exactly).
+            self._retune_sweep(len(listing.credentials), report=False)
         seen: set[Key] = set()
         to_probe: list[Key] = []
         digests = listing.digests
@@ -530,10 +533,10 @@ class DetectionEngine:
 
     # ------------------------------------------------------------------------------------ sweep
 
-    def _retune_sweep(self, credentials: int | None = None) -> None:
+    def _retune_sweep(self, credentials: int | None = None, *, report: bool = True) -> None:
         """Stretch (or restore) the idle sweep's period to what the probe rate allows for the credentials
-        on the schedule (`credentials`: a better count while a listing is being taken in). Logged once
-        when it changes noticeably; the daemon shows it as a gauge and a /readyz note."""
+        on the schedule (`credentials`: an estimate while the first listing is being taken in). Logged
+        once when it changes noticeably; the daemon shows it as a gauge and a /readyz note."""
         if not self.probes_enabled:
             return
         count = len(self._idle) if credentials is None else max(credentials, len(self._idle))
@@ -541,7 +544,7 @@ class DetectionEngine:
         period = sweep_period(count, configured, self.config.probe_rate_per_s)
         self.sweep_period_s = self._idle.interval_s = period
         logged = self._sweep_logged
-        if not self._sweeping:
+        if not self._sweeping or not report:
             return  # a one-shot `scan` has no sweep to report on
         if (period > configured) != (logged > configured) or abs(period - logged) > 0.05 * logged:
             self._sweep_logged = period
