@@ -1,4 +1,4 @@
-"""Reading `GET /auth-files` lean: parsed while it streams, one entry at a time, straight into `Credential`s.
+"""Reading `GET /auth-files` lean: parsed while it streams, straight into `Credential`s.
 
 At 50,000 credentials the listing is ~85 MiB (contract §12). Holding the body (and a decoded copy of
 it) pushed the daemon past its 384Mi limit; instead the client feeds the body chunk by chunk to a
@@ -7,11 +7,13 @@ the fields detection uses.
 
 Decoding is most of a poll cycle's CPU, and most of an entry is what detection never reads (CPA's
 `recent_requests` alone is 20 objects per entry). The complete entries in the buffer are therefore
-decoded as one batch by msgspec into a struct of the fields `credential_from_entry` reads, skipping the
-rest without building it (issue 12: ~7x faster than the stdlib scanner at 100,000 entries). Whatever
-that fast path cannot take exactly — a field of another type than CPA sends, a value that is no object,
-anything msgspec refuses — is decoded again entry by entry with the stdlib scanner, so every entry gets
-the same verdict (kept, skipped with its reason, or the whole listing rejected) either way. The rules are the client's
+decoded in batches (at most `BATCH_CHARS`, cut where one entry ends and the next begins) by msgspec into
+a struct of the fields `credential_from_entry` reads, skipping the rest without building it (issue 12:
+about 7x faster than the stdlib scanner on the same entries). Whatever that fast path cannot take
+exactly — a field of another type than CPA sends, a value that is no object, anything msgspec refuses — is
+decoded again entry by entry with the stdlib scanner, so every entry gets the same verdict (kept, skipped
+with its reason, or the whole listing rejected) either way. An entry whose fields are exactly last
+cycle's (same digest) is the caller's Credential, not built again. The rules are the client's
 (reauthd/cpa/models.py `AuthFile`): required fields must have CPA's JSON types, `status` must be one CPA
 assigns (§2.2); an entry that breaks them is skipped and counted, never the whole listing. A broken or
 cut envelope rejects the whole listing (nothing is built from part of it).
