@@ -17,36 +17,6 @@ from datetime import datetime, timedelta
 SWEEP_SHARE = 0.8
 
 
-class RateLimiter:
-    """A token bucket shared by every probe: `rate_per_s` on average, bursts up to `burst`.
-
-    The bucket starts full so the first confirming probe after an `errors` event goes out at once.
-    """
-
-    def __init__(
-        self, rate_per_s: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic
-    ):
-        self.rate = rate_per_s
-        self.capacity = max(1.0, burst if burst is not None else rate_per_s)
-        self._tokens = self.capacity
-        self._clock = clock
-        self._updated = clock()
-        self._lock = asyncio.Lock()
-
-    def _refill(self) -> None:
-        now = self._clock()
-        self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
-
-    async def acquire(self) -> None:
-        async with self._lock:  # FIFO: waiters are served in order
-            self._refill()
-            while self._tokens < 1.0:
-                await asyncio.sleep((1.0 - self._tokens) / self.rate)
-                self._refill()
-            self._tokens -= 1.0
-
-
 class ProbeGate:
     """Concurrency slots and the probe rate shared by every probe, in two priorities (issue 12).
 

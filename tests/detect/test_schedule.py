@@ -11,7 +11,6 @@ from reauthd.detect.schedule import (
     SWEEP_SHARE,
     IdleSchedule,
     ProbeGate,
-    RateLimiter,
     spread_offset,
     sweep_period,
 )
@@ -45,11 +44,12 @@ def test_probed_credentials_come_back_about_one_interval_later() -> None:
     assert schedule.next_due() is None and len(schedule) == 0
 
 
-async def test_rate_limiter_holds_the_rate() -> None:
-    limiter = RateLimiter(20.0)
+async def test_probe_gate_holds_the_rate() -> None:
+    gate = ProbeGate(20.0, 64)
     started = time.monotonic()
     for _ in range(40):  # 20 from the full bucket, 20 more at 20/s
-        await limiter.acquire()
+        await gate.acquire(urgent=True)
+        gate.release(urgent=True)
     elapsed = time.monotonic() - started
     assert 0.8 <= elapsed <= 2.0
 
