@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -75,6 +75,9 @@ DETECTION_STATE_KEY = "detect.confirmation"
 COOKIE_KEY = "web.cookie_key"
 # Tasks the completion runner continues on every tick.
 COMPLETING = frozenset({TaskState.VERIFYING, TaskState.RETIRING})
+# After a task is raised, its message is delivered this long after the digest window ends (the window is
+# measured from the task's creation; a little slack makes sure the plan sees it due).
+ANNOUNCE_SLACK_S = 0.05
 
 
 def utcnow() -> datetime:
@@ -155,6 +158,8 @@ class Daemon:
         self._last_state_version: tuple[int, int] | None = None
         self._last_adoption_scan: tuple[int, int] | None = None  # (engine, its poll cycles) last searched
         self._last_advanced: str | None = None
+        self._cycles_counted: tuple[int, int] = (0, 0)  # (engine, its poll cycles) in the metrics so far
+        self._announce: asyncio.TimerHandle | None = None  # the pending early flush after a new task
 
     # ------------------------------------------------------------------------------------ control
 
@@ -306,7 +311,7 @@ class Daemon:
                 settings.detect,
                 cpamp=cpamp,
                 clock=self.clock,
-                on_confirmed=tasks.on_confirmed,
+                on_confirmed=self._raise_and_announce(tasks),
             )
             engine.table.observer = self._count_probe
             stack.push_async_callback(engine.aclose)
@@ -398,6 +403,9 @@ class Daemon:
             self.metrics.set_ready(False)
             for job in work:  # the heartbeat goes on while in-flight steps finish
                 job.remove()
+            if self._announce is not None:
+                self._announce.cancel()
+                self._announce = None
             await self._stop_background(graph.background)
             try:
                 async with asyncio.timeout(SHUTDOWN_GRACE_S):
@@ -494,6 +502,40 @@ class Daemon:
                     )
                 self._observe_clients(graph)
                 self._persist(graph)
+
+    def _raise_and_announce(self, tasks: TaskService) -> Callable[[Any], Awaitable[None]]:
+        """Detection's `on_confirmed`: raise the task, then deliver its message as soon as its digest
+        window allows, not at the next tick (issue 12: a live revocation reaches a person in seconds)."""
+
+        async def on_confirmed(event: Any) -> None:
+            await tasks.on_confirmed(event)
+            if self._announce is None and self.graph is not None and not self._stop.is_set():
+                loop = asyncio.get_running_loop()
+                delay = self.graph.settings.notify.group_window_s + ANNOUNCE_SLACK_S
+                self._announce = loop.call_later(delay, self._announce_now, self.graph)
+
+        return on_confirmed
+
+    def _announce_now(self, graph: _Graph) -> None:
+        self._announce = None
+        if graph is not self.graph or self._stop.is_set():
+            return  # a reload or SIGTERM came first; the next graph's tick delivers it
+        job = asyncio.create_task(self._flush_outbox(graph), name="reauthd-announce")
+        graph.background.append(job)
+        job.add_done_callback(
+            lambda done: graph.background.remove(done) if done in graph.background else None
+        )
+
+    async def _flush_outbox(self, graph: _Graph) -> None:
+        """Deliver what is due now, beside the tick (the outbox serialises its own flushes)."""
+        with self.health.working():
+            try:
+                await graph.tasks.outbox.flush(self.clock(), budget_s=self.tick_budget_s)
+                self._observe_notifications(graph)
+            except Exception as exc:  # the tick retries whatever this did not deliver
+                log.error(
+                    "daemon.announce_failed", error=type(exc).__name__, detail=REDACTOR.scrub_text(str(exc))
+                )
 
     async def _advance_completing(self, graph: _Graph) -> None:
         """One step for each task being verified or retired, round-robin from where the last tick stopped,
@@ -599,6 +641,12 @@ class Daemon:
             polled = graph.engine.last_poll_ok.get(name)
             if polled is not None:  # the time of the last answered poll, not of this tick
                 self.metrics.poll_succeeded(name, polled)
+        engine = graph.engine
+        counted_engine, counted = self._cycles_counted
+        self.metrics.poll_cycles_done(engine.cycles - (counted if counted_engine == id(engine) else 0))
+        self._cycles_counted = (id(engine), engine.cycles)
+        self.metrics.set_sweep_period(engine.sweep_period_s)
+        self.health.set_note("sweep", engine.sweep_note)
 
     def _observe_notifications(self, graph: _Graph) -> None:
         notify = graph.tasks.notify_health

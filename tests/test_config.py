@@ -260,3 +260,29 @@ def test_credentials_in_urls_are_refused_without_echoing_them(tmp_path: Path, se
         load_config(write(tmp_path, text), environ={})
     assert "must not contain a user name or password" in str(refused.value)
     assert "CANARY" not in str(refused.value)
+
+
+def test_check_config_warns_when_the_idle_sweep_cannot_keep_its_interval(tmp_path: Path) -> None:
+    """Issue 12: 50,000 credentials every 6 h need 2.3 probes/s; the default rate of 2 leaves the sweep
+    1.6. check-config says so (and what to change) on stderr, still exits 0; 10,000 fit."""
+    path = write(tmp_path, MINIMAL)
+
+    def check(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "reauthd", "check-config", "--config", str(path), *extra],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    fits = check("--credentials", "10000")
+    assert fits.returncode == 0 and fits.stderr == "", fits.stderr
+    tight = check("--credentials", "50000")
+    assert tight.returncode == 0 and 'name = "main"' in tight.stdout
+    assert tight.stderr == (
+        "reauthd: warning: [detect] probe_interval_s = 21600 cannot be kept for 50,000 credentials: "
+        "probe_rate_per_s = 2 leaves the idle sweep 1.6 probes/s, so each credential would be probed about "
+        "every 8.7 h (at most 34,560 credentials fit 6.0 h); reauthd stretches the sweep and says so in "
+        "/readyz, or raise probe_rate_per_s to 2.9 or probe_interval_s to 31250\n"
+    )
+    assert check("--credentials", "-1").returncode == 2

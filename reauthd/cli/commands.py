@@ -16,6 +16,7 @@ from reauthd.cli.common import (
     load_settings_or_exit,
 )
 from reauthd.config import effective_config
+from reauthd.detect.schedule import sweep_warning
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,6 +38,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check = sub.add_parser("check-config", help="validate the configuration and print it with secrets masked")
     add_config_option(check)
     check.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    check.add_argument(
+        "--credentials",
+        type=int,
+        metavar="N",
+        help="how many credentials all CPAs hold together: warn when [detect] probe_interval_s cannot be "
+        "kept for that many at probe_rate_per_s",
+    )
     check.set_defaults(handler=cmd_check_config)
 
     sim = sub.add_parser("sim", help="run the bundled CPA simulator (for trials and tests)")
@@ -129,6 +137,14 @@ def render_toml(config: dict[str, Any]) -> str:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = load_settings_or_exit(args, log=False)
+    if args.credentials is not None:
+        if args.credentials < 0:
+            print("reauthd: --credentials must be 0 or more", file=sys.stderr)
+            return EXIT_CONFIG
+        detect = settings.detect
+        warning = sweep_warning(args.credentials, detect.probe_interval_s, detect.probe_rate_per_s)
+        if warning is not None:
+            print(f"reauthd: warning: {warning}", file=sys.stderr)
     config = effective_config(settings)
     if args.json:
         print(json.dumps(config, indent=2))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -38,7 +39,7 @@ from reauthd.detect.evidence import (
 )
 from reauthd.detect.listing import fetch_listing
 from reauthd.detect.probes import ProbeTable, probe
-from reauthd.detect.schedule import IdleSchedule, RateLimiter
+from reauthd.detect.schedule import SWEEP_SHARE, IdleSchedule, ProbeGate, human_duration, sweep_period
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +48,7 @@ Clock = Callable[[], datetime]
 OnConfirmed = Callable[[ConfirmedRevocation], Awaitable[None]]
 _NO_CONFIRMATION = Confirmation()
 _POLL_JITTER_LOW = 0.9  # the poll loop sleeps 90-100 % of the interval
+_YIELD_EVERY = 2000  # credentials taken in between two turns of the event loop
 
 
 def _utcnow() -> datetime:
@@ -74,6 +76,7 @@ class _Record:
     listed: bool = False  # seen in a listing (an `errors` event alone never pages)
     listing: Evidence | None = None
     listing_fp: ListingFingerprint | None = None
+    listing_digest: bytes | None = None  # what `credential` was built from (`Listing.digests`)
     stream: Evidence | None = None
     probe: Evidence | None = None
     # CPAMP (detect/cpamp.py): every current finding, candidates and inspection kept apart so a failed
@@ -126,15 +129,26 @@ class DetectionEngine:
         # Credentials whose latest verdict is not healthy: at 50,000 mostly healthy credentials the task
         # layer's reconcile and the metrics must not walk every record (issue 3, performance).
         self._unhealthy: set[Key] = set()
+        # Kept as verdicts change, for the same reason: the daemon reads them on every reconcile and after
+        # every confirmation (issue 12: nothing on the live path walks every credential).
+        self._counts: dict[str, Counter[VerdictKind]] = {}
+        self._confirming: set[Key] = set()  # records whose confirmation is not the empty one
         #: Bumped whenever a confirmation state changes, so the daemon persists only when it did.
         self.state_version = 0
         self._idle = IdleSchedule(self.config.probe_interval_s, rng=self._rng)
+        #: The idle sweep's effective period: `probe_interval_s`, stretched when the probe rate cannot probe
+        #: every credential once per interval (gauge `reauthd_sweep_period_seconds`, a /readyz note).
+        self.sweep_period_s = self.config.probe_interval_s
+        self._sweep_logged = self.sweep_period_s
+        self._sweeping = False  # the idle loop runs (`run`): changes of its period are logged
         # Two observations of one failure count as two only this far apart: one poll interval, less the
         # poll loop's downward jitter (`_poll_loop`), so two consecutive poll cycles always count.
         self._observation_gap_s = self.config.poll_interval_s * _POLL_JITTER_LOW
-        self._limiter = RateLimiter(self.config.probe_rate_per_s)
-        self._slots = asyncio.Semaphore(self.config.probe_concurrency)
+        # Probes confirming live evidence go before the idle sweep, which gets what is left (issue 12).
+        self._gate = ProbeGate(self.config.probe_rate_per_s, self.config.probe_concurrency)
         self._in_flight: dict[Key, asyncio.Task[None]] = {}
+        self._idle_in_flight: set[Key] = set()  # idle probes started and not finished
+        self._idle_queued: set[Key] = set()  # idle probes still waiting for the gate (may be promoted)
         self._background: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------------------------ views
@@ -165,11 +179,7 @@ class DetectionEngine:
 
     def verdict_counts(self) -> dict[str, Counter[VerdictKind]]:
         """cpa → verdict kind → number of credentials with a verdict (the same set `latest()` shows)."""
-        counts: dict[str, Counter[VerdictKind]] = {}
-        for (cpa, _), record in self._records.items():
-            if record.verdict is not None and record.at is not None:
-                counts.setdefault(cpa, Counter())[record.verdict.kind] += 1
-        return counts
+        return {cpa: +counts for cpa, counts in self._counts.items() if +counts}
 
     def verdict_cause_counts(self) -> dict[str, Counter[tuple[VerdictKind, Cause]]]:
         """cpa → (verdict kind, cause) → number of credentials (the `cause` label of the credentials gauge).
@@ -205,9 +215,16 @@ class DetectionEngine:
         record = self._records.get((cpa, auth_index))
         return record.credential if record is not None else None
 
+    def _digest_of(self, cpa: str, auth_index: str) -> bytes | None:
+        record = self._records.get((cpa, auth_index))
+        return record.listing_digest if record is not None else None
+
     def _forget(self, key: Key) -> None:
         record = self._records.pop(key, None)
         self._unhealthy.discard(key)
+        self._confirming.discard(key)
+        if record is not None and record.verdict is not None:
+            self._counts[key[0]][record.verdict.kind] -= 1
         if record is not None and record.confirmation != _NO_CONFIRMATION:
             self.state_version += 1
 
@@ -222,8 +239,8 @@ class DetectionEngine:
         """Confirmation state per credential, JSON-ready, for the daemon to persist."""
         return {
             f"{cpa}\x1f{index}": r.confirmation.to_dict()
-            for (cpa, index), r in self._records.items()
-            if r.confirmation != _NO_CONFIRMATION
+            for (cpa, index) in self._confirming
+            if (r := self._records.get((cpa, index))) is not None and r.confirmation != _NO_CONFIRMATION
         }
 
     def restore_state(self, data: Mapping[str, Any]) -> None:
@@ -235,6 +252,7 @@ class DetectionEngine:
                 (cpa, index), CredentialRef(cpa, "", index)
             )
             record.confirmation = Confirmation.from_dict(value)
+            self._track_confirmation((cpa, index), record)
             self.state_version += 1
 
     # ------------------------------------------------------------------------------------ cycle
@@ -247,7 +265,17 @@ class DetectionEngine:
         Returns the listed credentials' verdicts; `views=False` (the poll loop) skips building them."""
         now = now or self.clock()
         self.cycles += 1
+        wall, cpu = time.perf_counter(), time.process_time()
         results = await asyncio.gather(*(self._poll_cpa(cpa, now) for cpa in self.clients))
+        self._retune_sweep()
+        log.debug(
+            "detect.cycle",
+            cycle=self.cycles,
+            known=len(self._records),
+            seconds=round(time.perf_counter() - wall, 3),
+            # The process's CPU over the cycle's span (the listing is read between other work).
+            cpu_s=round(time.process_time() - cpu, 3),
+        )
         to_probe = [key for keys in results for key in keys]
         tasks = [self._start_probe(key) for key in to_probe]
         if wait_for_probes:
@@ -268,6 +296,7 @@ class DetectionEngine:
                 client,
                 known=lambda index: self._known(cpa, index),
                 max_entries=self.config.max_listing_entries,
+                digest_of=lambda index: self._digest_of(cpa, index),
             )
         except CPAError as exc:
             # One clear line; the previous verdicts stay, the next cycle tries again (the key gate
@@ -302,14 +331,24 @@ class DetectionEngine:
             )
         else:
             self.unchecked.pop(cpa, None)
+        if not self._idle:
+            # The first listing: new credentials take their spread position over a period that fits
+            # (an estimate: not every listed credential has a probe; the cycle's end sets it exactly).
+            self._retune_sweep(len(listing.credentials), report=False)
         seen: set[Key] = set()
         to_probe: list[Key] = []
-        for credential in listing.credentials:
+        digests = listing.digests
+        for number, credential in enumerate(listing.credentials, 1):
+            if number % _YIELD_EVERY == 0:
+                # Let the `errors` stream, probes and deliveries run: at 100,000 credentials this loop
+                # would otherwise hold the event loop for a large part of a second (issue 12).
+                await asyncio.sleep(0)
             key = (cpa, credential.auth_index)
             seen.add(key)
             record = self._records.get(key)
             if record is None:
                 record = self._record(key, credential.ref)
+            record.listing_digest = digests[number - 1] if len(digests) >= number else None
             if record.credential is credential and record.listed and record.listing is not None:
                 # The very object of the last cycle (the listing reader reuses equal entries): same
                 # fingerprint, same evidence. Skipping the rebuild matters at 50,000 credentials.
@@ -378,15 +417,27 @@ class DetectionEngine:
         )
         if confirmation != record.confirmation:
             self.state_version += 1
-        record.confirmation = confirmation
+            record.confirmation = confirmation
+            self._track_confirmation((record.ref.cpa, record.ref.auth_index), record)
         self._set_verdict(record, decision.verdict, now)
         if decision.event is not None:
             self._emit(decision.event)
         return decision.probe
 
+    def _track_confirmation(self, key: Key, record: _Record) -> None:
+        if record.confirmation == _NO_CONFIRMATION:
+            self._confirming.discard(key)
+        else:
+            self._confirming.add(key)
+
     def _set_verdict(self, record: _Record, verdict: Verdict, now: datetime) -> None:
-        record.verdict, record.at = verdict, now
         key = (record.ref.cpa, record.ref.auth_index)
+        if record.verdict is None or record.verdict.kind is not verdict.kind:
+            counts = self._counts.setdefault(key[0], Counter())
+            if record.verdict is not None:
+                counts[record.verdict.kind] -= 1
+            counts[verdict.kind] += 1
+        record.verdict, record.at = verdict, now
         if verdict.kind is VerdictKind.HEALTHY:
             self._unhealthy.discard(key)
         else:
@@ -418,14 +469,24 @@ class DetectionEngine:
 
     # ------------------------------------------------------------------------------------ probes
 
-    def _start_probe(self, key: Key) -> asyncio.Task[None] | None:
+    def _start_probe(self, key: Key, *, urgent: bool = True) -> asyncio.Task[None] | None:
+        """Start a probe of `key` unless one is running. `urgent` (the default): it confirms live evidence
+        and goes before every idle probe; an idle probe of the same credential still waiting for the gate
+        is replaced by it, so live evidence never waits behind the sweep."""
         if not self.probes_enabled:
             return None
         running = self._in_flight.get(key)
         if running is not None and not running.done():
-            return running
-        task = asyncio.create_task(self._probe_and_decide(key))
+            if not (urgent and key in self._idle_queued):
+                return running
+            running.cancel()  # not sent yet: the urgent probe below takes its place
+            self._idle_queued.discard(key)
+            self._idle_in_flight.discard(key)
+        task = asyncio.create_task(self._probe_and_decide(key, urgent=urgent))
         self._in_flight[key] = task
+        if not urgent:
+            self._idle_in_flight.add(key)
+            self._idle_queued.add(key)
         task.add_done_callback(self._forget_probe(key))
         return task
 
@@ -433,6 +494,8 @@ class DetectionEngine:
         def forget(task: asyncio.Task[None]) -> None:
             if self._in_flight.get(key) is task:
                 del self._in_flight[key]
+                self._idle_in_flight.discard(key)
+                self._idle_queued.discard(key)
 
         return forget
 
@@ -443,15 +506,17 @@ class DetectionEngine:
             await task
         return self.verdict_for(cpa, auth_index)
 
-    async def _probe_and_decide(self, key: Key) -> None:
+    async def _probe_and_decide(self, key: Key, *, urgent: bool = True) -> None:
         record = self._records.get(key)
         if record is None or record.credential is None:
             return
         client = self.clients.get(key[0])
         if client is None:
             return
-        async with self._slots:
-            await self._limiter.acquire()
+        await self._gate.acquire(urgent=urgent)
+        try:
+            if not urgent:
+                self._idle_queued.discard(key)  # on its way: an urgent need now waits for this answer
             credential = record.credential
             started = self.clock()
             try:
@@ -461,6 +526,8 @@ class DetectionEngine:
                 log.warning("detect.probe.key_problem", cpa=key[0], problem=exc.sentence)
                 self._idle.probed(key, started)  # stay on the idle schedule; the gate decides when
                 return
+        finally:
+            self._gate.release(urgent=urgent)
         record = self._records.get(key)
         if record is None:
             return
@@ -472,16 +539,65 @@ class DetectionEngine:
         return self._idle.pop_due(now, limit)
 
     async def run_idle_probes(self, now: datetime | None = None) -> int:
-        """Start the idle probes that are due; returns how many were started."""
+        """Start the idle probes that are due; returns how many were started.
+
+        At most `2 × probe_concurrency` idle probes are in flight (waiting for the gate or on the wire):
+        a sweep that is behind its schedule stays in the schedule, not in a queue of tasks."""
         now = now or self.clock()
-        keys = self.due_idle_probes(now, limit=self.config.probe_concurrency * 4)
+        room = self.config.probe_concurrency * 2 - len(self._idle_in_flight)
+        if room <= 0:
+            return 0
+        keys = self.due_idle_probes(now, limit=room)
         started = 0
         for key in keys:
-            if key in self._records and self._start_probe(key) is not None:
+            if key in self._records and key not in self._in_flight:
+                self._start_probe(key, urgent=False)
                 started += 1
-            else:
+            elif key not in self._in_flight:
                 self._idle.reschedule(key, now)
+            # else: a confirming probe of it is running; its answer reschedules it
         return started
+
+    # ------------------------------------------------------------------------------------ sweep
+
+    def _retune_sweep(self, credentials: int | None = None, *, report: bool = True) -> None:
+        """Stretch (or restore) the idle sweep's period to what the probe rate allows for the credentials
+        on the schedule (`credentials`: an estimate while the first listing is being taken in). Logged
+        once when it changes noticeably; the daemon shows it as a gauge and a /readyz note."""
+        if not self.probes_enabled:
+            return
+        count = len(self._idle) if credentials is None else max(credentials, len(self._idle))
+        configured = self.config.probe_interval_s
+        period = sweep_period(count, configured, self.config.probe_rate_per_s)
+        self.sweep_period_s = self._idle.interval_s = period
+        logged = self._sweep_logged
+        if not self._sweeping or not report:
+            return  # a one-shot `scan` has no sweep to report on
+        if (period > configured) != (logged > configured) or abs(period - logged) > 0.05 * logged:
+            self._sweep_logged = period
+            (log.warning if period > configured else log.info)(
+                "detect.sweep.period",
+                scheduled=count,
+                period_s=round(period),
+                configured_s=round(configured),
+                detail=self._sweep_note(count) or "the idle sweep keeps probe_interval_s",
+            )
+
+    @property
+    def sweep_note(self) -> str | None:
+        """One sentence while the sweep is stretched (for /readyz), else None."""
+        return self._sweep_note(len(self._idle))
+
+    def _sweep_note(self, credentials: int) -> str | None:
+        configured = self.config.probe_interval_s
+        if self.sweep_period_s <= configured:
+            return None
+        return (
+            f"the idle sweep probes each of {credentials:,} credentials every "
+            f"{human_duration(self.sweep_period_s)} instead of every {human_duration(configured)} (probe_interval_s): "
+            f"probe_rate_per_s = {self.config.probe_rate_per_s:g} leaves it "
+            f"{self.config.probe_rate_per_s * SWEEP_SHARE:g} probes/s after live evidence"
+        )
 
     # ------------------------------------------------------------------------------------ errors
 
@@ -612,6 +728,7 @@ class DetectionEngine:
                 for cpa in self.clients:
                     group.create_task(self._consume_errors(cpa))
             if self.probes_enabled:
+                self._sweeping = True
                 group.create_task(self._idle_loop())
             for source in self.cpamp_sources:
                 group.create_task(self._cpamp_loop(source))

@@ -34,13 +34,27 @@ def listing_evidence(
         return previous, fingerprint
     if credential.status not in KNOWN_LISTING_STATUSES:
         return None, fingerprint
+    # Entries that first show the same state in the same cycle share one (immutable) Evidence and one
+    # fingerprint: 100,000 healthy credentials hold one of each instead of one per credential (issue 12).
+    if _SHARED_AT[0] != now or len(_SHARED) >= _SHARED_MAX:
+        _SHARED.clear()
+        _SHARED_AT[0] = now
+    shared = _SHARED.get(fingerprint)
+    if shared is not None:
+        return shared
     evidence = Evidence(
         source=EvidenceSource.LISTING,
         observed_at=now,
         text=sanitize_text(credential.status_message),
         code=credential.status,
     )
+    _SHARED[fingerprint] = (evidence, fingerprint)
     return evidence, fingerprint
+
+
+_SHARED: dict[ListingFingerprint, tuple[Evidence, ListingFingerprint]] = {}
+_SHARED_AT: list[datetime | None] = [None]
+_SHARED_MAX = 1024
 
 
 def error_event_evidence(event: ErrorEvent, now: datetime) -> Evidence:

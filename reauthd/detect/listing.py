@@ -1,9 +1,19 @@
-"""Reading `GET /auth-files` lean: parsed while it streams, one entry at a time, straight into `Credential`s.
+"""Reading `GET /auth-files` lean: parsed while it streams, straight into `Credential`s.
 
 At 50,000 credentials the listing is ~85 MiB (contract §12). Holding the body (and a decoded copy of
 it) pushed the daemon past its 384Mi limit; instead the client feeds the body chunk by chunk to a
-`ListingReader`, which keeps only the not-yet-complete tail, decodes each complete entry with the C
-JSON scanner and keeps only the fields detection uses. The rules are the client's
+`ListingReader`, which keeps only the not-yet-complete tail, decodes the complete entries and keeps only
+the fields detection uses.
+
+Decoding is most of a poll cycle's CPU, and most of an entry is what detection never reads (CPA's
+`recent_requests` alone is 20 objects per entry). The complete entries in the buffer are therefore
+decoded in batches (at most `BATCH_CHARS`, cut where one entry ends and the next begins) by msgspec into
+a struct of the fields `credential_from_entry` reads, skipping the rest without building it (issue 12:
+about 7x faster than the stdlib scanner on the same entries). Whatever that fast path cannot take
+exactly — a field of another type than CPA sends, a value that is no object, anything msgspec refuses — is
+decoded again entry by entry with the stdlib scanner, so every entry gets the same verdict (kept, skipped
+with its reason, or the whole listing rejected) either way. An entry whose fields are exactly last
+cycle's (same digest) is the caller's Credential, not built again. The rules are the client's
 (reauthd/cpa/models.py `AuthFile`): required fields must have CPA's JSON types, `status` must be one CPA
 assigns (§2.2); an entry that breaks them is skipped and counted, never the whole listing. A broken or
 cut envelope rejects the whole listing (nothing is built from part of it).
@@ -12,13 +22,16 @@ cut envelope rejects the whole listing (nothing is built from part of it).
 from __future__ import annotations
 
 import codecs
+import hashlib
 import json
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import structlog
 
 from reauthd.core.classify import KNOWN_LISTING_STATUSES
@@ -55,6 +68,9 @@ class Listing:
     # Entries without a status yet: a login's raw record before CPA's watcher reloaded the file (§13).
     # Left out without counting as broken; like skipped ones, their credentials still exist.
     registering: int = 0
+    # Parallel to `credentials`: a digest of the fields each was built from (None where it was decoded
+    # entry by entry), so the next listing can reuse an unchanged entry's Credential without rebuilding it.
+    digests: list[bytes | None] = field(default_factory=list, compare=False)
 
 
 def _time(entry: dict[str, Any], key: str) -> datetime | None:
@@ -128,19 +144,21 @@ def credential_from_entry(entry: Any, cpa: str) -> Credential:
     priority = entry.get("priority")
     if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
         raise TypeError("priority is not an integer")
+    # Fields with few distinct values are interned: 100,000 credentials share a handful of strings
+    # instead of holding one copy each (issue 12: peak RSS).
     return Credential(
         cpa=cpa,
         name=_text(entry, "name", required=True) or "",
         auth_index=_text(entry, "auth_index", required=True) or "",
-        provider=provider.lower(),
-        status=status,
-        status_message=_text(entry, "status_message") or "",
+        provider=sys.intern(provider.lower()),
+        status=sys.intern(status),
+        status_message=sys.intern(_text(entry, "status_message") or ""),
         disabled=_flag(entry, "disabled", required=True),
         unavailable=_flag(entry, "unavailable"),
         runtime_only=_flag(entry, "runtime_only"),
         email=email,
         label=_text(entry, "label") or "",
-        source=_text(entry, "source") or "file",
+        source=sys.intern(_text(entry, "source") or "file"),
         next_retry_after=_time(entry, "next_retry_after"),
         last_refresh=_time(entry, "last_refresh"),
         modtime=_time(entry, "modtime"),
@@ -150,6 +168,60 @@ def credential_from_entry(entry: Any, cpa: str) -> Credential:
         priority=priority,
         note=_text(entry, "note"),
     )
+
+
+class _Fields(msgspec.Struct):
+    """The fields of a listing entry `credential_from_entry` reads, each as whatever JSON value it is;
+    every other key is skipped unread. A missing key and `null` both become None, which is what
+    `entry.get(key)` gives for either."""
+
+    status: Any = None
+    provider: Any = None
+    type: Any = None
+    email: Any = None
+    account_type: Any = None
+    account: Any = None
+    id_token: Any = None
+    priority: Any = None
+    name: Any = None
+    auth_index: Any = None
+    status_message: Any = None
+    disabled: Any = None
+    unavailable: Any = None
+    runtime_only: Any = None
+    label: Any = None
+    source: Any = None
+    next_retry_after: Any = None
+    last_refresh: Any = None
+    modtime: Any = None
+    note: Any = None
+
+
+_BATCH = msgspec.json.Decoder(list[_Fields])
+_DIGEST_ENCODER = msgspec.msgpack.Encoder()
+# At most this much of the listing per batch: an entry the fast path cannot take sends only its batch
+# entry by entry, and a batch's decoded fields stay small.
+BATCH_CHARS = 128 * 1024
+_MAX_OPENINGS = 4
+_FIRST_KEY_RE = re.compile(r'\{"(?:[^"\\]|\\.){1,64}":')
+
+
+def _decode_batch(text: str) -> list[_Fields] | None:
+    """`[entry,...]` → the entries' fields detection reads, or None when msgspec cannot take it exactly
+    (then the entries are decoded one by one)."""
+    try:
+        return _BATCH.decode(text)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def _digest(fields: _Fields) -> bytes | None:
+    """128-bit digest of every field `credential_from_entry` reads (typed: msgpack tells a string from a
+    number); equal digests mean equal Credentials. None when a value cannot be encoded."""
+    try:
+        return hashlib.blake2b(_DIGEST_ENCODER.encode(fields), digest_size=16).digest()
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 # Reader states: where in `{"key": value, "files": [entry, ...], ...}` the next byte belongs.
@@ -172,6 +244,7 @@ class ListingReader:
         self,
         cpa: str,
         known: Callable[[str], Credential | None] | None = None,
+        digest_of: Callable[[str], bytes | None] | None = None,
         *,
         max_entries: int | None = None,
     ) -> None:
@@ -182,6 +255,10 @@ class ListingReader:
         self.cpa = cpa
         self._known = known
         self._max_entries = max_entries
+        # `digest_of(auth_index)`: the digest (`Listing.digests`) the caller's Credential was built from.
+        # An entry with the same digest is that Credential: reused without building it again (issue 12:
+        # building 100,000 Credentials was the largest part of a poll cycle's CPU after decoding).
+        self._digest_of = digest_of if known is not None else None
         self.listing = Listing()
         self._utf8 = codecs.getincrementaldecoder("utf-8")()
         self._text = ""
@@ -197,6 +274,15 @@ class ListingReader:
         self._waiting_chars = 0
         self._skip_depth = 0  # open brackets of the value being skipped
         self._skip_in_string = False
+        # Batches: how one entry ends and the next begins in this listing (`},{"account":` for CPA's
+        # compact JSON with sorted keys), learnt from the entries decoded one by one; and where the last
+        # batch that could not be taken ends (the entries up to there are decoded one by one).
+        self.batches = True
+        self._openings: list[str] = []  # how entries start: `{"account":`, `{"auth_index":`, ...
+        self._comma: str | None = None  # what came between the first two entries up to the comma
+        self._gap: str | None = None  # ... and from the `}` to the `{`
+        self._separators: list[str] = []
+        self._one_by_one_until = 0
 
     def feed(self, chunk: bytes) -> None:
         text = self._decode(chunk, final=False)
@@ -323,17 +409,76 @@ class ListingReader:
             else:
                 self._pos, self._state = pos, _ENTRY
         elif state == _ENTRY:
+            self._learn_separator(pos)
+            after_batch = self._batch(pos)
+            if after_batch is not None:
+                self._pos, self._state = after_batch, _AFTER_ENTRY
+                return
             entry, after = self._value(pos)
+            self._learn_opening(pos)
             self._keep(entry)
             self._pos, self._state = after, _AFTER_ENTRY
         else:  # _AFTER_ENTRY
             char = self._char(pos)
             if char == ",":
+                if self._comma is None:
+                    self._comma = self._text[self._pos : pos + 1]
                 self._pos, self._state = pos + 1, _ENTRY
             elif char == "]":
                 self._pos, self._state = pos + 1, _AFTER_VALUE
             else:
                 raise self._fail("',' or ']'", pos)
+
+    def _learn_separator(self, pos: int) -> None:
+        """At the second entry: what lies between an entry's closing brace and the next one's `{`."""
+        if self._gap is not None or self._comma is None or pos >= len(self._text):
+            return
+        self._gap = self._comma + self._text[self._pos : pos]
+        self._separators = ["}" + self._gap + opening for opening in self._openings]
+
+    def _learn_opening(self, pos: int) -> None:
+        """How the entry at `pos` (decoded one by one) starts: a few such openings are enough to find
+        the entry boundaries of a listing whose entries start with different keys."""
+        if not self.batches or len(self._openings) >= _MAX_OPENINGS:
+            return
+        match = _FIRST_KEY_RE.match(self._text, pos)
+        if match is None or match.group() in self._openings:
+            return
+        self._openings.append(match.group())
+        if self._gap is not None:
+            self._separators.append("}" + self._gap + match.group())
+
+    def _batch(self, pos: int) -> int | None:
+        """Take every complete entry from `pos` to the last separator in the buffer as one batch; the
+        position after the batch's last entry, or None to decode the entry at `pos` on its own."""
+        if not self._separators or not self.batches or self._offset + pos < self._one_by_one_until:
+            return None
+        text, limit = self._text, pos + BATCH_CHARS
+        cut = max(text.rfind(separator, pos, limit) for separator in self._separators)
+        if cut <= pos:
+            return None
+        end = cut + 1  # just after the `}` that closes the batch's last entry
+        entries = _decode_batch("[" + self._text[pos:end] + "]")
+        if entries is None:
+            self._one_by_one_until = self._offset + end
+            return None
+        for entry in entries:
+            self._keep_fields(entry)
+        return end
+
+    def _keep_fields(self, fields: _Fields) -> None:
+        digest = _digest(fields)
+        index = fields.auth_index
+        same_as = None
+        if digest is not None and isinstance(index, str) and index:
+            same_as = self._built_from(index, digest)
+        self._keep(msgspec.structs.asdict(fields), same_as=same_as, digest=digest)
+
+    def _built_from(self, auth_index: str, digest: bytes) -> Credential | None:
+        """The caller's Credential for `auth_index` if it was built from fields with this digest."""
+        if self._known is None or self._digest_of is None or self._digest_of(auth_index) != digest:
+            return None
+        return self._known(auth_index)
 
     def _skip(self) -> None:
         """Move past the rest of a string/array/object, dropping what it passed (commits as it goes)."""
@@ -370,19 +515,22 @@ class ListingReader:
                         break
         self._pos, self._state = pos, _AFTER_VALUE
 
-    def _keep(self, entry: Any) -> None:
+    def _keep(self, entry: Any, *, same_as: Credential | None = None, digest: bytes | None = None) -> None:
+        """One entry: its Credential, or a skip with the reason. `same_as`: the caller's Credential for
+        this entry, known to be built from the very same fields (`digest`), so it is not built again."""
         listing = self.listing
         if self._max_entries is not None and self._entry_number >= self._max_entries:
             raise ListingSyntaxError(
                 f"more than {self._max_entries} entries (detect.max_listing_entries); nothing was read from it"
             )
         try:
-            credential = credential_from_entry(entry, self.cpa)
-            if self._known is not None:
+            credential = same_as or credential_from_entry(entry, self.cpa)
+            if same_as is None and self._known is not None:
                 previous = self._known(credential.auth_index)
                 if previous is not None and previous == credential:
                     credential = previous
             listing.credentials.append(credential)
+            listing.digests.append(digest)
         except (TypeError, ValueError) as exc:
             if isinstance(entry, dict) and entry.get("status") == "":
                 listing.registering += 1  # saveTokenRecord's raw record (runtimeAuthSyncHook), §13
@@ -406,6 +554,7 @@ def parse_listing(raw: bytes | bytearray, cpa: str) -> Listing:
 async def fetch_listing(
     client: CPAClient,
     known: Callable[[str], Credential | None] | None = None,
+    digest_of: Callable[[str], bytes | None] | None = None,
     *,
     max_entries: int | None = None,
 ) -> Listing:
@@ -415,7 +564,7 @@ async def fetch_listing(
     endpoint, and no partial listing is returned.
     """
     listing = await client.stream_auth_files(
-        lambda: ListingReader(client.name, known, max_entries=max_entries)
+        lambda: ListingReader(client.name, known, digest_of, max_entries=max_entries)
     )
     if listing.skipped:
         log.warning(

@@ -116,6 +116,7 @@ class Health:
         self._notifier_gave_up = 0
         self._stopping = False
         self._cpamp: dict[str, tuple[str, str]] = {}  # CPAMP name → (state, sentence)
+        self._notes: dict[str, str] = {}
 
     # ------------------------------------------------------------------------------- main loop
 
@@ -274,6 +275,19 @@ class Health:
         """How many messages the outbox has given up since start (shown in /healthz; not a readiness matter)."""
         self._notifier_gave_up = count
 
+    # ------------------------------------------------------------------------------------ notes
+
+    def set_note(self, topic: str, text: str | None) -> None:
+        """A fact an operator should know that does not make reauthd unready (e.g. the idle sweep is
+        stretched): shown under /readyz's first line and in /healthz `notes`. None removes it."""
+        if text is None:
+            self._notes.pop(topic, None)
+        else:
+            self._notes[topic] = _plain(text)
+
+    def notes(self) -> list[str]:
+        return [self._notes[topic] for topic in sorted(self._notes)]
+
     # ------------------------------------------------------------------------------- evaluation
 
     async def ready(self) -> HealthReport:
@@ -301,6 +315,7 @@ class Health:
                 for name, st in sorted(self._cpas.items())
                 if st.kind in ("home", "node")
             )
+            + tuple(self.notes())
         )
         return HealthReport(not reasons, tuple(reasons), notes=notes)
 

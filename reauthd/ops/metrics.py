@@ -197,6 +197,17 @@ class Metrics:
             ["cpamp", "state"],
             registry=reg,
         )
+        self.poll_cycles = Counter(
+            "reauthd_poll_cycles",
+            "Detection poll cycles (one auth-files listing per CPA each).",
+            registry=reg,
+        )
+        self.sweep_period = Gauge(
+            "reauthd_sweep_period_seconds",
+            "The idle probe sweep's effective period: probe_interval_s, or longer when probe_rate_per_s "
+            "cannot probe every credential once per interval.",
+            registry=reg,
+        )
 
         self.up.set(1)
         self.build_info.labels(version=label_value(version), python=platform.python_version()).set(1)
@@ -323,6 +334,14 @@ class Metrics:
 
     def set_ready(self, ready: bool) -> None:
         self.ready.set(1 if ready else 0)
+
+    def poll_cycles_done(self, count: int) -> None:
+        """Detection ran `count` more poll cycles."""
+        if count > 0:
+            self.poll_cycles.inc(count)
+
+    def set_sweep_period(self, seconds: float) -> None:
+        self.sweep_period.set(seconds)
 
     # ---------------------------------------------------------------------------------- output
 

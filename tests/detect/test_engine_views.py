@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from reauthd.core.confirm import Confirmation
 from reauthd.core.model import VerdictKind
 from reauthd.cpa.client import CPAClient
 from reauthd.detect.engine import DetectionEngine
@@ -82,5 +83,88 @@ async def test_listed_credentials_are_the_latest_listing(sim: SimServer, client:
         sim.state.remove_auth(gone.name)
         await engine.cycle()
         assert [c.name for c in engine.listed_credentials()] == [kept.name]
+    finally:
+        await engine.aclose()
+
+
+class CountingDict(dict):  # type: ignore[type-arg]
+    """The engine's record table, counting walks over it (iteration, keys, values, items)."""
+
+    walks = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        CountingDict.walks += 1
+        return super().__iter__()
+
+    def items(self):  # type: ignore[no-untyped-def]
+        CountingDict.walks += 1
+        return super().items()
+
+    def values(self):  # type: ignore[no-untyped-def]
+        CountingDict.walks += 1
+        return super().values()
+
+    def keys(self):  # type: ignore[no-untyped-def]
+        CountingDict.walks += 1
+        return super().keys()
+
+
+async def test_counts_and_exported_state_do_not_walk_every_credential(
+    sim: SimServer, client: CPAClient
+) -> None:
+    """The daemon reads verdict counts on every reconcile and exports the confirmation state after every
+    change: at 100,000 credentials neither may walk the whole table (issue 12), and both still equal the
+    walk they replace, through failures, recoveries, deletions and a restore."""
+    names = scenarios.bulk_generate(sim.state, 120, failing_fraction=0.1, seed=9)
+    engine = DetectionEngine({"main": client})
+    engine._records = CountingDict()
+    try:
+        await engine.cycle(wait_for_probes=True)
+        victim = next(v for v in engine.latest() if v.verdict.kind is VerdictKind.HEALTHY)
+        scenarios.revoke(sim.state, victim.ref.name, live=True)
+        await engine.cycle(wait_for_probes=True)
+        sim.state.remove_auth(names[3])
+        await engine.cycle(wait_for_probes=True)
+
+        CountingDict.walks = 0
+        counts = engine.verdict_counts()
+        state = engine.export_state()
+        assert CountingDict.walks == 0
+
+        latest = engine.latest()
+        assert counts == {"main": Counter(v.verdict.kind for v in latest)}
+        walked = {
+            f"main\x1f{index}": record.confirmation.to_dict()
+            for (_, index), record in dict.items(engine._records)
+            if record.confirmation != Confirmation()
+        }
+        assert state == walked and state
+
+        restored = DetectionEngine({"main": client})
+        restored.restore_state(state)
+        assert restored.export_state() == state
+    finally:
+        await engine.aclose()
+
+
+async def test_credentials_first_seen_in_one_state_share_their_listing_evidence(
+    sim: SimServer, client: CPAClient
+) -> None:
+    """Memory at 100,000 credentials (issue 12): every healthy entry of one cycle holds the same listing
+    Evidence and fingerprint; a credential whose state changes gets its own, and is re-decided."""
+    scenarios.bulk_generate(sim.state, 300, failing_fraction=0.0, seed=3)
+    engine = DetectionEngine({"main": client}, probes_enabled=False)
+    try:
+        await engine.cycle()
+        records = list(dict.values(engine._records))
+        assert len({id(r.listing) for r in records}) == 1
+        assert len({id(r.listing_fp) for r in records}) == 1
+        victim = engine.latest()[5]
+        scenarios.revoke(sim.state, victim.ref.name, live=True)
+        await engine.cycle()
+        changed = engine._records[("main", victim.ref.auth_index)]
+        assert changed.listing is not records[0].listing and changed.listing is not None
+        assert changed.listing.code == "error"
+        assert engine.verdict_for("main", victim.ref.auth_index).verdict.kind is not VerdictKind.HEALTHY
     finally:
         await engine.aclose()

@@ -254,3 +254,131 @@ def test_the_caps_are_configuration(tmp_path: Path) -> None:
     assert settings.detect.max_listing_entries == 1234
     assert DetectConfig().max_listing_entries == 100_000
     assert client_from_config(settings.cpa[0])._list_route.max_bytes == 3 * 1024 * 1024
+
+
+def one_by_one(raw: bytes) -> ListingReader:
+    """The reference: every entry decoded on its own by the stdlib scanner (no batches)."""
+    reader = ListingReader("main")
+    reader.batches = False
+    reader.feed(raw)
+    return reader
+
+
+@pytest.mark.parametrize("separator", [",", ", ", ",\n    "])
+def test_batches_give_exactly_what_entry_by_entry_decoding_gives(
+    separator: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path (issue 12) decodes runs of complete entries with msgspec; whatever it cannot take
+    exactly (a lone surrogate, NaN, an entry that is no object, fields of other types, a nested object
+    whose first key looks like an entry's) goes entry by entry: same credentials, same skips, same
+    problems, in any chunking."""
+    good = entries(1500)
+    odd: list[str] = [json.dumps(e) for e in good]
+    odd[37] = odd[37].replace('"label": "u@x.com"', '"label": "\\ud800"')
+    odd[90] = '"not an object"'
+    odd[91] = odd[91].replace('"disabled": false', '"disabled": "true"')
+    odd[150] = odd[150].replace('"priority": 3', '"priority": NaN')
+    odd[220] = odd[220].replace(
+        '"id_token": {', '"id_token": {"nested": {"id": 1}, "x": [{"id": 2}, {"id": 3}], '
+    )
+    odd[300] = odd[300].replace(
+        '"source": "file"', '"source": "file", "note": "}, {\\"id\\": \\"not an entry\\"}"'
+    )
+    assert all(odd[i] != json.dumps(good[i]) for i in (37, 90, 91, 150, 220, 300))
+    raw = ('{"files": [' + separator.join(odd) + "]}").encode()
+    reference = one_by_one(raw).close()
+    assert reference.skipped >= 2 and len(reference.credentials) > 1490
+
+    import reauthd.detect.listing as listing_module
+
+    batches: list[int] = []
+    decode = listing_module._decode_batch
+
+    def counting(text: str) -> list[dict[str, object]] | None:
+        result = decode(text)
+        batches.append(-1 if result is None else len(result))
+        return result
+
+    monkeypatch.setattr(listing_module, "_decode_batch", counting)
+    rng = random.Random(12)
+    for sizes in ([len(raw)], [7] * 200, [rng.randint(1, 5000) for _ in range(300)], [65536] * 3):
+        batches.clear()
+        got = read_in_chunks(raw, sizes).close()
+        assert got == reference
+        assert sum(n for n in batches if n > 0) > 1000  # most entries went through batches
+        assert -1 in batches or sizes == [7] * 200  # and the odd ones fell back
+
+
+def test_an_unchanged_entry_reuses_its_credential_without_building_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The next listing's entries whose fields are exactly those of last time (same digest) are the
+    caller's Credentials, not rebuilt (issue 12: building them was most of a cycle's CPU after decoding);
+    an entry with any field changed is built anew and shows the change."""
+    import reauthd.detect.listing as listing_module
+
+    first_entries = entries(600)
+    first = read_in_chunks(('{"files":' + json.dumps(first_entries) + "}").encode(), [4096] * 50).close()
+    held = {c.auth_index: (c, d) for c, d in zip(first.credentials, first.digests, strict=True)}
+    assert sum(d is not None for d in first.digests) > 500
+
+    changed = [dict(e) for e in first_entries]
+    changed[100]["status_message"] = "now failing"
+    changed[200]["last_refresh"] = "2026-08-21T10:00:00Z"
+    changed[300]["id_token"] = {"chatgpt_account_id": "acct-2", "plan_type": "plus"}
+    changed[400]["priority"] = "3"  # a string now: the entry breaks the contract and is skipped
+    built: list[str] = []
+    build = listing_module.credential_from_entry
+
+    def counting(entry: object, cpa: str) -> object:
+        built.append(str(entry.get("auth_index")) if isinstance(entry, dict) else "?")
+        return build(entry, cpa)
+
+    monkeypatch.setattr(listing_module, "credential_from_entry", counting)
+    reader = ListingReader(
+        "main", lambda i: held[i][0] if i in held else None, lambda i: held.get(i, (0, None))[1]
+    )
+    raw = ('{"files":' + json.dumps(changed) + "}").encode()
+    for start in range(0, len(raw), 4096):
+        reader.feed(raw[start : start + 4096])
+    second = reader.close()
+    built_for_second = list(built)
+
+    reference = parse_listing(raw, "main")
+    assert second == reference  # the same result as building everything
+    assert second.skipped == 1
+    for n in (100, 200, 300):
+        index = changed[n]["auth_index"]
+        assert index in built_for_second
+        (mine,) = [c for c in second.credentials if c.auth_index == index]
+        assert mine is not held[index][0] and mine != held[index][0]
+    reused = [c for c in second.credentials if c is held[c.auth_index][0]]
+    assert len(reused) > 500 and len(built_for_second) < 100, (len(reused), len(built_for_second))
+
+
+def test_batches_find_entry_boundaries_when_entries_start_with_different_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CPA builds each entry as a Go map, so its keys come out sorted: an OAuth entry starts with
+    `account`, one without an account with `auth_index` (auth_files.go buildAuthFileEntryLocked). The
+    batches must still find where entries end when the first entry starts unlike the rest."""
+    import reauthd.detect.listing as listing_module
+
+    plain = dict(ENTRY, name="vertex.json", auth_index="f" * 16)
+    for key in ("account", "account_type", "email"):
+        plain.pop(key, None)
+    oauth = [dict(e, account="u@x.com", account_type="oauth") for e in entries(800)]
+    raw = ('{"files":' + json.dumps([plain, *oauth], sort_keys=True, separators=(",", ":")) + "}").encode()
+    assert raw.startswith(b'{"files":[{"auth_index":') and b'},{"account":' in raw
+    batched: list[int] = []
+    decode = listing_module._decode_batch
+
+    def counting(text: str) -> list[object] | None:
+        result = decode(text)
+        batched.append(0 if result is None else len(result))
+        return result  # type: ignore[return-value]
+
+    monkeypatch.setattr(listing_module, "_decode_batch", counting)
+    got = read_in_chunks(raw, [8192] * 200).close()
+    assert got == one_by_one(raw).close() and len(got.credentials) == 801
+    assert sum(batched) > 700, batched

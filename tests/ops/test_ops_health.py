@@ -334,3 +334,21 @@ async def test_no_secret_in_any_health_answer(serve_app) -> None:
         bodies = [(await client.get(p)).text for p in ("/livez", "/readyz", "/healthz", "/metrics")]
     assert "OSError" in bodies[1]  # the failure is reported ...
     assert all(key not in body for body in bodies)  # ... without its secret-bearing message
+
+
+async def test_a_note_shows_under_readyz_without_making_it_unready(serve_app) -> None:
+    """A stretched idle sweep (issue 12) is something to know, not a reason to take reauthd out of
+    service: /readyz stays 200 and says it on a second line; /healthz lists it under `notes`."""
+    health = Health(cpas=["main"], store_check=lambda: True, clock=FakeClock())
+    health.cpa_ok("main")
+    app = Starlette(routes=health_routes(health, Metrics(cpas=["main"])))
+    sentence = "the idle sweep probes each of 50,000 credentials every 8.7 h instead of every 6.0 h"
+    async with serve_app(app) as base, httpx.AsyncClient(base_url=base, timeout=5) as client:
+        assert (await client.get("/readyz")).text == "ok\n"
+        health.set_note("sweep", sentence)
+        ready = await client.get("/readyz")
+        assert (ready.status_code, ready.text) == (200, f"ok\nnote: {sentence}\n")
+        assert (await client.get("/healthz")).json()["notes"] == [sentence]
+        health.set_note("sweep", None)
+        assert (await client.get("/readyz")).text == "ok\n"
+        assert (await client.get("/healthz")).json()["notes"] == []
