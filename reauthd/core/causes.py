@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from reauthd.core.classify import provider_name
 from reauthd.core.model import Evidence, EvidenceSource, ReauthTask, Verdict, VerdictKind
 
 
@@ -144,28 +145,12 @@ class Advice:
         }
 
 
-_PROVIDERS = {
-    "codex": "Codex",
-    "claude": "Claude",
-    "anthropic": "Claude",
-    "kimi": "Kimi",
-    "xai": "xAI",
-    "antigravity": "Antigravity",
-    "vertex": "Vertex",
-    "gemini": "Gemini",
-}
-
-
-def _who(provider: str) -> str:
-    return _PROVIDERS.get(provider.lower(), provider or "The provider")
-
-
 def advice(
     cause: Cause, provider: str = "", *, hint: str | None = None, other_holders: Sequence[str] = ()
 ) -> Advice:
     """The plain sentence and next step for `cause`. `other_holders` names credentials of the same account
     elsewhere ("file on CPA"), known from the duplicate-holder check."""
-    who = _who(provider)
+    who = provider_name(provider)
     holders = ", ".join(other_holders)
     if cause is Cause.REFRESH_TOKEN_REUSED:
         other = f" ({holders})" if holders else ""

@@ -11,25 +11,16 @@ import hashlib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
 
 from reauthd.core.accounts import DuplicateGroup, duplicate_holders, review_plans
 from reauthd.core.causes import OPERATOR_CAUSES, Cause, explain, task_cause
-from reauthd.core.model import Credential, CredentialRef, ReauthTask, Verdict, VerdictKind
+from reauthd.core.model import Credential, ReauthTask, VerdictKind
 from reauthd.core.sanitize import mask_email
 from reauthd.notify.notices import OperatorNotice, cause_notice, duplicate_notice, plan_notice
+from reauthd.tasks.service import LatestVerdict
 
 #: Store key of the Codex plan type last seen per account (digest → plan), so a change is told once.
 PLANS_KEY = "accounts.plans"
-
-
-class _View(Protocol):
-    @property
-    def ref(self) -> CredentialRef: ...
-    @property
-    def credential(self) -> Credential | None: ...
-    @property
-    def verdict(self) -> Verdict: ...
 
 
 @dataclass(slots=True)
@@ -52,7 +43,7 @@ def cause_key(cpa: str, auth_index: str, cause: str) -> str:
 
 def review(
     credentials: Iterable[Credential],
-    unhealthy: Iterable[_View],
+    unhealthy: Iterable[LatestVerdict],
     now: datetime,
     *,
     warning_days: float,

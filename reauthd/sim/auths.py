@@ -26,7 +26,8 @@ NOT_FOUND_SUSPEND = timedelta(hours=12)
 TRANSIENT_COOLDOWN = timedelta(minutes=1)
 QUOTA_BACKOFF_MAX = timedelta(minutes=30)
 
-# Keys that a re-login never copies from the old file (sdk/cliproxy/auth/metadata_merge.go).
+# Keys that a re-login never copies from the old file, and that a login's raw record leaves out of its
+# Metadata (sdk/cliproxy/auth/metadata_merge.go IsAuthTokenPayloadKey).
 TOKEN_LIFECYCLE_KEYS = frozenset(
     {
         "access_token",

@@ -11,6 +11,7 @@ import secrets
 from datetime import timedelta
 from urllib.parse import urlencode, urlsplit
 
+from reauthd.sim.auths import TOKEN_LIFECYCLE_KEYS
 from reauthd.sim.credentials import Identity, file_content, file_name_for, merge_relogin
 from reauthd.sim.oauth import (
     CALLBACK_PROVIDERS,
@@ -256,25 +257,6 @@ def write_callback(state: SimState, session: OAuthSession, code: str, error: str
     state.schedule(state.settings.exchange_delay, pick_up)
 
 
-# sdk/cliproxy/auth/metadata_merge.go IsAuthTokenPayloadKey.
-TOKEN_PAYLOAD_KEYS = frozenset(
-    {
-        "access_token",
-        "refresh_token",
-        "id_token",
-        "session_id",
-        "expired",
-        "last_refresh",
-        "expires_in",
-        "timestamp",
-        "token_type",
-        "user_code",
-        "verification_uri",
-        "verification_uri_complete",
-    }
-)
-
-
 def raw_record_metadata(provider: str, content: dict[str, object]) -> dict[str, object]:
     """The Metadata of the record saveTokenRecord hands to runtimeAuthSyncHook (auth_files_provider_oauth.go).
 
@@ -285,7 +267,7 @@ def raw_record_metadata(provider: str, content: dict[str, object]) -> dict[str, 
     """
     if provider == "antigravity":
         return dict(content)
-    return {k: v for k, v in content.items() if k not in TOKEN_PAYLOAD_KEYS}
+    return {k: v for k, v in content.items() if k not in TOKEN_LIFECYCLE_KEYS}
 
 
 def _save(state: SimState, session: OAuthSession, ident: Identity) -> None:
