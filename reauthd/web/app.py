@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import structlog
@@ -56,6 +56,8 @@ class WebStore(Protocol):
     ) -> list[ReauthTask]: ...
 
     def audit_for(self, task_id: str | None = None, *, limit: int = 1000) -> list[AuditEntry]: ...
+
+    def kv_prefix(self, prefix: str) -> dict[str, Any]: ...
 
 
 def _utcnow() -> datetime:

@@ -13,7 +13,7 @@ import json
 import secrets
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from pydantic import SecretStr
@@ -63,6 +63,8 @@ class OperatorStore(Protocol):
     def get_task(self, task_id: str, *, with_history: bool = True) -> ReauthTask: ...
 
     def audit_for(self, task_id: str | None = None, *, limit: int = 1000) -> list[AuditEntry]: ...
+
+    def kv_prefix(self, prefix: str) -> dict[str, Any]: ...
 
 
 def _when(value: datetime | None) -> str:
@@ -247,8 +249,7 @@ class OperatorPages:
         csrf = self._csrf(request)
         open_count = sum(not t.state.terminal for t in tasks)
         cards = join([self._card(t, csrf) for t in tasks])
-        kv_prefix = getattr(self.store, "kv_prefix", None)
-        told = notices.recent(kv_prefix) if callable(kv_prefix) else []
+        told = notices.recent(self.store.kv_prefix)
         notice_rows = join(
             [
                 Markup(
