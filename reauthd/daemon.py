@@ -30,8 +30,10 @@ from reauthd.core.model import Credential, Evidence, TaskState, VerdictKind
 from reauthd.cpa import CPAClient
 from reauthd.cpa.errors import CPAError
 from reauthd.cpa.factory import client_from_config, load_gate, save_gate
+from reauthd.cpa.home import HomeClient
 from reauthd.detect.cpamp import CPAMPSource
 from reauthd.detect.engine import DetectionEngine
+from reauthd.detect.home import HomeEventPoller
 from reauthd.detect.review import PLANS_KEY, other_holders_for, review
 from reauthd.logging import REDACTOR
 from reauthd.login.flow import LoginFlow
@@ -73,6 +75,8 @@ SHUTDOWN_GRACE_S = 15.0
 BACKGROUND_STOP_S = 5.0
 DETECTION_STATE_KEY = "detect.confirmation"
 COOKIE_KEY = "web.cookie_key"
+#: Per Home (`[[cpa]] kind = "home"`): where its failed-request-event poller stopped, `<prefix><cpa name>`.
+HOME_EVENTS_KEY_PREFIX = "detect.home_events."
 # Tasks the completion runner continues on every tick.
 COMPLETING = frozenset({TaskState.VERIFYING, TaskState.RETIRING})
 # After a task is raised, its message is delivered this long after the digest window ends (the window is
@@ -119,6 +123,7 @@ class _Graph:
     web: WebServer
     scheduler: AsyncIOScheduler
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    home_pollers: list[HomeEventPoller] = field(default_factory=list)
 
 
 class Daemon:
@@ -349,6 +354,12 @@ class Daemon:
             stack.push_async_callback(web.stop)
             self.web_url = web.url
             graph = _Graph(settings, clients, engine, tasks, login, completion, web, scheduler)
+            # A Home has no `errors` channel: its failed request events are polled instead (detect/home.py).
+            for name, client in clients.items():
+                if isinstance(client, HomeClient):
+                    poller = HomeEventPoller(name, client, engine, clock=self.clock)
+                    poller.restore_position(store.get_kv(HOME_EVENTS_KEY_PREFIX + name))
+                    graph.home_pollers.append(poller)
             self.graph = graph
             tasks.outbox.on_progress = self.health.progress
 
@@ -381,6 +392,12 @@ class Daemon:
             graph.background.append(
                 asyncio.create_task(engine.run(skip_first_cycle=True), name="reauthd-detect")
             )
+            for poller in graph.home_pollers:
+                graph.background.append(
+                    asyncio.create_task(
+                        poller.run(settings.detect.poll_interval_s), name=f"reauthd-home-events-{poller.cpa}"
+                    )
+                )
 
             self.sd.ready(f"watching {len(clients)} CPA(s); login page at {settings.web.public_url}")
             self.metrics.set_ready(True)
@@ -628,6 +645,11 @@ class Daemon:
             self._last_state_version = version
         for client in graph.clients.values():
             save_gate(self.store, client, now)
+        for poller in graph.home_pollers:
+            position = poller.export_position()
+            key = HOME_EVENTS_KEY_PREFIX + poller.cpa
+            if self.store.get_kv(key) != position:
+                self.store.put_kv(key, position, now)
 
     def _observe_clients(self, graph: _Graph) -> None:
         self.health.set_cpamp({s.name: (s.state, s.problem) for s in graph.engine.cpamp_sources})

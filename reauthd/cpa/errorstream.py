@@ -113,7 +113,7 @@ class ErrorStream:
         # Neither a Home nor a cluster node has an `errors` channel (home-contract §4): send them no key.
         if self.client.kind is FoundKind.NODE:
             raise ClusterNodeRefused(self.cpa, ENDPOINT)
-        if self.client.kind is FoundKind.HOME:
+        if self.client.kind is FoundKind.HOME or self.client.configured_kind == "home":
             raise self._home_has_none()
         writer: asyncio.StreamWriter | None = None
         try:

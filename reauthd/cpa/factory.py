@@ -14,6 +14,7 @@ from pathlib import Path
 from reauthd.config import CPAConfig, Settings
 from reauthd.cpa.client import CPAClient
 from reauthd.cpa.gate import GateSnapshot
+from reauthd.cpa.home import HomeClient
 from reauthd.store.sqlite import Store, StoreError
 
 
@@ -27,7 +28,11 @@ def client_from_config(
     gate_snapshot: GateSnapshot | None = None,
     clock: Callable[[], datetime] = _utcnow,
 ) -> CPAClient:
-    return CPAClient(
+    """The plain-CPA client, or the Home adapter for `kind = "home"`. `auto` keeps the plain-CPA client: it
+    names a Home from its first answer and refuses it with a sentence asking for `kind = "home"` (switching
+    adapters mid-run would mean a second keyed request path; an explicit kind keeps one)."""
+    cls = HomeClient if cpa.kind == "home" else CPAClient
+    return cls(
         cpa.name,
         cpa.base_url,
         cpa.key,

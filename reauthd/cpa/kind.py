@@ -15,9 +15,9 @@ Detection follows `shared/home-contract.md` §8 and never spends a failed-key at
   `internal/api/redis_queue_protocol.go:61-65`, `protocol_multiplexer.go:104-107`); a CPA with management
   off closes without a word (`redis_queue_protocol.go:67-70`, contract [inferred]).
 
-reauthd's management client is the plain-CPA adapter. Pointed at Home it would misread nearly everything
-(UUID ids, duplicate names, deletes by name hitting the new credential: home-contract §3), so until a Home
-adapter drives the daemon, a Home answer is refused with one sentence instead of being misread.
+The plain-CPA client pointed at Home would misread nearly everything (UUID ids, duplicate names, deletes by
+name hitting the new credential: home-contract §3), so it refuses a Home answer with one sentence asking for
+`kind = "home"`, which selects the Home adapter (reauthd/cpa/home.py, reauthd/cpa/factory.py).
 """
 
 from __future__ import annotations
@@ -114,8 +114,8 @@ class HomeNotSupported(ManagementUnavailable):
         super().__init__(
             cpa,
             endpoint,
-            f"CPA {cpa!r} is a {what}: reauthd cannot watch a Home cluster yet, so it does not act on it "
-            "(see the README, 'CPA clusters (Home)')",
+            f'CPA {cpa!r} is a {what}: set kind = "home" in its [[cpa]] section for reauthd to watch it; '
+            "until then it does not act on it (see the README, 'CPA clusters (Home)')",
         )
 
 

@@ -9,15 +9,17 @@ CPA. This module adds the real-time side: `HomeEventPoller` polls Home's persist
 and confirmation apply.
 
 The cursor starts at the poller's creation (history is not replayed) and moves to the newest event seen;
-events at the cursor's instant are asked again and deduplicated by their id. A restart starts afresh: the
-listing still shows every credential Home disabled or marked `error` meanwhile.
+events at the cursor's instant are asked again and deduplicated by their id. The daemon saves the cursor
+(`export_position`) and a restart resumes from it (`restore_position`), at most `MAX_REPLAY` back: older
+failures would count as fresh evidence, and the listing shows every credential Home disabled meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -27,6 +29,9 @@ from reauthd.cpa.models import ErrorEvent
 from reauthd.detect.engine import DetectionEngine
 
 log = structlog.get_logger(__name__)
+
+#: How far back a restart resumes reading Home's failed request events at most.
+MAX_REPLAY = timedelta(hours=1)
 
 
 def as_error_event(event: HomeRequestEvent) -> ErrorEvent:
@@ -55,8 +60,33 @@ class HomeEventPoller:
         self.cpa = cpa
         self.client = client
         self.engine = engine
+        self.clock = clock
         self.cursor = clock()
         self._at_cursor: set[str] = set()  # ids of events at exactly `cursor`, already handed on
+
+    def export_position(self) -> dict[str, Any]:
+        """The cursor and the ids already handed on at it, JSON-ready (the daemon stores it in kv)."""
+        return {"cursor": self.cursor.isoformat(), "ids": sorted(self._at_cursor)}
+
+    def restore_position(self, saved: object) -> bool:
+        """Resume from an `export_position()` value; not earlier than MAX_REPLAY ago, never in the future.
+        Anything unreadable is ignored (the poller then starts from now). Returns whether it was used."""
+        if not isinstance(saved, dict) or not isinstance(saved.get("cursor"), str):
+            return False
+        try:
+            cursor = datetime.fromisoformat(saved["cursor"])
+        except ValueError:
+            return False
+        now = self.clock()
+        if cursor.tzinfo is None or cursor > now:
+            return False
+        ids = saved.get("ids")
+        if cursor < now - MAX_REPLAY:
+            self.cursor, self._at_cursor = now - MAX_REPLAY, set()
+        else:
+            self.cursor = cursor
+            self._at_cursor = {i for i in ids if isinstance(i, str)} if isinstance(ids, list) else set()
+        return True
 
     async def poll_once(self) -> int:
         """Hand every new failed event to the engine; returns how many. Raises the client's typed errors."""

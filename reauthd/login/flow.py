@@ -21,6 +21,7 @@ import structlog
 from reauthd.core.model import ReauthTask, TaskState
 from reauthd.core.tasks import IllegalTransition
 from reauthd.cpa.errors import CPAError
+from reauthd.cpa.home import HomeClient
 from reauthd.login.callback import CallbackProblem, CallbackRejected, check_callback_url
 from reauthd.login.ports import CompletionRunner, LoginCPA, LoginStore
 from reauthd.login.providers import LoginKind, UnsupportedProvider, login_for_provider, resolve_kind
@@ -75,6 +76,12 @@ def _notice(explanation: Explanation) -> Notice:
     return Notice(explanation.sentence, explanation.next_step)
 
 
+#: reauthd's page does not drive a CLIProxyAPIHome's login, verify and retire yet (README, "CPA clusters (Home)").
+ON_HOME = Notice(
+    "This account is on a CLIProxyAPIHome cluster, where reauthd cannot run the sign-in yet. Log in again "
+    "through the Home's own management panel; the operator then closes this task.",
+    NextStep.TRY_LATER,
+)
 _NOT_STARTED = Notice("Press “Start login” first: it creates a fresh sign-in link.", NextStep.START_AGAIN)
 _IN_PROGRESS = Notice(
     "The sign-in result has already reached the proxy server. Follow the progress below.", NextStep.COMPLETED
@@ -138,6 +145,9 @@ class LoginFlow:
     def _client(self, task: ReauthTask) -> LoginCPA:
         return self.clients[task.cpa]
 
+    def _on_home(self, task: ReauthTask) -> bool:
+        return isinstance(self.clients.get(task.cpa), HomeClient)
+
     def _audit(self, task: ReauthTask, action: str, outcome: str, now: datetime) -> None:
         self.store.record_audit(
             task_id=task.id,
@@ -164,6 +174,8 @@ class LoginFlow:
                 return settled
             if task.state is S.AWAITING_OPERATOR:
                 return _OPERATOR
+            if self._on_home(task):
+                return ON_HOME  # before "opened": reminders go on, nothing is minted at Home
             if task.state in (S.OPEN, S.NOTIFIED):
                 task = self.store.apply_transition(
                     task_id,
@@ -218,6 +230,8 @@ class LoginFlow:
         return await self._mint(task, now)
 
     async def _mint(self, task: ReauthTask, now: datetime) -> Notice | None:
+        if self._on_home(task):
+            return ON_HOME
         try:
             login = login_for_provider(task.provider)
         except UnsupportedProvider:

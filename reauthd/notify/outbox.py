@@ -117,6 +117,8 @@ class Outbox:
         self._policy = reminder_policy(settings.notify)
         self._jitter = jitter
         self._lock = asyncio.Lock()
+        #: CPAs that are a CLIProxyAPIHome: reauthd's page cannot run their logins yet, so no link is minted.
+        self._home_cpas = frozenset(c.name for c in settings.cpa if c.kind == "home")
         #: Called after each delivery attempt: the daemon's liveness counts it as progress of its tick.
         self.on_progress: Callable[[], None] | None = None
         notifier.seed(store.last_channel_outcomes())
@@ -395,7 +397,14 @@ class Outbox:
             retry_at = now + retry_delay(delivery.attempts + 1, self._jitter())
             claimed = self.store.claim_delivery(delivery.id, now, retry_at)
             items = [
-                TaskLink(t, self._link(t, now) if delivery.kind in _LINKED_KINDS else None) for t in tasks
+                TaskLink(
+                    t,
+                    self._link(t, now)
+                    if delivery.kind in _LINKED_KINDS and t.cpa not in self._home_cpas
+                    else None,
+                    home=t.cpa in self._home_cpas,
+                )
+                for t in tasks
             ]
         try:
             message = render(delivery.kind, items)

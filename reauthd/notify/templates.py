@@ -32,6 +32,8 @@ class TaskLink:
 
     task: ReauthTask
     link: str | None = None
+    #: The task's CPA is a CLIProxyAPIHome (`kind = "home"`): no link, the person logs in through Home.
+    home: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,7 @@ class _Line:
     link: str | None
     cause: str = ""
     next_step: str = ""
+    home: bool = False
 
 
 def _line(item: TaskLink, *, closing: bool) -> _Line:
@@ -98,7 +101,8 @@ def _line(item: TaskLink, *, closing: bool) -> _Line:
         cpa=sanitize_line(task.cpa),
         reason=_closing_reason(task) if closing else sanitize_line(task.reason),
         deadline=_when(task.deadline),
-        link=item.link if advice.relogin else None,  # a login would not help: no link (issue 14)
+        link=item.link if advice.relogin and not item.home else None,  # no link when a login would not help
+        home=item.home and advice.relogin,
     )
 
 
@@ -167,6 +171,15 @@ _ACTION = (
 )
 
 
+# Accounts on a CLIProxyAPIHome: reauthd's page cannot run their login yet (README, "CPA clusters (Home)").
+_HOME_LOGIN = "log in again through the Home's own management panel (reauthd has no page for this yet)"
+_HOME_ACTION = (
+    "Accounts on a CLIProxyAPIHome cluster have no re-login link: log in again through the Home's own "
+    "management panel. reauthd does not pick that login up by itself yet, so an operator closes the task "
+    "afterwards (reauthd tasks cancel); until then reminders continue."
+)
+
+
 def render(kind: DeliveryKind, items: Sequence[TaskLink]) -> Message:
     """The message for `kind` about `items` (one task or a digest of many)."""
     if not items:
@@ -182,6 +195,8 @@ def render(kind: DeliveryKind, items: Sequence[TaskLink]) -> Message:
     one, many, opening = _HEADLINES[kind]
     if len(lines) == 1:
         opening = _OPENING_FOR_ONE.get(kind, opening)
+    if kind is DeliveryKind.REMINDER and all(line.home for line in lines):
+        opening = "Still waiting for a new login."  # there is no link to open
     first = lines[0]
     title = (
         one.format(account=first.account, provider=first.provider, cpa=first.cpa)
@@ -208,11 +223,17 @@ def render(kind: DeliveryKind, items: Sequence[TaskLink]) -> Message:
         if line.link and not closing:
             text_parts.append(f"   Link: {line.link}")
             md_parts.append(f"   [Open the re-login page]({line.link})")
+        if line.home and not closing:
+            text_parts.append(f"   How: {_HOME_LOGIN}")
+            md_parts.append(f"   How: {_md(_HOME_LOGIN)}")
         text_parts.append("")
         md_parts.append("")
-    if not closing:
+    if not closing and not all(line.home for line in lines):
         text_parts.append(_ACTION)
         md_parts.append(_md(_ACTION))
+    if not closing and any(line.home for line in lines):
+        text_parts.append(_HOME_ACTION)
+        md_parts.append(_md(_HOME_ACTION))
     return Message(
         title=title, text="\n".join(text_parts).rstrip() + "\n", markdown="\n".join(md_parts).rstrip() + "\n"
     )

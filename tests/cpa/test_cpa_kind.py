@@ -108,7 +108,7 @@ async def test_home_is_recognised_and_refused_without_reading_its_listing(kind: 
         assert cpa.gate.state is GateState.OK  # Home accepted the key: nothing to pause
         health = cpa.health
     assert fed == []  # the Home listing was never parsed as a CPA listing
-    assert "is a CLIProxyAPIHome v1.0.67: reauthd cannot watch a Home cluster yet" in str(info.value)
+    assert 'is a CLIProxyAPIHome v1.0.67: set kind = "home"' in str(info.value)
     assert app.hits == {"/v0/management/auth-files": 2}  # no retries, no extra probes
     assert health.kind is FoundKind.HOME and health.kind_text == "CLIProxyAPIHome v1.0.67"
 

@@ -193,3 +193,33 @@ async def test_a_login_through_home_writes_a_new_row_that_is_found_by_id() -> No
         with pytest.raises(FeatureMissing):
             await client.cancel_oauth_session(start.state)
     assert all(status != 401 for _, _, status in home.state.requests)  # the key went with every call
+
+
+def test_the_event_position_is_restored_at_most_max_replay_back() -> None:
+    from reauthd.detect.home import MAX_REPLAY
+
+    now = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)
+    client = HomeClient("main", "http://127.0.0.1:9", KEY)
+    engine = DetectionEngine({"main": client})
+    poller = HomeEventPoller("main", client, engine, clock=lambda: now)
+    recent = {"cursor": (now - timedelta(minutes=5)).isoformat(), "ids": ["evt_1", 7]}
+    assert poller.restore_position(recent)
+    assert poller.export_position() == {"cursor": (now - timedelta(minutes=5)).isoformat(), "ids": ["evt_1"]}
+    assert poller.restore_position({"cursor": (now - timedelta(days=3)).isoformat(), "ids": ["evt_2"]})
+    assert poller.export_position() == {"cursor": (now - MAX_REPLAY).isoformat(), "ids": []}
+    for bad in (None, "x", {"cursor": "soon"}, {"cursor": "2026-12-04T14:00:00"},
+                {"cursor": (now + timedelta(minutes=1)).isoformat()}):  # fmt: skip
+        assert not poller.restore_position(bad)
+    assert poller.cursor == now - MAX_REPLAY  # a refused value changes nothing
+
+
+async def test_a_home_client_never_opens_the_errors_channel_even_before_its_first_answer() -> None:
+    from reauthd.cpa.errors import FeatureMissing
+    from reauthd.cpa.errorstream import ErrorStream
+    from tests.support.servers import free_port
+
+    async with HomeClient("main", f"http://127.0.0.1:{free_port()}", KEY, retry=FAST_RETRY) as client:
+        assert client.kind is FoundKind.UNKNOWN  # nothing answered yet
+        with pytest.raises(FeatureMissing, match="a Home has none"):
+            async for _ in ErrorStream(client).events():
+                pass

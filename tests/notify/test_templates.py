@@ -124,3 +124,23 @@ def test_markdown_cannot_smuggle_html_or_links() -> None:
     assert "<img" not in message.markdown and "](javascript" not in message.markdown
     assert "\\*\\*bold\\*\\*" in message.markdown
     assert message.markdown.count("](") == 1  # only our own link
+
+
+def test_a_home_task_gets_no_link_but_the_way_through_homes_panel() -> None:
+    """Tasks on a CLIProxyAPIHome (`kind = "home"`): reauthd's page cannot run their login yet, so the message
+    carries no link (even one handed in by mistake) and says to log in through Home's panel; a digest that
+    also holds a plain-CPA task keeps that task's link and the usual instruction."""
+    from dataclasses import replace
+
+    plain = replace(hostile_task(), reason="token revoked")
+    on_home = replace(plain, id="t2", cpa="home")
+    alone = render(DeliveryKind.REMINDER, [TaskLink(on_home, LINK, home=True)])
+    for body in (alone.text, alone.markdown):
+        assert "/r/" not in body and "Open the link" not in body and "opens the link" not in body
+        assert "log in again through the Home's own management panel" in body
+        assert "reauthd tasks cancel" in body
+    both = render(DeliveryKind.NEW, [TaskLink(plain, LINK), TaskLink(on_home, None, home=True)])
+    assert both.text.count("/r/") == 1 and "Open the link" in both.text
+    assert "How: log in again through the Home's own management panel" in both.text
+    closing = render(DeliveryKind.RESOLVED, [TaskLink(on_home, None, home=True)])
+    assert "Home's own" not in closing.text  # nothing to do any more

@@ -8,7 +8,7 @@ import httpx
 from starlette.applications import Starlette
 
 from reauthd.cpa.client import CPAHealth, HealthState
-from reauthd.cpa.kind import ClusterNodeRefused, FoundKind
+from reauthd.cpa.kind import ClusterNodeRefused, FoundKind, HomeNotSupported, HomeVersion
 from reauthd.ops.health import Health, health_routes
 
 
@@ -18,7 +18,8 @@ async def test_home_and_node_are_named_in_readyz_and_healthz(serve_app) -> None:
     health.cpa_snapshot(
         CPAHealth("plain", HealthState.OK, now, None, None, None, FoundKind.CPA, "plain CPA v7.2.140")
     )
-    home_sentence = "CPA 'home' is a CLIProxyAPIHome v1.0.67: reauthd cannot watch a Home cluster yet"
+    home_sentence = HomeNotSupported("home", "/v0/management/auth-files", HomeVersion("v1.0.67")).sentence
+    assert home_sentence.startswith("CPA 'home' is a CLIProxyAPIHome v1.0.67: set kind = \"home\"")
     health.cpa_snapshot(
         CPAHealth(
             "home", HealthState.OK, now, None, home_sentence, None, FoundKind.HOME, "CLIProxyAPIHome v1.0.67"
