@@ -41,7 +41,16 @@ def _register_terminal_channel() -> None:
 
 
 DEMO_MARKER = "# reauthd demo configuration"
-DEMO_FILES = ("config.toml", "state.db", "state.db-wal", "state.db-shm", "state.db.lock")
+# Everything a demo leaves in its folder: its config, the state database (with SQLite's side files), the
+# lock, and the cookie-signing key kept beside the database (store/keyfile.py key_path_for).
+DEMO_FILES = (
+    "config.toml",
+    "state.db",
+    "state.db-wal",
+    "state.db-shm",
+    "state.db.lock",
+    "state.db.cookie-key",
+)
 
 
 class DemoStateDirInUse(Exception):

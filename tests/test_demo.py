@@ -30,24 +30,47 @@ def wait_for_text(log: Path, needle: str, timeout: float) -> str:
     raise AssertionError(f"the demo never printed {needle!r}:\n{log.read_text(errors='replace')[-3000:]}")
 
 
-def test_demo_shows_the_whole_flow(tmp_path: Path) -> None:
-    web_port, sim_port = free_port(), free_port()
-    base = f"http://127.0.0.1:{web_port}"
-    log = tmp_path / "demo.log"
+def start_demo(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str, Path, Path, str]:
+    """Start `reauthd demo` on free ports and wait for its first link: (process, base URL, log, state
+    folder, log text). A port `free_port` handed out can be taken before the demo binds it (by any
+    outbound connection's ephemeral port); the demo then says it cannot listen or start and exits, and
+    the next try takes other ports."""
     state_dir = tmp_path / "demo-state"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                *("-m", "reauthd", "demo", "--port", str(web_port), "--sim-port", str(sim_port)),
-                *("--state-dir", str(state_dir)),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    for attempt in range(3):
+        web_port, sim_port = free_port(), free_port()
+        base = f"http://127.0.0.1:{web_port}"
+        log = tmp_path / f"demo-{attempt}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    *("-m", "reauthd", "demo", "--port", str(web_port), "--sim-port", str(sim_port)),
+                    *("--state-dir", str(state_dir)),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            text = log.read_text(errors="replace")
+            if f"{base}/r/" in text:
+                return proc, base, log, state_dir, text
+            if proc.poll() is not None:
+                if "cannot listen on" in text or "cannot start the simulator" in text:
+                    break  # a port was taken meanwhile: try others
+                raise AssertionError(f"the demo stopped early:\n{text[-3000:]}")
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait(timeout=30)
+                raise AssertionError(f"the demo never printed a link:\n{text[-3000:]}")
+            time.sleep(0.2)
+    raise AssertionError("three pairs of free ports were each taken before the demo could bind them")
+
+
+def test_demo_shows_the_whole_flow(tmp_path: Path) -> None:
+    proc, base, log, state_dir, text = start_demo(tmp_path)
     try:
-        text = wait_for_text(log, f"{base}/r/", 60)
         link = links_in(text, base)[0]
         # The banner names the operator view (with a strong token), health, metrics and the CLI line.
         token = re.search(rf"{re.escape(base)}/operator/login#token=(\S+)", text)
@@ -91,6 +114,9 @@ def test_demo_shows_the_whole_flow(tmp_path: Path) -> None:
         f"reauthd demo stopped; its state and configuration stay in {state_dir}/ until the next demo."
     )
     assert (state_dir / "state.db").exists() and (state_dir / "config.toml").exists()
+    # The next `make demo` takes the folder back: every file this demo left is one of its own.
+    prepare_state_dir(state_dir)
+    assert list(state_dir.iterdir()) == []
 
 
 def test_demo_folder_is_emptied_of_its_own_files_only(tmp_path: Path) -> None:
