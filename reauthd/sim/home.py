@@ -33,6 +33,7 @@ from uvicorn.server import ServerState
 
 from reauthd.sim.bans import BanTable
 from reauthd.sim.clock import SimClock
+from reauthd.sim.server import LoopbackServer
 
 MANAGEMENT = "/v0/management"
 RESP_FIRST_BYTES = b"*$+-:"  # Home internal/protocolmux/mux.go:44-101 (CPA protocol_multiplexer.go alike)
@@ -824,7 +825,7 @@ class _NodeApp:
             await empty_404()(scope, receive, send)
 
 
-class HomeSimServer:
+class HomeSimServer(LoopbackServer):
     """`async with HomeSimServer() as home:` → `home.base_url`, `home.state`. `node=True`: a cluster node."""
 
     def __init__(
@@ -850,42 +851,11 @@ class HomeSimServer:
         self._server: asyncio.Server | None = None
         self._stopped = asyncio.Event()
 
-    @property
-    def base_url(self) -> str:
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
-
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _HomeMux(self), self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         self.state.home_id = f"{self.host}:{self.port}"
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for conn in list(self.server_state.connections):
-                conn.shutdown()
-            for transport in list(self.connections):
-                transport.close()
-            if self.server_state.tasks:
-                await asyncio.wait(list(self.server_state.tasks), timeout=2)
-            await self._server.wait_closed()
-            self._server = None
-        self._stopped.set()
-
-    async def serve_forever(self) -> None:
-        if self._server is None:
-            await self.start()
-        await self._stopped.wait()
-
-    async def __aenter__(self) -> HomeSimServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
 
 def seed_home_demo(state: HomeSimState) -> list[HomeRow]:

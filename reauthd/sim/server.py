@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from email.utils import formatdate
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -71,7 +71,60 @@ class _Mux(asyncio.Protocol):
         return self.sim.state.take_fault(line[0].decode("latin-1"), path, outage=True) is not None
 
 
-class SimServer:
+class LoopbackServer:
+    """What the CPA and Home simulators share: an asyncio server speaking HTTP through uvicorn's protocol
+    (`connections`, `server_state`), its base URL, and a stop that closes every connection."""
+
+    host: str
+    port: int
+    server_state: ServerState
+    connections: set[asyncio.Transport]
+    _server: asyncio.Server | None
+    _stopped: asyncio.Event
+
+    @property
+    def base_url(self) -> str:
+        """Where clients reach the simulator (a wildcard bind is reached on loopback)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def _before_close(self) -> None:
+        """What a subclass stops before the listener closes (the CPA simulator's timer task)."""
+
+    async def stop(self) -> None:
+        await self._before_close()
+        if self._server is not None:
+            self._server.close()
+            for conn in list(self.server_state.connections):
+                conn.shutdown()
+            for transport in list(self.connections):
+                transport.close()
+            if self.server_state.tasks:
+                await asyncio.wait(list(self.server_state.tasks), timeout=2)
+            await self._server.wait_closed()
+            self._server = None
+        self._stopped.set()
+
+    async def serve_forever(self) -> None:
+        if self._server is None:
+            await self.start()
+        await self._stopped.wait()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+class SimServer(LoopbackServer):
     """A simulated CPA on loopback. `async with SimServer() as sim:` → `sim.base_url`, `sim.state`."""
 
     def __init__(
@@ -128,13 +181,6 @@ class SimServer:
             if name is not None and tuple(name[:2]) == tuple(peer[:2]):
                 transport.abort()
 
-    @property
-    def base_url(self) -> str:
-        """Where clients reach the simulator (a wildcard bind is reached on loopback)."""
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
-
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Mux(self), self.host, self.port)
@@ -159,37 +205,12 @@ class SimServer:
                 log.exception("simulator timer failed")
             await asyncio.sleep(TICK_SECONDS)
 
-    async def stop(self) -> None:
+    async def _before_close(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
-        if self._server is not None:
-            self._server.close()
-            for conn in list(self.server_state.connections):
-                conn.shutdown()
-            for transport in list(self.connections):
-                transport.close()
-            if self.server_state.tasks:
-                await asyncio.wait(list(self.server_state.tasks), timeout=2)
-            await self._server.wait_closed()
-            self._server = None
-        self._stopped.set()
-
-    async def serve_forever(self) -> None:
-        if self._server is None:
-            await self.start()
-        await self._stopped.wait()
-
-    async def __aenter__(self) -> SimServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
 
 class SimThread:
