@@ -168,6 +168,9 @@ class CPAClient:
     bans at 5 (contract §1).
     """
 
+    # CPA takes the pasted callback without the management key; a Home wants it (cpa/home.py).
+    _callback_route: Route = _CALLBACK
+
     def __init__(
         self,
         name: str,
@@ -482,8 +485,8 @@ class CPAClient:
         if provider:
             body["provider"] = provider
         secrets = [redirect_url, *_query_values(redirect_url)]
-        answer = await self._wire.call(_CALLBACK, json_body=body, secrets=secrets)
-        self._expect_ok(_CALLBACK, answer)
+        answer = await self._wire.call(self._callback_route, json_body=body, secrets=secrets)
+        self._expect_ok(self._callback_route, answer)
 
     # ---------------------------------------------------------------------------------- tools
 

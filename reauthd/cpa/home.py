@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 import structlog
 from pydantic import ValidationError
 
-from reauthd.cpa.client import _STATE_RE, CPAClient, _query_values
+from reauthd.cpa.client import _STATE_RE, CPAClient
 from reauthd.cpa.errors import FeatureMissing, MalformedResponse
 from reauthd.cpa.kind import FoundKind
 from reauthd.cpa.models import AuthFile, AuthURL, parse_auth_file_listing
@@ -157,6 +157,9 @@ def cpa_shaped_listing(body: bytes | bytearray, *, name: str | None, auth_index:
 class HomeClient(CPAClient):
     """A `CPAClient` whose base_url is a CLIProxyAPIHome. Same key gate, retries, caps and typed errors (Home's
     management middleware is CPA v7.2.83's, home-contract §2)."""
+
+    # Home's /oauth-callback sits behind the management key (§3.10); CPA's is key-less.
+    _callback_route = _HOME_CALLBACK
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("kind", "home")
@@ -282,18 +285,6 @@ class HomeClient(CPAClient):
         if route_name == "kimi":
             result = result.model_copy(update={"flow": "device"})
         return result
-
-    async def post_oauth_callback(self, redirect_url: str, *, provider: str | None = None) -> None:
-        """`POST /oauth-callback` **with the management key** (Home: behind the key, §3.10; CPA's is key-less,
-        so the inherited call would count as a failed attempt). The pasted address is sent unchanged."""
-        if not redirect_url.strip():
-            raise ValueError("the pasted callback address is empty")
-        body: dict[str, str] = {"redirect_url": redirect_url}
-        if provider:
-            body["provider"] = provider
-        secrets = [redirect_url, *_query_values(redirect_url)]
-        answer = await self._wire.call(_HOME_CALLBACK, json_body=body, secrets=secrets)
-        self._expect_ok(_HOME_CALLBACK, answer)
 
     async def find_login_credential(
         self, provider: str, email: str | None, before_ids: Collection[str], started_at: datetime

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
-
 from reauthd.sim.cpamp import CPAMPSimServer, Policy
-from reauthd.sim.server import SimServer
+from reauthd.sim.server import SimServer, wait_for_stop_signal
 from reauthd.sim.state import SimState
 
 
@@ -74,13 +70,8 @@ async def run_sim_cli(
         f"  control API:    {sim.base_url}/_sim/   proxy API key: {sim.state.settings.proxy_api_keys[0]}",
         flush=True,
     )
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await wait_for_stop_signal()
     finally:
         if cpamp is not None:
             await cpamp.stop()

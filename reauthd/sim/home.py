@@ -33,7 +33,7 @@ from uvicorn.server import ServerState
 
 from reauthd.sim.bans import BanTable
 from reauthd.sim.clock import SimClock
-from reauthd.sim.server import LoopbackServer
+from reauthd.sim.server import LoopbackServer, wait_for_stop_signal
 
 MANAGEMENT = "/v0/management"
 RESP_FIRST_BYTES = b"*$+-:"  # Home internal/protocolmux/mux.go:44-101 (CPA protocol_multiplexer.go alike)
@@ -873,8 +873,6 @@ async def run_home_sim_cli(
     host: str, port: int, *, management_key: str = "sim-key", node: bool = False, seed_demo: bool = True
 ) -> None:
     """`reauthd sim --home` / `--node`: serve until SIGINT/SIGTERM, printing the base URL (never the key)."""
-    import signal
-
     server = HomeSimServer(management_key, host=host, port=port, node=node)
     await server.start()
     if node:
@@ -887,12 +885,7 @@ async def run_home_sim_cli(
             f"  management API: {server.base_url}/v0/management/  (key: the --management-key value)",
             flush=True,
         )
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await wait_for_stop_signal()
     finally:
         await server.stop()

@@ -9,6 +9,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import signal
 import threading
 from collections.abc import Callable
 from email.utils import formatdate
@@ -69,6 +70,16 @@ class _Mux(asyncio.Protocol):
             return False
         path = line[1].split(b"?", 1)[0].decode("latin-1")
         return self.sim.state.take_fault(line[0].decode("latin-1"), path, outage=True) is not None
+
+
+async def wait_for_stop_signal() -> None:
+    """Until SIGINT or SIGTERM (`reauthd sim`, `reauthd sim --home`)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 class LoopbackServer:
